@@ -1,0 +1,55 @@
+"""archzoo model code: pure Flax (linen) definitions and their objectives.
+
+Nothing here imports `train/`. Families live in groups (`vision/`, `sequence/`, ...);
+a config names a network or objective by its module path inside this package, e.g.
+`'vision.lenet'`, and `load` resolves it.
+"""
+
+import importlib
+import pkgutil
+
+_GROUPS = ('vision', 'sequence', 'generative', 'multimodal', 'graph', 'dynamics', 'rl',
+           'scene', 'compress')
+
+
+def available(predicate=lambda module_name: True) -> list[str]:
+  """Names 'group.module' of every module under the groups of this package."""
+  names = []
+  for group in _GROUPS:
+    try:
+      pkg = importlib.import_module(f'{__name__}.{group}')
+    except ModuleNotFoundError:
+      continue
+    for info in pkgutil.iter_modules(pkg.__path__):
+      if not info.name.startswith('_') and predicate(info.name):
+        names.append(f'{group}.{info.name}')
+  return sorted(names)
+
+
+def load(name: str, attr: str):
+  """Imports `arch.<name>` and checks that it defines `attr` (`'Model'` or `'make'`).
+
+  Raises LookupError naming the valid choices when the module or attribute is missing.
+  """
+  kind = 'model' if attr == 'Model' else 'task'
+  try:
+    module = importlib.import_module(f'{__name__}.{name}')
+  except ModuleNotFoundError as e:
+    if not (e.name or '').startswith(f'{__name__}.'):
+      raise  # a real missing dependency inside the module
+    module = None
+  if module is None or not hasattr(module, attr):
+    valid = [n for n in available() if hasattr(importlib.import_module(f'{__name__}.{n}'), attr)]
+    raise LookupError(f'unknown {kind} {name!r}; valid {kind}s: {", ".join(valid)}')
+  return module
+
+
+def build_model(name: str, **kwargs):
+  """The network `arch.<name>.Model(**kwargs)`, with a clear error for unknown kwargs."""
+  module = load(name, 'Model')
+  fields = set(getattr(module.Model, '__dataclass_fields__', {})) - {'parent', 'name'}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise LookupError(f'model {name!r} has no attribute(s) {", ".join(unknown)}; '
+                      f'valid: {", ".join(sorted(fields))}')
+  return module.Model(**kwargs)

@@ -1,0 +1,32 @@
+"""The contract between a family's objective and the training loop.
+
+A task module (e.g. `arch/vision/classification.py`) defines `make(config) -> Task`.
+The loop calls only these pure functions; it never names an architecture.
+
+Shapes: every function takes and returns pytrees of arrays; `batch` is a dict of
+arrays whose leading axis is the (local or global) batch.
+"""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+Variables = Any  # {'params': ..., 'batch_stats': ..., ...}
+
+
+class Task(NamedTuple):
+  """Pure functions an objective exposes to the loop."""
+  # init(rng, batch) -> variables
+  init: Callable[..., Variables]
+  # loss(variables, batch, rng) -> (scalar, (metrics dict, updated non-param variables))
+  loss: Callable[..., Any]
+  # example_batch(batch_size) -> dict of jax.ShapeDtypeStruct: the batch `init` expects,
+  # for `train.summary` and shape checks without data.
+  example_batch: Callable[[int], dict]
+  # evaluate(variables, batch) -> dict of per-example metric arrays, each shaped (B,);
+  # the loop averages them over the eval split (padding excluded with batch['mask']).
+  evaluate: Optional[Callable[..., dict]] = None
+  # preprocess(example) -> example, on the host in the input pipeline (numpy in/out).
+  preprocess: Optional[Callable[[dict], dict]] = None
+  # sample(variables, rng, **kw): generative families, for the sampler driver.
+  sample: Optional[Callable[..., Any]] = None
+  # update(state, batch, rng, ...): a custom step replacing one gradient step.
+  update: Optional[Callable[..., Any]] = None

@@ -1,0 +1,1 @@
+"""Perception backbones (image in, features or logits out) and their objectives."""

@@ -1,0 +1,55 @@
+"""Image classification: softmax cross-entropy over any backbone's logits.
+
+Config keys read: `model_name`, `model`, `compute_dtype`, `param_dtype`, and
+`task_kwargs` with `input_size` (H, W the network sees; images are resized on device),
+`channels`, `num_classes`, `label_smoothing`.
+Batches hold `image` (B, H, W, C) uint8 in [0, 255] and `label` (B,) int.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import arch
+from arch.task import Task
+
+
+def make(config) -> Task:
+  kw = dict(config.get('task_kwargs', {}))
+  input_size = tuple(kw.get('input_size', (32, 32)))
+  channels = kw.get('channels', 1)
+  num_classes = kw.get('num_classes', 10)
+  smoothing = kw.get('label_smoothing', 0.0)
+  model = arch.build_model(config.model_name, dtype=config.compute_dtype,
+                           param_dtype=config.param_dtype, **config.model)
+
+  def images(batch):
+    x = batch['image'].astype(jnp.float32) / 255.0
+    if x.shape[1:3] != input_size:
+      x = jax.image.resize(x, (x.shape[0], *input_size, x.shape[-1]), 'bilinear')
+    return x
+
+  def init(rng, batch):
+    return model.init({'params': rng, 'dropout': rng}, images(batch), train=False)
+
+  def loss(variables, batch, rng):
+    state = [k for k in variables if k != 'params']
+    logits, updates = model.apply(variables, images(batch), train=True,
+                                  rngs={'dropout': rng}, mutable=state)
+    logits = logits.astype(jnp.float32)
+    targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), smoothing) \
+        if smoothing else jax.nn.one_hot(batch['label'], num_classes)
+    ce = optax.softmax_cross_entropy(logits, targets).mean()
+    acc = (logits.argmax(-1) == batch['label']).mean()
+    return ce, ({'loss': ce, 'accuracy': acc}, dict(updates))
+
+  def evaluate(variables, batch):
+    logits = model.apply(variables, images(batch), train=False).astype(jnp.float32)
+    return {'loss': optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']),
+            'accuracy': (logits.argmax(-1) == batch['label']).astype(jnp.float32)}
+
+  def example_batch(batch_size):
+    return {'image': jax.ShapeDtypeStruct((batch_size, *input_size, channels), jnp.uint8),
+            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+
+  return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch)

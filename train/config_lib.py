@@ -1,0 +1,169 @@
+"""Loading experiment configs: `configs/NAME.py[:arg]` plus `--config.key=value` overrides.
+
+A config file defines `get_config(arg: str | None) -> ml_collections.ConfigDict`. The
+argument is free-form; `parse_arg` turns the usual `variant=50,runlocal` into fields.
+"""
+
+import ast
+import importlib.util
+import os
+
+import ml_collections
+
+from train.errors import UserError, close_matches
+
+# Keys every experiment config must define (the loop reads them).
+REQUIRED = ('seed', 'total_steps', 'batch_size', 'log_every', 'eval_every', 'ckpt_every',
+            'parallelism', 'task', 'model_name', 'model', 'optax_name', 'optax', 'data')
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'variant=50,runlocal' -> ConfigDict(variant='50', runlocal=True), typed by `defaults`."""
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, eq, value = item.partition('=')
+    if key not in defaults:
+      raise UserError(f'unknown config argument {key!r}{close_matches(key, defaults)}; '
+                      f'valid: {", ".join(defaults) or "(none)"}')
+    default = defaults[key]
+    if not eq:
+      value = True
+    elif isinstance(default, bool):
+      value = value.lower() in ('1', 'true', 'yes')
+    elif default is not None and not isinstance(default, str):
+      value = type(default)(value)
+    out[key] = value
+  return out
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """Loads 'path/to/config.py[:arg]' and returns its locked config."""
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    here = os.path.dirname(path) or '.'
+    names = sorted(f for f in os.listdir(here) if f.endswith('.py')) if os.path.isdir(here) else []
+    raise UserError(f'config file {path!r} not found'
+                    + (f'; configs in {here}/: {", ".join(names)}' if names else ''))
+  module_spec = importlib.util.spec_from_file_location(
+      f'_archzoo_config_{os.path.basename(path)[:-3]}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise UserError(f'config file {path!r} defines no get_config(arg)')
+  config = module.get_config(arg or None)
+  missing = [k for k in REQUIRED if k not in config]
+  if missing:
+    raise UserError(f'config {path!r} lacks required keys: {", ".join(missing)}')
+  config.lock()
+  return config
+
+
+def _parse_value(text: str, old):
+  if isinstance(old, bool):
+    if text.lower() in ('1', 'true', 'yes'):
+      return True
+    if text.lower() in ('0', 'false', 'no'):
+      return False
+    raise ValueError(f'expected a bool, got {text!r}')
+  if isinstance(old, str) or old is None:
+    try:
+      value = ast.literal_eval(text)
+      return value if old is None else text
+    except (ValueError, SyntaxError):
+      return text
+  value = ast.literal_eval(text)
+  if isinstance(old, float) and isinstance(value, int):
+    value = float(value)
+  if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
+    value = type(old)(value)
+  if not isinstance(value, type(old)):
+    raise ValueError(f'expected {type(old).__name__}, got {text!r}')
+  return value
+
+
+def override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+  """Applies `--config.a.b=text`, typed by the existing field. Unknown keys fail loudly."""
+  *parents, leaf = dotted.split('.')
+  node, path = config, 'config'
+  for part in parents + [leaf]:
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+      keys = sorted(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
+      raise UserError(f'unknown config key {path}.{part}{close_matches(part, keys)}; '
+                      f'valid keys of {path}: {", ".join(keys)}')
+    if part != leaf:
+      node, path = node[part], f'{path}.{part}'
+  old = node[leaf]
+  try:
+    value = _parse_value(text, old)
+  except (ValueError, SyntaxError) as e:
+    raise UserError(f'bad value for --config.{dotted}: {e}') from None
+  with config.unlocked():
+    node[leaf] = value
+
+
+def split_overrides(argv):
+  """Separates `--config.k=v` / `--config.k v` arguments from the rest."""
+  overrides, rest, i = [], [], 0
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith('--config.'):
+      key, eq, value = a[len('--config.'):].partition('=')
+      if not eq:
+        if i + 1 >= len(argv):
+          raise UserError(f'{a} needs a value')
+        value, i = argv[i + 1], i + 1
+      overrides.append((key, value))
+    else:
+      rest.append(a)
+    i += 1
+  return overrides, rest
+
+
+def to_dict(config):
+  return config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+
+
+def base() -> ml_collections.ConfigDict:
+  """The loop's fields with their defaults; an experiment config starts from this."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 128              # global, over all devices and processes
+  c.eval_batch_size = 0           # 0: same as batch_size
+  c.log_every = 50
+  c.eval_every = 500
+  c.ckpt_every = 500
+  c.keep_ckpts = 3
+  c.async_checkpoints = True
+
+  c.parallelism = 'jit'           # or 'pmap'
+  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
+  # Logical axis name -> mesh axis (or None: replicated). Models name axes, never meshes.
+  c.sharding_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('mlp', 'tensor'),
+                      ('heads', 'tensor'), ('kv', None), ('vocab', 'tensor'),
+                      ('classes', None), ('conv_in', None), ('conv_out', 'tensor'))
+  c.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo'))
+
+  c.task = ''                     # arch module of the objective, e.g. 'vision.classification'
+  c.task_kwargs = ml_collections.ConfigDict()
+  c.model_name = ''               # arch module of the network, e.g. 'vision.lenet'
+  c.model = ml_collections.ConfigDict()
+  c.param_dtype = 'float32'
+  c.compute_dtype = 'float32'     # 'bfloat16' for mixed precision
+
+  c.optax_name = 'adamw'          # any optax optimizer, by name
+  c.optax = ml_collections.ConfigDict()  # its kwargs besides learning_rate
+  c.lr = 1e-3
+  c.schedule = 'cosine'           # constant | cosine | linear | rsqrt
+  c.warmup_steps = 0
+  c.decay_steps = 0               # schedule horizon; 0: total_steps
+  c.lr_min_ratio = 0.0
+  c.grad_clip_norm = 0.0          # 0: off
+  c.grad_accum_steps = 1
+  c.ema_decay = 0.0               # 0: off; else eval uses the EMA params
+
+  c.data = ml_collections.ConfigDict(dict(
+      name='', train_split='train', eval_split='test', data_dir='', shuffle=True,
+      num_threads=2, prefetch=4))
+  return c

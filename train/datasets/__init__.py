@@ -1,0 +1,11 @@
+"""TFDS builders over data that installed packages ship, so experiments run offline.
+
+Importing this package registers the builders with TFDS; `train.data` prepares them on
+first use (they take seconds). Prepare one by hand with
+`python -m train.datasets NAME [--data_dir DIR]`.
+"""
+
+from train.datasets.digits import Digits
+from train.datasets.pydoc_text import PydocText
+
+OFFLINE = {'digits': Digits, 'pydoc_text': PydocText}

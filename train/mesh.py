@@ -1,0 +1,99 @@
+"""Devices, the Mesh, logical-axis rules, and multi-host initialisation.
+
+Models annotate params with logical axis names ('embed', 'mlp', 'heads', 'batch', ...);
+`config.sharding_rules` maps those names onto the mesh axes of `config.mesh`. Model code
+never mentions a mesh.
+"""
+
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from train.errors import UserError
+
+# The batch is split over every axis that holds replicas of the data.
+BATCH_AXES = ('data', 'fsdp')
+
+
+def maybe_initialize_distributed(config) -> None:
+  """Calls `jax.distributed.initialize` when the config or the environment asks for it.
+
+  Config: `distributed.coordinator_address`, `num_processes`, `process_id` (explicit, as
+  for two local CPU processes); environment: JAX_COORDINATOR_ADDRESS (or a cluster that
+  jax auto-detects, when `distributed.auto` is set). Idempotent.
+  """
+  dist = config.get('distributed') or {}
+  explicit = bool(dist.get('coordinator_address'))
+  from_env = bool(os.environ.get('JAX_COORDINATOR_ADDRESS')) or dist.get('auto', False)
+  if not (explicit or from_env):
+    return
+  if jax.distributed.is_initialized():
+    return
+  if jax.default_backend() == 'cpu' or dist.get('cpu_collectives'):
+    jax.config.update('jax_cpu_collectives_implementation', dist.get('cpu_collectives') or 'gloo')
+  kwargs = {}
+  if explicit:
+    kwargs = dict(coordinator_address=dist.coordinator_address,
+                  num_processes=int(dist.num_processes), process_id=int(dist.process_id))
+    if dist.get('local_device_ids') is not None:
+      kwargs['local_device_ids'] = dist.local_device_ids
+  jax.distributed.initialize(**kwargs)
+
+
+def make_mesh(config) -> jax.sharding.Mesh:
+  """The mesh of `config.mesh` (axis name -> size; one size may be -1 for 'the rest')."""
+  axes = dict(config.get('mesh') or {'data': -1, 'fsdp': 1, 'tensor': 1})
+  n = jax.device_count()
+  fixed = int(np.prod([s for s in axes.values() if s != -1]))
+  if list(axes.values()).count(-1) > 1:
+    raise UserError(f'config.mesh may have at most one -1 axis, got {axes}')
+  if n % fixed:
+    raise UserError(f'config.mesh {axes} does not divide the {n} devices')
+  shape = [n // fixed if s == -1 else s for s in axes.values()]
+  if int(np.prod(shape)) != n:
+    raise UserError(f'config.mesh {axes} has {int(np.prod(shape))} devices; there are {n}')
+  for name in BATCH_AXES:
+    if name not in axes:
+      raise UserError(f'config.mesh must have axes {BATCH_AXES} (size 1 is fine); got {axes}')
+  # Auto axes: XLA propagates shardings from the logical annotations (GSPMD style).
+  return jax.make_mesh(shape, tuple(axes),
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
+
+
+def rules(config):
+  return tuple((k, tuple(v) if isinstance(v, list) else v)
+               for k, v in (config.get('sharding_rules') or ()))
+
+
+def data_parallel_size(mesh) -> int:
+  return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def logical_shardings(abstract_tree, mesh, config):
+  """NamedShardings for a tree of (possibly `nn.LogicallyPartitioned`) abstract values."""
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules(config))
+
+
+def check_batch(config, mesh) -> None:
+  """The global batch must split evenly over data-parallel devices, hosts and micro-steps."""
+  dp, procs, accum = data_parallel_size(mesh), jax.process_count(), config.get('grad_accum_steps', 1)
+  for what, size in (('batch_size', config.batch_size),
+                     ('eval_batch_size', config.get('eval_batch_size') or config.batch_size)):
+    if size % dp or size % procs:
+      raise UserError(f'global {what}={size} is not divisible by the {dp} data-parallel devices '
+                      f'and {procs} processes; choose a multiple of {np.lcm(dp, procs)}')
+  if config.batch_size % (accum * dp):
+    raise UserError(f'batch_size={config.batch_size} must be divisible by grad_accum_steps '
+                    f'({accum}) x data-parallel devices ({dp})')
