@@ -18,6 +18,9 @@ class Checkpointer:
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self._manager = ocp.CheckpointManager(
         self.directory,
+        item_names=('state', 'data'),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'data': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save))
 
@@ -29,18 +32,30 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
 
   def restore(self, step: int, abstract_state):
-    """Restores `step` onto the shapes/shardings of `abstract_state`; (state, data_state)."""
+    """Restores `step` onto the shapes/shardings of `abstract_state`; (state, data_state).
+
+    The checkpoint's metadata is compared with `abstract_state` first, so a checkpoint
+    of another config fails with the differing paths before any array is read.
+    """
     where = os.path.join(self.directory, str(step))
+    try:
+      stored = self._manager.item_metadata(step)['state']
+    except Exception as e:
+      raise self._error(where, e) from None
+    _check_tree(stored, abstract_state, where)
     try:
       out = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax raises many types for corrupt / mismatched trees
-      reason = ' '.join(str(e).split())[:300]
-      raise UserError(f'cannot restore checkpoint {where}: {type(e).__name__}: {reason}. '
-                      f'It is corrupt or from another config; it was left untouched. '
-                      f'Move it aside, or pass another --workdir') from None
-    _check_shapes(out['state'], abstract_state, where)
+    except Exception as e:  # orbax raises many types for corrupt files
+      raise self._error(where, e) from None
     return out['state'], out['data']
+
+  @staticmethod
+  def _error(where, e):
+    reason = ' '.join(str(e).split())[:160]
+    return UserError(f'cannot restore checkpoint {where} ({type(e).__name__}: {reason}); it is '
+                     f'corrupt or incomplete and was left untouched. Move it aside, or pass '
+                     f'another --workdir')
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -49,14 +64,26 @@ class Checkpointer:
     self._manager.close()
 
 
-def _check_shapes(restored, abstract, where):
+def _paths(tree):
+  """{'a/b/0': shape} for every array leaf, whatever containers the tree uses."""
   import jax
-  bad = []
-  flat_r = jax.tree_util.tree_flatten_with_path(restored)[0]
-  flat_a = jax.tree.leaves(abstract)
-  for (path, r), a in zip(flat_r, flat_a):
-    if tuple(r.shape) != tuple(a.shape):
-      bad.append(f'{jax.tree_util.keystr(path)}: {tuple(r.shape)} vs {tuple(a.shape)}')
-  if bad:
-    raise UserError(f'checkpoint {where} does not match this config ({"; ".join(bad[:3])}); '
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    parts = [str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path]
+    out['/'.join(parts)] = tuple(getattr(leaf, 'shape', ()))
+  return out
+
+
+def _check_tree(stored, abstract, where):
+  if stored is None:
+    raise UserError(f'checkpoint {where} has no readable state metadata; it was left untouched. '
+                    f'Move it aside, or pass another --workdir')
+  have, want = _paths(stored), _paths(abstract)
+  diffs = [f'{p}: stored {have[p]} vs config {want[p]}'
+           for p in want if p in have and have[p] != want[p]]
+  diffs += [f'{p}: not in checkpoint' for p in want if p not in have]
+  diffs += [f'{p}: not in config' for p in have if p not in want]
+  if diffs:
+    more = f' and {len(diffs) - 3} more' if len(diffs) > 3 else ''
+    raise UserError(f'checkpoint {where} does not match this config ({"; ".join(diffs[:3])}{more}); '
                     f'it was left untouched. Move it aside, or pass another --workdir')

@@ -2,7 +2,8 @@
 
 Config keys read: `model_name`, `model`, `compute_dtype`, `param_dtype`, and
 `task_kwargs` with `input_size` (H, W the network sees; images are resized on device),
-`channels`, `num_classes`, `label_smoothing`.
+`channels`, `num_classes`, `label_smoothing`, and `shift` (training augmentation: random
+translations of up to `shift` pixels of the network's input, zero-filled).
 Batches hold `image` (B, H, W, C) uint8 in [0, 255] and `label` (B,) int.
 """
 
@@ -20,6 +21,7 @@ def make(config) -> Task:
   channels = kw.get('channels', 1)
   num_classes = kw.get('num_classes', 10)
   smoothing = kw.get('label_smoothing', 0.0)
+  shift = int(kw.get('shift', 0))
   model = arch.build_model(config.model_name, dtype=config.compute_dtype,
                            param_dtype=config.param_dtype, **config.model)
 
@@ -29,13 +31,23 @@ def make(config) -> Task:
       x = jax.image.resize(x, (x.shape[0], *input_size, x.shape[-1]), 'bilinear')
     return x
 
+  def translate(x, rng):
+    n, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+    offsets = jax.random.randint(rng, (n, 2), 0, 2 * shift + 1)
+    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+    return jax.vmap(crop)(padded, offsets)
+
   def init(rng, batch):
     return model.init({'params': rng, 'dropout': rng}, images(batch), train=False)
 
   def loss(variables, batch, rng):
     state = [k for k in variables if k != 'params']
-    logits, updates = model.apply(variables, images(batch), train=True,
-                                  rngs={'dropout': rng}, mutable=state)
+    aug_rng, rng = jax.random.split(rng)
+    x = images(batch)
+    if shift:
+      x = translate(x, aug_rng)
+    logits, updates = model.apply(variables, x, train=True, rngs={'dropout': rng}, mutable=state)
     logits = logits.astype(jnp.float32)
     targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), smoothing) \
         if smoothing else jax.nn.one_hot(batch['label'], num_classes)
