@@ -152,7 +152,7 @@ def make_train_step(config, task, tx, schedule, axis_name=None):
     if axis_name is not None:
       grads, loss, metrics, extra = jax.lax.pmean((grads, loss, metrics, extra), axis_name)
 
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -276,12 +276,16 @@ class PmapRunner(_Runner):
     return {k: v.reshape(self.n, v.shape[0] // self.n, *v.shape[1:]) for k, v in local_batch.items()}
 
   def compile(self, state, batch):
+    # With several processes the AOT executable expects global arrays, while pmap's own
+    # call path takes each process's local ones: compile only for the FLOP count there.
+    self._compiled = self._step
     try:
-      self._compiled = self._step.lower(state, batch).compile()
-      return _flops(self._compiled)
-    except Exception:  # pmap AOT lowering is best-effort; fall back to the jitted callable
-      self._compiled = self._step
+      compiled = self._step.lower(state, batch).compile()
+    except Exception:  # pmap AOT lowering is best-effort; the MFU is then reported as 0
       return None
+    if jax.process_count() == 1:
+      self._compiled = compiled
+    return _flops(compiled)
 
   def step(self, state, batch):
     return self._compiled(state, batch)

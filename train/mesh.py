@@ -32,8 +32,9 @@ def maybe_initialize_distributed(config) -> None:
     return
   if jax.distributed.is_initialized():
     return
-  if jax.default_backend() == 'cpu' or dist.get('cpu_collectives'):
-    jax.config.update('jax_cpu_collectives_implementation', dist.get('cpu_collectives') or 'gloo')
+  # Only CPU devices read this; asking jax for the backend here would start it too early.
+  if dist.get('cpu_collectives', 'gloo'):
+    jax.config.update('jax_cpu_collectives_implementation', dist.get('cpu_collectives', 'gloo'))
   kwargs = {}
   if explicit:
     kwargs = dict(coordinator_address=dist.coordinator_address,

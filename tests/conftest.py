@@ -1,0 +1,42 @@
+"""Shared test helpers: the repo root, a prepared offline data dir, running the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli_env(data_dir, devices=1, **extra):
+  """Environment for a CLI subprocess: CPU, `devices` simulated devices, the data dir."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(('JAX_COORDINATOR', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'))}
+  env.update(ARCHZOO_DATA_DIR=str(data_dir), JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', **extra)
+  return env
+
+
+def run_cli(args, data_dir, devices=1, timeout=300, module='train', **popen):
+  """`python -m <module> args...` from the repo root; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, '-m', module, *map(str, args)], cwd=REPO,
+                        env=cli_env(data_dir, devices), capture_output=True, text=True,
+                        timeout=timeout, **popen)
+
+
+def read_metrics(workdir, split='train'):
+  """{step: record} of WORKDIR/metrics.jsonl lines of `split`."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return {r['step']: r for r in map(json.loads, f) if r['split'] == split}
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  """A TFDS data dir with the offline datasets prepared once for the session."""
+  d = tmp_path_factory.mktemp('tfds')
+  for name in ('digits', 'pydoc_text'):
+    proc = run_cli([name, '--data_dir', d], d, module='train.datasets')
+    assert proc.returncode == 0, proc.stderr
+  return str(d)
