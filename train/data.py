@@ -29,6 +29,18 @@ def offline_names():
 
 
 @contextlib.contextmanager
+def _quiet_absl():
+  """TFDS logs absl warnings (e.g. about unprepared folders) that our errors make redundant."""
+  from absl import logging
+  old = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(old)
+
+
+@contextlib.contextmanager
 def _file_lock(path):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
@@ -41,6 +53,11 @@ def _file_lock(path):
 
 def builder(name: str, data_dir: str | None = None, prepare: bool = True):
   """The TFDS builder of `name`, prepared. Offline builders are prepared on first use."""
+  with _quiet_absl():
+    return _builder(name, data_dir, prepare)
+
+
+def _builder(name, data_dir, prepare):
   import tensorflow_datasets as tfds
   from train import datasets
   data_dir = data_dir or default_data_dir()

@@ -418,10 +418,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if task.evaluate is None or runner._eval is None:
       return {}
     sums, count = None, 0.0
-    for i in range(len(eval_ds := data_lib.eval_batches(
-        config, config.data.eval_split, task.preprocess, pidx, pcount))):
-      b = runner.device_batch(eval_ds[i])
-      s, c = runner.eval_step(state, b)
+    batches = data_lib.eval_batches(config, config.data.eval_split, task.preprocess, pidx, pcount)
+    for i in range(len(batches)):
+      s, c = runner.eval_step(state, runner.device_batch(batches[i]))
       sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
       count += c
     sums, count = jax.device_get((sums, count))

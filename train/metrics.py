@@ -132,10 +132,12 @@ def peak_flops_per_device() -> float:
     table = {}
   if key not in table:
     table[key] = _measure_matmul_flops()
-    try:
+    try:  # atomic: several processes may measure at once
       os.makedirs(os.path.dirname(cache), exist_ok=True)
-      with open(cache, 'w') as f:
+      tmp = f'{cache}.{os.getpid()}.tmp'
+      with open(tmp, 'w') as f:
         json.dump(table, f)
+      os.replace(tmp, cache)
     except OSError:
       pass
   per_machine = table[key]
