@@ -44,12 +44,36 @@ def load(name: str, attr: str):
   return module
 
 
+def model_fields(name: str) -> set[str]:
+  module = load(name, 'Model')
+  return set(getattr(module.Model, '__dataclass_fields__', {})) - {'parent', 'name'}
+
+
 def build_model(name: str, **kwargs):
   """The network `arch.<name>.Model(**kwargs)`, with a clear error for unknown kwargs."""
   module = load(name, 'Model')
-  fields = set(getattr(module.Model, '__dataclass_fields__', {})) - {'parent', 'name'}
+  fields = model_fields(name)
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise LookupError(f'model {name!r} has no attribute(s) {", ".join(unknown)}; '
                       f'valid: {", ".join(sorted(fields))}')
   return module.Model(**kwargs)
+
+
+def model_from_config(config, **overrides):
+  """The network a config names: `config.model_name` with `config.model` kwargs, the
+  config's `compute_dtype`/`param_dtype`, and, under `parallelism='pmap'`, the loop's
+  device axis as `axis_name` for models that synchronise statistics (BatchNorm) across
+  devices. (Under 'jit' the batch is one global array, so statistics are global anyway.)
+  """
+  from arch.task import PMAP_AXIS
+  kwargs = dict(config.model)
+  fields = model_fields(config.model_name)
+  for key, value in (('dtype', config.get('compute_dtype')),
+                     ('param_dtype', config.get('param_dtype'))):
+    if value and key in fields and key not in kwargs:
+      kwargs[key] = value
+  if config.get('parallelism') == 'pmap' and 'axis_name' in fields:
+    kwargs.setdefault('axis_name', PMAP_AXIS)
+  kwargs.update(overrides)
+  return build_model(config.model_name, **kwargs)

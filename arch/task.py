@@ -11,6 +11,12 @@ from typing import Any, Callable, NamedTuple, Optional
 
 Variables = Any  # {'params': ..., 'batch_stats': ..., ...}
 
+# The axis name the loop's pmap uses for the device axis. Models that reduce over the batch
+# across devices (BatchNorm's statistics) take it as their `axis_name` attribute under pmap;
+# `arch.model_from_config` passes it.
+PMAP_AXIS = 'data'
+
+
 
 class Task(NamedTuple):
   """Pure functions an objective exposes to the loop."""

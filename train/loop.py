@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 import arch
+from arch.task import PMAP_AXIS
 from train import checkpoint as ckpt_lib
 from train import data as data_lib
 from train import mesh as mesh_lib
@@ -248,7 +249,7 @@ class JitRunner(_Runner):
 
 
 class PmapRunner(_Runner):
-  AXIS = 'data'
+  AXIS = PMAP_AXIS
 
   def __init__(self, config, task, tx, schedule, mesh):
     del mesh

@@ -22,8 +22,7 @@ def make(config) -> Task:
   num_classes = kw.get('num_classes', 10)
   smoothing = kw.get('label_smoothing', 0.0)
   shift = int(kw.get('shift', 0))
-  model = arch.build_model(config.model_name, dtype=config.compute_dtype,
-                           param_dtype=config.param_dtype, **config.model)
+  model = arch.model_from_config(config)
 
   def images(batch):
     x = batch['image'].astype(jnp.float32) / 255.0
