@@ -27,9 +27,13 @@ class Task(NamedTuple):
   # example_batch(batch_size) -> dict of jax.ShapeDtypeStruct: the batch `init` expects,
   # for `train.summary` and shape checks without data.
   example_batch: Callable[[int], dict]
-  # evaluate(variables, batch) -> dict of per-example metric arrays, each shaped (B,);
-  # the loop averages them over the eval split (padding excluded with batch['mask']).
+  # evaluate(variables, batch) -> dict of per-example metric arrays shaped (B, ...);
+  # the loop sums them over the eval split (padding rows excluded with the loop's row mask).
   evaluate: Optional[Callable[..., dict]] = None
+  # finalize_eval(sums, count) -> metrics: turns the split's sums into the reported
+  # metrics (e.g. mean IoU from summed per-class intersections and unions). Default:
+  # every sum divided by the number of examples, i.e. the mean over the split.
+  finalize_eval: Optional[Callable[[dict, float], dict]] = None
   # preprocess(example) -> example, on the host in the input pipeline (numpy in/out).
   preprocess: Optional[Callable[[dict], dict]] = None
   # sample(variables, rng, **kw): generative families, for the sampler driver.

@@ -65,7 +65,7 @@ def test_eval_batches_cover_the_split_once_with_a_mask(data_dir):
   config = _config(data_dir, batch_size=64)
   batches = data_lib.eval_batches(config, 'test')
   assert len(batches) == 6  # ceil(360 / 64)
-  masks = np.concatenate([batches[i]['mask'] for i in range(len(batches))])
+  masks = np.concatenate([batches[i]['_valid'] for i in range(len(batches))])
   assert masks.sum() == 360 and masks[:360].all() and not masks[360:].any()
 
 

@@ -96,9 +96,9 @@ def test_host_eval_batches_partition_the_global_batch(data_dir):
     for k in s:
       np.testing.assert_array_equal(np.concatenate([h0[k], h1[k]]), s[k],
                                     err_msg=f'eval batch {i}, key {k}')
-    real += int(s['mask'].sum())
+    real += int(s['_valid'].sum())
   assert real == len(data_lib.source(config.data, split))  # every example once, padding masked
-  assert not single[len(single) - 1]['mask'].all()  # the last batch is padded (360 % 64 != 0)
+  assert not single[len(single) - 1]['_valid'].all()  # the last batch is padded (360 % 64 != 0)
 
 
 # ----------------------------------------------------------------- the real CLI, twice

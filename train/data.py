@@ -17,6 +17,9 @@ import numpy as np
 
 from train.errors import UserError, close_matches
 
+# Key of the eval batches' row mask: True for real examples, False for padding rows.
+VALID = '_valid'
+
 
 def default_data_dir() -> str:
   return (os.environ.get('ARCHZOO_DATA_DIR') or os.environ.get('TFDS_DATA_DIR')
@@ -137,7 +140,7 @@ class _HostBatches(grain.MapDataset):
       return _stack([self._parent[int(i)] for i in ids])
     mask = ids < self._pad_to
     batch = _stack([self._parent[int(i) if m else 0] for i, m in zip(ids, mask)])
-    batch['mask'] = mask
+    batch[VALID] = mask
     return batch
 
 
@@ -159,7 +162,7 @@ def train_iterator(config, preprocess=None, process_index: int = 0, process_coun
 
 def eval_batches(config, split: str, preprocess=None, process_index: int = 0,
                  process_count: int = 1):
-  """One deterministic pass over `split`, padded to full batches; `mask` marks real rows."""
+  """One deterministic pass over `split`, padded to full batches; `_valid` marks real rows."""
   src = source(config.data, split)
   ds = grain.MapDataset.source(src)
   if preprocess is not None:

@@ -177,9 +177,10 @@ def make_eval_step(task, use_ema, axis_name=None):
 
   def step(state, batch):
     params = state.ema_params if use_ema else state.params
-    mask = batch.pop('mask').astype(jnp.float32)
+    mask = batch.pop(data_lib.VALID).astype(jnp.float32)
     per_example = task.evaluate({'params': params, **state.extra}, batch)
-    sums = {k: jnp.sum(v.astype(jnp.float32) * mask) for k, v in per_example.items()}
+    sums = {k: jnp.sum(v.astype(jnp.float32) * mask.reshape(-1, *[1] * (v.ndim - 1)), axis=0)
+            for k, v in per_example.items()}
     count = mask.sum()
     if axis_name is not None:
       sums, count = jax.lax.psum((sums, count), axis_name)
@@ -425,7 +426,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
       count += c
     sums, count = jax.device_get((sums, count))
-    result = {k: float(v) / float(count) for k, v in sums.items()}
+    if task.finalize_eval is not None:
+      result = {k: float(v) for k, v in task.finalize_eval(sums, float(count)).items()}
+    else:
+      result = {k: float(v) / float(count) for k, v in sums.items()}
     writer.write(step, 'eval', result)
     return result
 

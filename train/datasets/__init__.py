@@ -7,5 +7,6 @@ first use (they take seconds). Prepare one by hand with
 
 from train.datasets.digits import Digits
 from train.datasets.pydoc_text import PydocText
+from train.datasets.shapes import Shapes
 
-OFFLINE = {'digits': Digits, 'pydoc_text': PydocText}
+OFFLINE = {'digits': Digits, 'pydoc_text': PydocText, 'shapes': Shapes}
