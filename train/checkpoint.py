@@ -4,7 +4,9 @@ A checkpoint step holds `state` (the TrainState pytree, without a device axis) a
 `data` (the train iterator's JSON state), so a resumed run continues bit-for-bit.
 """
 
+import logging
 import os
+import sys
 
 import orbax.checkpoint as ocp
 
@@ -38,8 +40,15 @@ class Checkpointer:
     of another config fails with the differing paths before any array is read.
     """
     where = os.path.join(self.directory, str(step))
+    # orbax reads metadata and arrays with many concurrent TensorStore ops; when one fails
+    # it closes its event loop with the others in flight, and their late completions print
+    # tracebacks (from TensorStore threads, also before the exception reaches us). Drop that
+    # noise from here on; undone after a successful restore.
+    undo = _drop_orphaned_read_noise()
     try:
-      stored = self._manager.item_metadata(step)['state']
+      from train.data import quiet_absl  # orbax warns about unreadable items via absl
+      with quiet_absl():
+        stored = self._manager.item_metadata(step)['state']
     except Exception as e:
       raise self._error(where, e) from None
     _check_tree(stored, abstract_state, where)
@@ -47,12 +56,15 @@ class Checkpointer:
       out = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for corrupt files
-      raise self._error(where, e) from None
+      raise self._error(where, e) from None  # keeps the filters: stragglers come later
+    undo()
     return out['state'], out['data']
 
   @staticmethod
   def _error(where, e):
-    reason = ' '.join(str(e).split())[:160]
+    while e.__cause__ is not None:  # the innermost cause names the broken file
+      e = e.__cause__
+    reason = ' '.join(str(e).split('See full TensorStore details')[0].split())[:200]
     return UserError(f'cannot restore checkpoint {where} ({type(e).__name__}: {reason}); it is '
                      f'corrupt or incomplete and was left untouched. Move it aside, or pass '
                      f'another --workdir')
@@ -87,3 +99,31 @@ def _check_tree(stored, abstract, where):
     more = f' and {len(diffs) - 3} more' if len(diffs) > 3 else ''
     raise UserError(f'checkpoint {where} does not match this config ({"; ".join(diffs[:3])}{more}); '
                     f'it was left untouched. Move it aside, or pass another --workdir')
+
+
+def _drop_orphaned_read_noise():
+  """After a failed restore, orbax has closed its event loop with sibling TensorStore reads
+  still in flight. Their completions raise `RuntimeError: Event loop is closed` (printed
+  as unraisable exceptions from TensorStore threads) and asyncio logs 'Task exception was
+  never retrieved' for them at exit, tracebacks that would bury our one-line error. Drop
+  exactly that noise for the rest of the process (it is about to exit with the error)."""
+  previous = sys.unraisablehook
+
+  def hook(u):
+    coro = getattr(getattr(u.object, 'cr_code', None), 'co_filename', '')
+    if ((isinstance(u.exc_value, RuntimeError) and 'Event loop is closed' in str(u.exc_value))
+        or 'orbax' in coro):
+      return
+    previous(u)
+
+  def log_filter(record):
+    return 'exception was never retrieved' not in record.getMessage()
+
+  sys.unraisablehook = hook
+  logging.getLogger('asyncio').addFilter(log_filter)
+
+  def undo():
+    if sys.unraisablehook is hook:
+      sys.unraisablehook = previous
+    logging.getLogger('asyncio').removeFilter(log_filter)
+  return undo

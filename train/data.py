@@ -32,7 +32,7 @@ def offline_names():
 
 
 @contextlib.contextmanager
-def _quiet_absl():
+def quiet_absl():
   """TFDS logs absl warnings (e.g. about unprepared folders) that our errors make redundant."""
   from absl import logging
   old = logging.get_verbosity()
@@ -56,7 +56,7 @@ def _file_lock(path):
 
 def builder(name: str, data_dir: str | None = None, prepare: bool = True):
   """The TFDS builder of `name`, prepared. Offline builders are prepared on first use."""
-  with _quiet_absl():
+  with quiet_absl():
     return _builder(name, data_dir, prepare)
 
 

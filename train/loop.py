@@ -378,7 +378,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                async_save=config.get('async_checkpoints', True))
   start = ckpt.latest_step()
   if start is not None:
-    host_state, data_state = ckpt.restore(start, runner.abstract_state)
+    try:
+      host_state, data_state = ckpt.restore(start, runner.abstract_state)
+    except UserError:
+      ckpt.close()
+      raise
     state = runner.from_restored(host_state)
     train_it.set_state(data_state)
     print(f'resumed from {ckpt.directory}/{start}', file=sys.stderr)
