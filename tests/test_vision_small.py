@@ -77,3 +77,17 @@ def test_bf16_compute_keeps_fp32_params():
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
   assert {x.dtype for x in jax.tree.leaves(nn.meta.unbox(variables))} == {jnp.dtype('float32')}
   assert model.apply(variables, jnp.zeros((1, 32, 32, 1))).dtype == jnp.bfloat16
+
+
+def test_center_crop_resize_keeps_content_and_size():
+  from arch.vision.classification import center_crop_resize
+  img = np.zeros((300, 400, 3), np.uint8)
+  img[100:200, 150:250] = 255          # a centred white square, 1/3 of the height
+  out = center_crop_resize(img, 224)    # short side 300 -> 256, crop 224
+  assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+  white = np.argwhere(out[..., 0] > 127)
+  # the square scales to 256/300 * 100 = 85 px, centred in the crop
+  assert abs(len(white) - 85 ** 2) < 3 * 85
+  np.testing.assert_allclose(white.mean(0), (111.5, 111.5), atol=1.0)
+  flat = np.full((50, 60, 1), 77, np.uint8)
+  assert (center_crop_resize(flat, 32) == 77).all()

@@ -2,13 +2,17 @@
 
 Config keys read: `model_name`, `model`, `compute_dtype`, `param_dtype`, and
 `task_kwargs` with `input_size` (H, W the network sees; images are resized on device),
-`channels`, `num_classes`, `label_smoothing`, and `shift` (training augmentation: random
-translations of up to `shift` pixels of the network's input, zero-filled).
+`channels`, `num_classes`, `label_smoothing`, `shift` (training augmentation: random
+translations of up to `shift` pixels of the network's input, zero-filled), and
+`host_size` (for datasets of variable-sized images such as imagenet2012: on the host,
+resize the shorter side to host_size * 8/7 and take the central host_size square, as the
+usual ImageNet evaluation does; 0 = off).
 Batches hold `image` (B, H, W, C) uint8 in [0, 255] and `label` (B,) int.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import arch
@@ -22,6 +26,7 @@ def make(config) -> Task:
   num_classes = kw.get('num_classes', 10)
   smoothing = kw.get('label_smoothing', 0.0)
   shift = int(kw.get('shift', 0))
+  host_size = int(kw.get('host_size', 0))
   model = arch.model_from_config(config)
 
   def images(batch):
@@ -63,4 +68,26 @@ def make(config) -> Task:
     return {'image': jax.ShapeDtypeStruct((batch_size, *input_size, channels), jnp.uint8),
             'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
 
-  return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch)
+  def preprocess(example):
+    return {**example, 'image': center_crop_resize(example['image'], host_size)}
+
+  return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch,
+              preprocess=preprocess if host_size else None)
+
+
+def center_crop_resize(image_HWC: np.ndarray, size: int, ratio: float = 8 / 7) -> np.ndarray:
+  """Shorter side to round(size * ratio) (bilinear), then the central size x size crop."""
+  h, w = image_HWC.shape[:2]
+  scale = round(size * ratio) / min(h, w)
+  nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+  # bilinear resampling with half-pixel centres, in numpy (no image library needed)
+  ys = np.clip((np.arange(nh) + 0.5) / scale - 0.5, 0, h - 1)
+  xs = np.clip((np.arange(nw) + 0.5) / scale - 0.5, 0, w - 1)
+  y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+  y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+  wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+  img = image_HWC.astype(np.float32)
+  rows = img[y0] * (1 - wy) + img[y1] * wy
+  out = rows[:, x0] * (1 - wx) + rows[:, x1] * wx
+  top, left = (nh - size) // 2, (nw - size) // 2
+  return np.clip(np.round(out[top:top + size, left:left + size]), 0, 255).astype(np.uint8)
