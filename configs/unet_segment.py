@@ -8,7 +8,11 @@ their size, BatchNorm) or `variant=paper` (the published network: features 64, d
 unpadded convs, 572x572 tiles -> 388x388, 2 classes, 31,030,658 parameters; for
 `train.summary` or real data); `tiny` for tests.
 
-Measured: RESULT_PENDING
+Measured on a 2-core x86-64 CPU (2026-11, 1 device), `variant=small`: 2,000 steps of
+batch 32, eval on the 500 test images: miou 0.902 (IoU background 0.991, ellipse 0.881,
+rectangle 0.902, triangle 0.835), pixel accuracy 0.984; miou 0.898 at step 1,000. It took
+32 min wall at about 1 step/s, but the two cores were shared with four other training
+jobs for the whole run (load average 8-10), so alone it runs several times faster.
 """
 
 from train import config_lib
@@ -31,7 +35,7 @@ def get_config(arg=None):
   c.data.name = 'shapes'
   c.data.eval_split = 'test'
 
-  c.total_steps = 1500
+  c.total_steps = 2000
   c.batch_size = 32
   c.log_every = 100
   c.eval_every = 500
