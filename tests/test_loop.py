@@ -196,3 +196,13 @@ def test_lenet_trains_through_the_loop_in_process(tmp_path, data_dir):
   assert os.listdir(tmp_path / 'checkpoints') == ['3']
   train = read_metrics(tmp_path)
   assert sorted(train) == [1, 2, 3] and all(np.isfinite(r['loss']) for r in train.values())
+
+
+def test_weight_decay_adds_l2_gradient():
+  task, batch = _toy_task(), _batch()
+  s0, step0 = _setup(task)
+  s1, step1 = _setup(task, weight_decay=0.5)
+  n0, _ = step0(s0, batch)
+  n1, _ = step1(s1, batch)
+  # sgd: w1 = w - lr * (g + wd * w) = (w - lr * g) - lr * wd * w
+  np.testing.assert_allclose(n1.params['w'], n0.params['w'] - 0.1 * 0.5 * s0.params['w'], rtol=1e-5)

@@ -160,6 +160,8 @@ def base() -> ml_collections.ConfigDict:
   c.decay_steps = 0               # schedule horizon; 0: total_steps
   c.lr_min_ratio = 0.0
   c.grad_clip_norm = 0.0          # 0: off
+  c.weight_decay = 0.0            # L2 term added to gradients before the optimizer (for
+                                  # sgd etc.; adamw has its own optax.weight_decay)
   c.grad_accum_steps = 1
   c.ema_decay = 0.0               # 0: off; else eval uses the EMA params
 

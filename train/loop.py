@@ -93,6 +93,8 @@ def make_optimizer(config, schedule):
     tx = fn(learning_rate=schedule, **dict(config.optax))
   except TypeError as e:
     raise UserError(f'bad config.optax for optax.{name}: {e}') from None
+  if config.get('weight_decay'):  # L2 decay added to the gradient (SGD-style), all params
+    tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
   if config.get('grad_clip_norm'):
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx
