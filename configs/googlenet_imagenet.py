@@ -1,0 +1,41 @@
+"""GoogLeNet / Inception v1 (Szegedy et al. 2014) on ImageNet at 224x224, torchvision's
+layout (BatchNorm after every conv, the "5x5" branch as 3x3): 6,624,904 parameters.
+
+  python -m train.summary --config configs/googlenet_imagenet.py      # total_params=6624904
+  python -m train --config configs/googlenet_imagenet.py --workdir runs/googlenet
+
+`aux` adds the two auxiliary classifiers (13,004,888 parameters, as torchvision's
+`aux_logits=True`). The classification objective does not read their logits yet (the
+model sows them into the 'aux_logits' collection), so with `aux` they train nothing.
+
+Needs `imagenet2012` prepared as ArrayRecord in `data.data_dir` (it does not ship
+offline); not trained here. Recipe: SGD with momentum 0.9 as in the paper, lr 0.1 at
+global batch 256 (the network has BatchNorm), 90 epochs, cosine decay in place of the
+paper's 4%-every-8-epochs steps; no weight decay (no field for it in the loop yet).
+"""
+
+from train import config_lib
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, aux=False)
+  c = config_lib.base()
+  c.task = 'vision.classification'
+  c.task_kwargs = dict(input_size=(224, 224), channels=3, num_classes=1000)
+  c.model_name = 'vision.googlenet'
+  c.model = dict(num_classes=1000, aux_logits=a.aux)
+  c.data.name = 'imagenet2012'
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+
+  c.batch_size = 256
+  c.total_steps = 90 * 1_281_167 // 256   # 90 epochs
+  c.log_every = 500
+  c.eval_every = 5000
+  c.ckpt_every = 5000
+  c.optax_name = 'sgd'
+  c.optax = dict(momentum=0.9)
+  c.lr = 0.1
+  c.schedule = 'cosine'
+  c.warmup_steps = 2500
+  return c
