@@ -18,6 +18,10 @@ PMAP_AXIS = 'data'
 
 
 
+class ConfigError(ValueError):
+  """A task's config is inconsistent; the CLI shows it as a one-line error."""
+
+
 class Task(NamedTuple):
   """Pure functions an objective exposes to the loop."""
   # init(rng, batch) -> variables

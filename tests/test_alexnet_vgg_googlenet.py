@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from arch.layers import pool
 from arch.layers.conv import ConvBN
 from arch.vision import alexnet, googlenet, vgg
 from train import config_lib, summary
@@ -115,7 +116,7 @@ def _adaptive_pool_loop(x, out_h, out_w):
                                           ((7, 9), (7, 7))])
 def test_adaptive_avg_pool_matches_bins(in_hw, out_hw):
   x = np.random.default_rng(0).normal(size=(2, *in_hw, 3)).astype(np.float32)
-  y = alexnet.adaptive_avg_pool(jnp.asarray(x), out_hw)
+  y = pool.adaptive_avg_pool(jnp.asarray(x), out_hw)
   np.testing.assert_allclose(y, _adaptive_pool_loop(x, *out_hw), rtol=1e-6, atol=1e-6)
 
 
@@ -254,7 +255,7 @@ def _ceil_max_pool_loop(x, k, s):
                                     ((2, 3), 3, 2)])
 def test_ceil_mode_max_pool(hw, k, s):
   x = np.random.default_rng(0).normal(size=(2, *hw, 3)).astype(np.float32)
-  np.testing.assert_array_equal(googlenet.max_pool_ceil(jnp.asarray(x), k, s),
+  np.testing.assert_array_equal(pool.max_pool_ceil(jnp.asarray(x), k, s),
                                 _ceil_max_pool_loop(x, k, s))
 
 

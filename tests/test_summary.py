@@ -1,6 +1,5 @@
 """`python -m train.summary`: the parameter table from eval_shape, no allocation, no data."""
 
-import pytest
 
 from train import summary
 from conftest import run_cli

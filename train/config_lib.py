@@ -169,3 +169,25 @@ def base() -> ml_collections.ConfigDict:
       name='', train_split='train', eval_split='test', data_dir='', shuffle=True,
       num_threads=2, prefetch=4))
   return c
+
+
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+
+
+def imagenet(c: ml_collections.ConfigDict, size: int = 224, batch_size: int = 256,
+             epochs: int = 90) -> int:
+  """Sets `c` up for ImageNet-1k classification from TFDS `imagenet2012` (prepared in
+  `data.data_dir`): 1000 classes, RGB at `size`, each image centre-cropped and resized to
+  `size` on the host; step counts from `epochs`. Returns the steps per epoch."""
+  c.task = 'vision.classification'
+  c.task_kwargs = dict(input_size=(size, size), channels=3, num_classes=1000, host_size=size)
+  c.data.name = 'imagenet2012'
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.batch_size = batch_size
+  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // batch_size
+  c.total_steps = epochs * steps_per_epoch
+  c.log_every = 100
+  c.eval_every = steps_per_epoch
+  c.ckpt_every = steps_per_epoch
+  return steps_per_epoch

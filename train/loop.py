@@ -12,8 +12,6 @@ donated. Two ways to run it over devices, with the same numbers:
 Ordering matters in a few places; the comments say why.
 """
 
-import functools
-import os
 import signal
 import sys
 import time
@@ -27,7 +25,7 @@ import numpy as np
 import optax
 
 import arch
-from arch.task import PMAP_AXIS
+from arch.task import PMAP_AXIS, ConfigError
 from train import checkpoint as ckpt_lib
 from train import data as data_lib
 from train import mesh as mesh_lib
@@ -54,7 +52,7 @@ class NonFiniteError(UserError):
 def load_task(config):
   try:
     return arch.load(config.task, 'make').make(config)
-  except LookupError as e:
+  except (LookupError, ConfigError) as e:
     raise UserError(str(e).strip('"\'')) from None
 
 

@@ -127,3 +127,10 @@ def classifier_head(num_classes: int, dtype: Dtype, param_dtype: Dtype, name: st
   return nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype, name=name,
                   kernel_init=nn.with_logical_partitioning(kernel_init_fn, ('embed', 'classes')),
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('classes',)))
+
+
+def hidden_dense(features: int, axes, name: str, dtype, param_dtype):
+  """A hidden Dense layer of a classifier with logical axes `axes` (in, out)."""
+  return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))

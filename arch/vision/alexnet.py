@@ -16,61 +16,18 @@ leave 3x3 at a 32x32 input, and inputs from 15x15 work. It is not part of the pa
 from typing import Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
 
-from arch.layers.conv import ConvBN, check_spatial, classifier_head
+from arch.layers.conv import ConvBN, check_spatial, classifier_head, hidden_dense
+from arch.layers.pool import adaptive_avg_pool, flatten_chw
 
 Dtype = str | jnp.dtype
-
-
-def _adaptive_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """(n_out, n_in) averaging weights over PyTorch's adaptive-pool bins
-  [floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out))."""
-  m = np.zeros((n_out, n_in), np.float32)
-  for i in range(n_out):
-    start, end = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
-    m[i, start:end] = 1.0 / (end - start)
-  return m
-
-
-def adaptive_avg_pool(x_BHWC, output_size):
-  """PyTorch's AdaptiveAvgPool2d for any input size: bins may overlap (13 -> 6) or repeat
-  input pixels (3 -> 6). Exact reshape-mean when the size divides; otherwise a separable
-  averaging matrix per axis at full precision."""
-  out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
-  x = x_BHWC
-  for axis, n_out in ((1, out_h), (2, out_w)):
-    n_in = x.shape[axis]
-    if n_in == n_out:
-      continue
-    if n_in % n_out == 0:
-      shape = x.shape[:axis] + (n_out, n_in // n_out) + x.shape[axis + 1:]
-      x = x.reshape(shape).mean(axis=axis + 1)
-    else:
-      m = jnp.asarray(_adaptive_matrix(n_in, n_out), x.dtype)
-      spec = 'bhwc,oh->bowc' if axis == 1 else 'bhwc,ow->bhoc'
-      x = jnp.einsum(spec, x, m, precision=jax.lax.Precision.HIGHEST)
-  return x
-
-
-def flatten_chw(x_BHWC):
-  """Flattens in PyTorch's (C, H, W) order, so ported classifier weights line up."""
-  return jnp.transpose(x_BHWC, (0, 3, 1, 2)).reshape(x_BHWC.shape[0], -1)
 
 
 def _max_pool(x_BHWC, what: str):
   """3x3 stride-2 max pool without padding (PyTorch's floor mode)."""
   check_spatial(x_BHWC, 3, f'AlexNet {what} (3x3 max pool)')
   return nn.max_pool(x_BHWC, (3, 3), strides=(2, 2))
-
-
-def hidden_dense(features: int, axes, name: str, dtype, param_dtype):
-  """A hidden Dense layer of a classifier with logical axes `axes` (in, out)."""
-  return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
-                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
 
 
 class Model(nn.Module):

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 import arch
-from arch.task import Task
+from arch.task import ConfigError, Task
 
 
 def make(config) -> Task:
@@ -27,7 +27,13 @@ def make(config) -> Task:
   smoothing = kw.get('label_smoothing', 0.0)
   shift = int(kw.get('shift', 0))
   host_size = int(kw.get('host_size', 0))
-  model = arch.model_from_config(config)
+  if 'num_classes' in arch.model_fields(config.model_name):
+    if config.model.get('num_classes', num_classes) != num_classes:
+      raise ConfigError(f'config.model.num_classes={config.model.num_classes} but '
+                        f'config.task_kwargs.num_classes={num_classes}; make them agree')
+    model = arch.model_from_config(config, num_classes=num_classes)
+  else:
+    model = arch.model_from_config(config)
 
   def images(batch):
     x = batch['image'].astype(jnp.float32) / 255.0

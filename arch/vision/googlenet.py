@@ -25,8 +25,9 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from arch.layers.conv import ConvBN, check_spatial, classifier_head
-from arch.vision.alexnet import adaptive_avg_pool, flatten_chw, hidden_dense
+from arch.layers.conv import ConvBN, classifier_head
+from arch.layers.conv import hidden_dense
+from arch.layers.pool import adaptive_avg_pool, flatten_chw, max_pool_ceil
 
 Dtype = str | jnp.dtype
 
@@ -44,23 +45,6 @@ BLOCKS = ((64, 96, 128, 16, 32, 32),
           (384, 192, 384, 48, 128, 128))
 _POOL_AFTER = {'3b': (3, 2), '4e': (2, 2)}  # max pools between the stages: (kernel, stride)
 _AUX_AFTER = {'4a': 'aux1', '4d': 'aux2'}
-
-
-def max_pool_ceil(x_BHWC, kernel: int, stride: int, padding: int = 0, what: str = 'max pool'):
-  """PyTorch's MaxPool2d(kernel, stride, padding, ceil_mode=True): the output size rounds
-  up, so a last window may hang over the bottom/right edge, but it must start inside the
-  input or its left padding. Padding counts as -inf."""
-  k, s, p = kernel, stride, padding
-  check_spatial(x_BHWC, max(1, k - 2 * p - s + 1), what)
-  pads, sizes = [], []
-  for n in x_BHWC.shape[1:3]:
-    out = -(-(n + 2 * p - k) // s) + 1
-    if (out - 1) * s >= n + p:
-      out -= 1
-    pads.append((p, max(0, (out - 1) * s + k - n - p)))
-    sizes.append(out)
-  y = nn.max_pool(x_BHWC, (k, k), strides=(s, s), padding=pads)
-  return y[:, :sizes[0], :sizes[1]]
 
 
 class Inception(nn.Module):

@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from arch.layers.conv import ConvBN, check_spatial, classifier_head
-from arch.vision.alexnet import adaptive_avg_pool, flatten_chw, hidden_dense
+from arch.layers.conv import hidden_dense
+from arch.layers.pool import adaptive_avg_pool, flatten_chw
 
 Dtype = str | jnp.dtype
 
