@@ -301,3 +301,28 @@ def test_digits_config_trains_one_step(family, data_dir, tmp_path):
   assert sorted(train) == [1, 2] and all(np.isfinite(r['loss']) for r in train.values())
   final = read_metrics(tmp_path, 'eval')[2]
   assert 0.0 <= final['accuracy'] <= 1.0 and np.isfinite(final['loss'])
+
+
+def test_googlenet_aux_heads_train_through_the_classification_loss():
+  """With aux_logits on, the loss is main + 0.3 * (aux1 + aux2) and the aux heads learn."""
+  import os
+  from train import config_lib, loop
+  from conftest import REPO
+  c = config_lib.load(os.path.join(REPO, 'configs/googlenet_digits.py:tiny'))
+  config_lib.override(c, 'task_kwargs.input_size', '(48, 48)')
+  with c.unlocked():
+    c.model.aux_logits = True
+  task = loop.load_task(c)
+  batch = {'image': jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 8, 8, 1)), jnp.uint8),
+           'label': jnp.arange(4) % 10}
+  variables = task.init(jax.random.key(0, impl='rbg'), batch)
+  params = variables.pop('params')
+  (loss, (m, _)), grads = jax.value_and_grad(
+      lambda p: task.loss({'params': p, **variables}, batch, jax.random.key(1)), has_aux=True)(params)
+  assert set(m) >= {'loss_aux1_logits', 'loss_aux2_logits', 'main_loss'}
+  np.testing.assert_allclose(
+      loss, m['main_loss'] + 0.3 * (m['loss_aux1_logits'] + m['loss_aux2_logits']), rtol=1e-6)
+  for head in ('aux1', 'aux2'):
+    g = [x for path, x in jax.tree_util.tree_flatten_with_path(grads)[0]
+         if any(getattr(k, 'key', None) == head for k in path)]
+    assert g and max(float(jnp.abs(x).max()) for x in g) > 0, head

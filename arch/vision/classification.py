@@ -6,7 +6,9 @@ Config keys read: `model_name`, `model`, `compute_dtype`, `param_dtype`, and
 translations of up to `shift` pixels of the network's input, zero-filled), and
 `host_size` (for datasets of variable-sized images such as imagenet2012: on the host,
 resize the shorter side to host_size * 8/7 and take the central host_size square, as the
-usual ImageNet evaluation does; 0 = off).
+usual ImageNet evaluation does; 0 = off). Models with auxiliary classifiers (GoogLeNet's
+`aux_logits`) sow their logits into the 'aux_logits' collection in training; each adds
+`aux_weight` (default 0.3, the paper's) times its cross-entropy to the loss.
 Batches hold `image` (B, H, W, C) uint8 in [0, 255] and `label` (B,) int.
 """
 
@@ -27,6 +29,7 @@ def make(config) -> Task:
   smoothing = kw.get('label_smoothing', 0.0)
   shift = int(kw.get('shift', 0))
   host_size = int(kw.get('host_size', 0))
+  aux_weight = float(kw.get('aux_weight', 0.3))
   if 'num_classes' in arch.model_fields(config.model_name):
     if config.model.get('num_classes', num_classes) != num_classes:
       raise ConfigError(f'config.model.num_classes={config.model.num_classes} but '
@@ -57,13 +60,23 @@ def make(config) -> Task:
     x = images(batch)
     if shift:
       x = translate(x, aug_rng)
-    logits, updates = model.apply(variables, x, train=True, rngs={'dropout': rng}, mutable=state)
-    logits = logits.astype(jnp.float32)
+    logits, updates = model.apply(variables, x, train=True, rngs={'dropout': rng},
+                                  mutable=state + ['aux_logits'])
+    updates = dict(updates)
+    aux = updates.pop('aux_logits', {})  # auxiliary classifiers' logits, sown in training
     targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), smoothing) \
         if smoothing else jax.nn.one_hot(batch['label'], num_classes)
-    ce = optax.softmax_cross_entropy(logits, targets).mean()
-    acc = (logits.argmax(-1) == batch['label']).mean()
-    return ce, ({'loss': ce, 'accuracy': acc}, dict(updates))
+    xent = lambda z: optax.softmax_cross_entropy(z.astype(jnp.float32), targets).mean()
+    ce = xent(logits)
+    metrics = {'accuracy': (logits.argmax(-1) == batch['label']).mean()}
+    total = ce
+    for name, (aux_logits,) in sorted(aux.items()):
+      metrics[f'loss_{name}'] = xent(aux_logits)
+      total = total + aux_weight * metrics[f'loss_{name}']
+    if aux:
+      metrics['main_loss'] = ce
+    metrics['loss'] = total
+    return total, (metrics, updates)
 
   def evaluate(variables, batch):
     logits = model.apply(variables, images(batch), train=False).astype(jnp.float32)
