@@ -85,3 +85,26 @@ def test_batchnorm_statistics_across_8_devices_equal_one(tmp_path, data_dir, par
     assert b[s]['loss'] == pytest.approx(a[s]['loss'], rel=2e-5), s
   ea, eb = read_metrics(one, 'eval')[4], read_metrics(many, 'eval')[4]
   assert eb['loss'] == pytest.approx(ea['loss'], rel=1e-4)  # eval uses the running stats
+
+
+def test_batch_stats_are_checkpointed_and_restored(tmp_path):
+  """BatchNorm running statistics are part of the train state: saved and restored."""
+  from train import checkpoint, config_lib, loop, mesh as mesh_lib
+  c = config_lib.load(os.path.join(REPO, 'configs/unet_segment.py:tiny'))
+  task = loop.load_task(c)
+  schedule = loop.make_schedule(c)
+  tx = loop.make_optimizer(c, schedule)
+  runner = loop.JitRunner(c, task, tx, schedule, mesh_lib.make_mesh(c))
+  state = runner.init(jax.random.key(0))
+  assert jax.tree.leaves(state.extra['batch_stats'])
+  stats = jax.tree.map(lambda x: x + jnp.arange(x.size, dtype=x.dtype).reshape(x.shape),
+                       state.extra['batch_stats'])
+  state = state.replace(extra={'batch_stats': stats})
+  ckpt = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  ckpt.save(7, state, {'next_index': 7})
+  ckpt.wait()
+  restored, data_state = ckpt.restore(7, runner.abstract_state)
+  ckpt.close()
+  assert data_state == {'next_index': 7}
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(restored.extra['batch_stats'])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
