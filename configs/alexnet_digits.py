@@ -20,21 +20,15 @@ from train import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base()
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(32, 32), channels=1, num_classes=10,
-                       shift=2)               # random +-2 px translations (of 32) in training
+  config_lib.digits(c, size=32, shift=2)
   c.model_name = 'vision.alexnet'
   c.model = dict(alexnet.TINY if a.tiny else alexnet.SMALL, num_classes=10)
-  c.data.name = 'digits'
-  c.data.eval_split = 'test'
 
   c.total_steps = 500
-  c.batch_size = 64
   c.log_every = 100
   c.eval_every = 250
   c.ckpt_every = 250
   c.optax_name = 'adam'
   c.lr = 1e-3
-  c.schedule = 'cosine'
   c.warmup_steps = 50
   return c

@@ -21,9 +21,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny', tiny=False)
   c = config_lib.base()
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(32, 32), channels=1, num_classes=10,
-                       shift=2)               # random +-2 px translations (of 32) in training
+  config_lib.digits(c, size=32, shift=2)
   c.model_name = 'vision.densenet'
   if a.tiny:
     model = dict(densenet.TINY, block_config=(1, 1), growth_rate=4, num_init_features=8)
@@ -35,17 +33,13 @@ def get_config(arg=None):
     raise UserError(f'unknown variant {a.variant!r}; valid: tiny, '
                     f'{", ".join(densenet.VARIANTS)}')
   c.model = dict(model, num_classes=10)
-  c.data.name = 'digits'
-  c.data.eval_split = 'test'
 
   c.total_steps = 250
-  c.batch_size = 64
   c.log_every = 50
   c.eval_every = 250
   c.ckpt_every = 250
   c.optax_name = 'adamw'
   c.optax = dict(weight_decay=5e-4)
   c.lr = 3e-3
-  c.schedule = 'cosine'
   c.warmup_steps = 50
   return c

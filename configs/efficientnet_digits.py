@@ -20,24 +20,18 @@ from train import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, width=0.25, depth=0.5, size=16, tiny=False)
   c = config_lib.base()
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(a.size, a.size), channels=1, num_classes=10,
-                       shift=a.size // 16)    # random translations of 1/16 of the image
+  config_lib.digits(c, size=a.size, shift=a.size // 16)
   c.model_name = 'vision.efficientnet'
   model = dict(efficientnet.TINY) if a.tiny else dict(width_mult=a.width, depth_mult=a.depth,
                                                       dropout=0.2)
   c.model = dict(model, num_classes=10, stochastic_depth=0.1)
-  c.data.name = 'digits'
-  c.data.eval_split = 'test'
 
   c.total_steps = 600
-  c.batch_size = 64
   c.log_every = 100
   c.eval_every = 300
   c.ckpt_every = 600
   c.optax_name = 'adamw'
   c.optax = dict(weight_decay=1e-4)
   c.lr = 3e-3
-  c.schedule = 'cosine'
   c.warmup_steps = 50
   return c

@@ -21,21 +21,15 @@ from train import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base()
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(48, 48), channels=1, num_classes=10,
-                       shift=3)               # random +-3 px translations (of 48) in training
+  config_lib.digits(c, size=48, shift=3)
   c.model_name = 'vision.googlenet'
   c.model = dict(googlenet.TINY if a.tiny else googlenet.SMALL, num_classes=10)
-  c.data.name = 'digits'
-  c.data.eval_split = 'test'
 
   c.total_steps = 300
-  c.batch_size = 64
   c.log_every = 100
   c.eval_every = 300
   c.ckpt_every = 300
   c.optax_name = 'adam'
   c.lr = 2e-3
-  c.schedule = 'cosine'
   c.warmup_steps = 50
   return c

@@ -18,22 +18,15 @@ from train import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, head='dense', tiny=False)
   c = config_lib.base()
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(32, 32), channels=1, num_classes=10,
-                       shift=1,               # random +-1 px translations (of 32) in training
-                       label_smoothing=0.0)
+  config_lib.digits(c, size=32, shift=1)
   c.model_name = 'vision.lenet'
   c.model = dict(head=a.head, **(dict(c5=8, f6=12) if a.tiny else {}))
-  c.data.name = 'digits'
-  c.data.eval_split = 'test'
 
   c.total_steps = 1500
-  c.batch_size = 64
   c.log_every = 100
   c.eval_every = 500
   c.ckpt_every = 500
   c.optax_name = 'adam'
   c.lr = 2e-3
-  c.schedule = 'cosine'
   c.warmup_steps = 50
   return c

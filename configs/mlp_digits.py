@@ -12,18 +12,14 @@ from train import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, width=256, depth=2)
   c = config_lib.base()
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(8, 8), channels=1, num_classes=10)
+  config_lib.digits(c, size=8, shift=0)
   c.model_name = 'vision.mlp'
   c.model = dict(hidden=(a.width,) * a.depth)
-  c.data.name = 'digits'
 
   c.total_steps = 1000
-  c.batch_size = 64
   c.log_every = 50
   c.eval_every = 500
   c.ckpt_every = 500
   c.optax_name = 'adam'
   c.lr = 1e-3
-  c.schedule = 'cosine'
   return c

@@ -20,9 +20,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny', tiny=False)
   c = config_lib.base()
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(32, 32), channels=1, num_classes=10,
-                       shift=2)               # random +-2 px translations (of 32) in training
+  config_lib.digits(c, size=32, shift=2)
   c.model_name = 'vision.resnet'
   if a.tiny:
     model = dict(resnet.TINY, stage_sizes=(1, 1), widths=(4, 8), stem_features=4)
@@ -34,17 +32,13 @@ def get_config(arg=None):
     raise UserError(f'unknown variant {a.variant!r}; valid: tiny, '
                                f'{", ".join(resnet.VARIANTS)}')
   c.model = dict(model, num_classes=10, zero_init_residual=True)
-  c.data.name = 'digits'
-  c.data.eval_split = 'test'
 
   c.total_steps = 400
-  c.batch_size = 64
   c.log_every = 100
   c.eval_every = 200
   c.ckpt_every = 400
   c.optax_name = 'adamw'
   c.optax = dict(weight_decay=5e-4)
   c.lr = 3e-3
-  c.schedule = 'cosine'
   c.warmup_steps = 50
   return c

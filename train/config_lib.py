@@ -191,3 +191,14 @@ def imagenet(c: ml_collections.ConfigDict, size: int = 224, batch_size: int = 25
   c.eval_every = steps_per_epoch
   c.ckpt_every = steps_per_epoch
   return steps_per_epoch
+
+
+def digits(c: ml_collections.ConfigDict, size: int = 32, shift: int = 0) -> None:
+  """Sets `c` up for classifying the offline `digits` (8x8 images, resized on device to
+  size x size; random +-`shift` px translations in training), batch 64, test split."""
+  c.task = 'vision.classification'
+  c.task_kwargs = dict(input_size=(size, size), channels=1, num_classes=10, shift=shift,
+                       label_smoothing=0.0)
+  c.data.name = 'digits'
+  c.data.eval_split = 'test'
+  c.batch_size = 64
