@@ -30,7 +30,10 @@ def torch_padding(kernel_size: Sequence[int], dilation: int = 1):
 
 
 def check_spatial(x_BHWC, minimum: int, what: str):
-  """Raises a clear error when a feature map is too small for the next layer."""
+  """Raises a clear error unless `x_BHWC` is a (batch, H, W, C) map of at least
+  minimum x minimum (what the next layer, named by `what`, needs)."""
+  if x_BHWC.ndim != 4:
+    raise ValueError(f'{what}: takes (batch, H, W, C) images; got shape {x_BHWC.shape}')
   h, w = x_BHWC.shape[1:3]
   if h < minimum or w < minimum:
     raise ValueError(f'{what}: the feature map is {h}x{w}, smaller than {minimum}x{minimum}; '

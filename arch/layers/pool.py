@@ -61,3 +61,9 @@ def max_pool_ceil(x_BHWC, kernel: int, stride: int, padding: int = 0, what: str 
     sizes.append(out)
   y = nn.max_pool(x_BHWC, (k, k), strides=(s, s), padding=pads)
   return y[:, :sizes[0], :sizes[1]]
+
+
+def center_crop(x_BHW, h: int, w: int):
+  """The central h x w window of axes 1 and 2 (U-Net's skip and target cropping)."""
+  dh, dw = (x_BHW.shape[1] - h) // 2, (x_BHW.shape[2] - w) // 2
+  return x_BHW[:, dh:dh + h, dw:dw + w]

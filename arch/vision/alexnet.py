@@ -44,8 +44,7 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool = False):
-    if x_BHWC.ndim != 4:
-      raise ValueError(f'AlexNet takes (batch, H, W, C) images; got shape {x_BHWC.shape}')
+    check_spatial(x_BHWC, 1, 'AlexNet input')
     dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     conv = lambda n, k, name, **kw: ConvBN(n, (k, k), use_bias=True, norm=False, name=name,
                                            **kw, **dt)

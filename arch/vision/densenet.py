@@ -99,8 +99,6 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool = False):
-    if x_BHWC.ndim != 4:
-      raise ValueError(f'DenseNet takes (batch, H, W, C) images; got shape {x_BHWC.shape}')
     check_spatial(x_BHWC, 1, 'DenseNet input')
     kw = dict(axis_name=self.axis_name, dtype=self.dtype, param_dtype=self.param_dtype)
     x = jnp.asarray(x_BHWC, self.dtype)

@@ -124,8 +124,6 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool = False):
-    if x_BHWC.ndim != 4:
-      raise ValueError(f'EfficientNet takes (batch, H, W, C) images; got shape {x_BHWC.shape}')
     check_spatial(x_BHWC, 1, 'EfficientNet input')
     kw = dict(bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum,
               axis_name=self.axis_name, dtype=self.dtype, param_dtype=self.param_dtype)

@@ -25,8 +25,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from arch.layers.conv import ConvBN, classifier_head
-from arch.layers.conv import hidden_dense
+from arch.layers.conv import ConvBN, check_spatial, classifier_head, hidden_dense
 from arch.layers.pool import adaptive_avg_pool, flatten_chw, max_pool_ceil
 
 Dtype = str | jnp.dtype
@@ -113,8 +112,7 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool = False):
-    if x_BHWC.ndim != 4:
-      raise ValueError(f'GoogLeNet takes (batch, H, W, C) images; got shape {x_BHWC.shape}')
+    check_spatial(x_BHWC, 1, 'GoogLeNet input')
     if len(self.blocks) != len(BLOCK_NAMES):
       raise ValueError(f'GoogLeNet has {len(BLOCK_NAMES)} inception blocks; '
                        f'got {len(self.blocks)} widths')

@@ -101,8 +101,6 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool = False):
-    if x_BHWC.ndim != 4:
-      raise ValueError(f'ResNet takes (batch, H, W, C) images; got shape {x_BHWC.shape}')
     if self.block not in BLOCKS:
       raise ValueError(f'block must be one of {sorted(BLOCKS)}, got {self.block!r}')
     if len(self.stage_sizes) != len(self.widths):

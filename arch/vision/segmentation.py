@@ -15,12 +15,8 @@ import jax.numpy as jnp
 import optax
 
 import arch
+from arch.layers.pool import center_crop
 from arch.task import Task
-
-
-def center_crop(x, h, w):
-  dh, dw = (x.shape[1] - h) // 2, (x.shape[2] - w) // 2
-  return x[:, dh:dh + h, dw:dw + w]
 
 
 def make(config) -> Task:

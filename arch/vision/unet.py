@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from arch.layers.conv import batch_norm, channel_init, kernel_init
+from arch.layers.pool import center_crop
 
 Dtype = str | jnp.dtype
 
@@ -42,11 +43,6 @@ def output_size(size: int, depth: int, padding: str) -> int:
   if x < 1:
     raise ValueError(f'U-Net input size {size} leaves no output pixels')
   return x
-
-
-def _center_crop(x_BHWC, h, w):
-  dh, dw = (x_BHWC.shape[1] - h) // 2, (x_BHWC.shape[2] - w) // 2
-  return x_BHWC[:, dh:dh + h, dw:dw + w]
 
 
 class DoubleConv(nn.Module):
@@ -104,7 +100,7 @@ class Model(nn.Module):
       x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype,
                            param_dtype=self.param_dtype, kernel_init=kernel_init(),
                            bias_init=channel_init(nn.initializers.zeros), name=f'upconv{level}')(x)
-      skip = _center_crop(skips[level], x.shape[1], x.shape[2])
+      skip = center_crop(skips[level], x.shape[1], x.shape[2])
       x = jnp.concatenate([skip, x], axis=-1)
       x = DoubleConv(width, name=f'up{level}', **kw)(x, train=train)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,

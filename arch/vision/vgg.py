@@ -15,8 +15,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from arch.layers.conv import ConvBN, check_spatial, classifier_head
-from arch.layers.conv import hidden_dense
+from arch.layers.conv import ConvBN, check_spatial, classifier_head, hidden_dense
 from arch.layers.pool import adaptive_avg_pool, flatten_chw
 
 Dtype = str | jnp.dtype
@@ -37,8 +36,7 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool = False):
-    if x_BHWC.ndim != 4:
-      raise ValueError(f'VGG takes (batch, H, W, C) images; got shape {x_BHWC.shape}')
+    check_spatial(x_BHWC, 1, 'VGG input')
     if len(self.stages) != len(self.widths):
       raise ValueError(f'stages {self.stages} and widths {self.widths} differ in length')
     dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
