@@ -40,7 +40,14 @@ class Task(NamedTuple):
   finalize_eval: Optional[Callable[[dict, float], dict]] = None
   # preprocess(example) -> example, on the host in the input pipeline (numpy in/out).
   preprocess: Optional[Callable[[dict], dict]] = None
-  # sample(variables, rng, **kw): generative families, for the sampler driver.
+  # sample(variables, batch, rng, **options) -> {'tokens': (B, N)} (text; other keys for
+  # other modalities): generative families, for the sampler driver (`train/sample.py`),
+  # which runs it under jit with the batch sharded. Options are static: max_new_tokens,
+  # temperature, top_k, top_p, beam_size, and row_ids (B,) (each row's sample index, so
+  # a sample's randomness does not depend on the batch size or sharding).
   sample: Optional[Callable[..., Any]] = None
+  # prompt_batch(prompts, num_samples) -> the host batch `sample` conditions on, from one
+  # list of token ids per sample (e.g. an LM's prompt, a translation's source sentence).
+  prompt_batch: Optional[Callable[..., dict]] = None
   # update(state, batch, rng, ...): a custom step replacing one gradient step.
   update: Optional[Callable[..., Any]] = None

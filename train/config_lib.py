@@ -167,7 +167,15 @@ def base() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       name='', train_split='train', eval_split='test', data_dir='', shuffle=True,
-      num_threads=2, prefetch=4))
+      num_threads=2, prefetch=4,
+      # Text stage (train/text.py): tokenizer '' (off) | 'byte' | 'bpe' (vocab_size ids,
+      # trained on the train split); then either `pack` (windows of that many tokens over
+      # the concatenated `text_features`) or `max_lengths` ({feature: padded length}).
+      tokenizer='', vocab_size=0, text_features=(), pack=0, max_lengths={}))
+  # Defaults of `python -m train.sample` (its flags override them).
+  c.sample = ml_collections.ConfigDict(dict(
+      num_samples=4, max_new_tokens=256, temperature=1.0, top_k=0, top_p=1.0, beam_size=1,
+      prompt='', seed=0, steps=0))
   return c
 
 

@@ -103,6 +103,23 @@ def source(data_cfg, split: str):
   return b.as_data_source(split)
 
 
+_TEXT_CACHE = {}
+
+
+def records(config, split: str, workdir: str | None = None):
+  """The examples of `split` the task sees: the TFDS source, or its tokenized view when
+  `config.data.tokenizer` is set (see train/text.py; cached per split and workdir)."""
+  from train import text
+  src = source(config.data, split)
+  if not text.enabled(config):
+    return src
+  key = (split, workdir, repr(sorted(config.data.to_dict().items())))
+  if key not in _TEXT_CACHE:
+    tok = text.tokenizer(config, workdir)
+    _TEXT_CACHE[key] = text.tokenized_source(config, src, tok)
+  return _TEXT_CACHE[key]
+
+
 def _stack(examples):
   """Stacks a list of example dicts; drops non-numeric features (e.g. raw text bytes)."""
   out = {}
@@ -144,10 +161,11 @@ class _HostBatches(grain.MapDataset):
     return batch
 
 
-def train_iterator(config, preprocess=None, process_index: int = 0, process_count: int = 1):
+def train_iterator(config, preprocess=None, process_index: int = 0, process_count: int = 1,
+                   workdir: str | None = None):
   """An endless grain iterator of this process's train batches, shuffled every epoch."""
   data_cfg = config.data
-  ds = grain.MapDataset.source(source(data_cfg, data_cfg.train_split))
+  ds = grain.MapDataset.source(records(config, data_cfg.train_split, workdir))
   if data_cfg.get('shuffle', True):
     ds = ds.shuffle(seed=config.seed)
   ds = ds.repeat()  # reshuffles each epoch
@@ -161,9 +179,9 @@ def train_iterator(config, preprocess=None, process_index: int = 0, process_coun
 
 
 def eval_batches(config, split: str, preprocess=None, process_index: int = 0,
-                 process_count: int = 1):
+                 process_count: int = 1, workdir: str | None = None):
   """One deterministic pass over `split`, padded to full batches; `_valid` marks real rows."""
-  src = source(config.data, split)
+  src = records(config, split, workdir)
   ds = grain.MapDataset.source(src)
   if preprocess is not None:
     ds = ds.map(preprocess)

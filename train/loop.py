@@ -373,7 +373,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     raise UserError(f'batch_size={config.batch_size} does not split over '
                     f'{jax.local_device_count()} local devices per process')
 
-  train_it = data_lib.train_iterator(config, task.preprocess, pidx, pcount)
+  train_it = data_lib.train_iterator(config, task.preprocess, pidx, pcount, workdir)
   ckpt = ckpt_lib.Checkpointer(workdir, keep=config.get('keep_ckpts', 3),
                                async_save=config.get('async_checkpoints', True))
   start = ckpt.latest_step()
@@ -424,7 +424,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if task.evaluate is None or runner._eval is None:
       return {}
     sums, count = None, 0.0
-    batches = data_lib.eval_batches(config, config.data.eval_split, task.preprocess, pidx, pcount)
+    batches = data_lib.eval_batches(config, config.data.eval_split, task.preprocess, pidx, pcount,
+                                    workdir)
     for i in range(len(batches)):
       s, c = runner.eval_step(state, runner.device_batch(batches[i]))
       sums = s if sums is None else jax.tree.map(jnp.add, sums, s)

@@ -1,0 +1,309 @@
+"""Multi-head attention for every sequence family: MHA, GQA and MQA (Vaswani et al. 2017;
+Ainslie et al. 2023; Shazeer 2019), masks, rotary positions (Su et al. 2021), T5's relative
+position bias (Raffel et al. 2020) and a KV cache for decoding.
+
+Dimension key:
+  B batch   T query length   S key/value length   D model width
+  N query heads   K key/value heads (N = K * G)   G query heads per key/value head
+  H head width
+
+The attention itself goes through `jax.nn.dot_product_attention` (cuDNN flash attention
+on GPU with `implementation='cudnn'`, XLA elsewhere); with attention dropout in training
+it falls back to an explicit softmax, which that function does not offer.
+
+KV cache. Called with `decode=True`, `Attention` keeps 'cached_key'/'cached_value'
+(B, S_max, K, H) and 'cache_index' in the 'cache' collection. Initialise them by calling
+the model once with `decode=True` on a (B, S_max) input inside `init`; every later call
+writes its chunk of L tokens at the cache index and attends to all cached positions up to
+each query's own, so a prompt can be fed whole and the rest one token at a time, giving the
+logits of the full forward pass.
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+NEG_INF = -1e10  # large finite: a fully masked row gives uniform weights, never NaN
+
+
+def causal_mask(q_pos_BT, k_pos_BS):
+  """True where key position <= query position: (B, 1, T, S)."""
+  return (k_pos_BS[:, None, None, :] <= q_pos_BT[:, None, :, None])
+
+
+def padding_mask(q_valid_BT, k_valid_BS):
+  """True where both query and key are real tokens: (B, 1, T, S)."""
+  return q_valid_BT[:, None, :, None] & k_valid_BS[:, None, None, :]
+
+
+def key_mask(k_valid_BS):
+  """True where the key is a real token, for every query: (B, 1, 1, S)."""
+  return k_valid_BS[:, None, None, :]
+
+
+def combine_masks(*masks):
+  masks = [m for m in masks if m is not None]
+  if not masks:
+    return None
+  return functools.reduce(jnp.logical_and, masks)
+
+
+def token_positions(module: nn.Module, b: int, t: int, decode: bool = False):
+  """Positions (B, T) of a chunk: 0..T-1, or, when decoding, continuing from the
+  position counter the calling model keeps in its 'cache' collection."""
+  pos_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+  if decode:
+    initialised = module.has_variable('cache', 'position')
+    counter = module.variable('cache', 'position', lambda: jnp.array(0, jnp.int32))
+    if initialised:
+      pos_BT = pos_BT + counter.value
+      counter.value = counter.value + t
+  return pos_BT
+
+
+# ---------------------------------------------------------------------------------------
+# Rotary position embedding
+# ---------------------------------------------------------------------------------------
+
+def rope_frequencies(head_dim: int, max_wavelength: float = 10_000.0):
+  """Angular frequency of each rotated pair: (H/2,)."""
+  if head_dim % 2:
+    raise ValueError(f'rotary embedding needs an even head width, got {head_dim}')
+  return max_wavelength ** (-np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
+
+
+def apply_rope(x_BTNH, positions_BT, max_wavelength: float = 10_000.0, scale: float = 1.0):
+  """Rotates each (x[i], x[i + H/2]) pair by angle position * freq[i] (half-split layout).
+
+  `scale` > 1 is linear position interpolation (Chen et al. 2023): positions / scale, to
+  stretch a trained context length. Computed in float32.
+  """
+  h = x_BTNH.shape[-1]
+  freq = jnp.asarray(rope_frequencies(h, max_wavelength))
+  angle_BTF = positions_BT.astype(jnp.float32)[..., None] / scale * freq
+  sin, cos = jnp.sin(angle_BTF)[:, :, None, :], jnp.cos(angle_BTF)[:, :, None, :]
+  x = x_BTNH.astype(jnp.float32)
+  x1, x2 = x[..., :h // 2], x[..., h // 2:]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTNH.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# T5 relative position bias
+# ---------------------------------------------------------------------------------------
+
+def relative_position_bucket(relative_BTS, bidirectional: bool, num_buckets: int,
+                             max_distance: int):
+  """T5's bucketing of key_pos - query_pos: exact for small distances, log-spaced up to
+  `max_distance`, one bucket beyond. Bidirectional uses half the buckets per sign."""
+  rel = relative_BTS
+  bucket = jnp.zeros_like(rel)
+  if bidirectional:
+    num_buckets //= 2
+    bucket = bucket + (rel > 0).astype(rel.dtype) * num_buckets
+    dist = jnp.abs(rel)
+  else:
+    dist = jnp.maximum(-rel, 0)  # only the past is visible
+  exact = num_buckets // 2
+  is_small = dist < exact
+  log_ratio = jnp.log(jnp.maximum(dist, 1).astype(jnp.float32) / exact) / np.log(
+      max_distance / exact)
+  large = exact + (log_ratio * (num_buckets - exact)).astype(rel.dtype)
+  large = jnp.minimum(large, num_buckets - 1)
+  return bucket + jnp.where(is_small, dist, large)
+
+
+class RelativePositionBias(nn.Module):
+  """T5's learned per-head bias on the attention logits, by bucketed relative position."""
+  num_heads: int
+  bidirectional: bool = True
+  num_buckets: int = 32
+  max_distance: int = 128
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, q_pos_BT, k_pos_BS):
+    """Bias (B, N, T, S) for queries at `q_pos_BT` and keys at `k_pos_BS`."""
+    table = self.param('rel_embedding', nn.with_logical_partitioning(
+        nn.initializers.normal(1.0), ('relpos_buckets', 'heads')),
+        (self.num_buckets, self.num_heads), self.param_dtype)
+    rel_BTS = k_pos_BS[:, None, :] - q_pos_BT[:, :, None]
+    bucket_BTS = relative_position_bucket(rel_BTS, self.bidirectional, self.num_buckets,
+                                          self.max_distance)
+    bias_BTSN = jnp.take(jnp.asarray(table, self.dtype), bucket_BTS, axis=0)
+    return bias_BTSN.transpose(0, 3, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------
+
+def dot_product_attention(q_BTNH, k_BSKH, v_BSKH, *, bias=None, mask=None, scale=None,
+                          dropout_rate=0.0, dropout_rng=None, implementation=None):
+  """softmax(q k^T * scale + bias, masked) v with GQA; (B, T, N, H).
+
+  Without dropout this is `jax.nn.dot_product_attention` (the fused/flash path where the
+  platform has one); with dropout an explicit float32 softmax.
+  """
+  b, t, n, h = q_BTNH.shape
+  k_heads = k_BSKH.shape[2]
+  if n % k_heads:
+    raise ValueError(f'{n} query heads are not a multiple of {k_heads} key/value heads')
+  scale = h ** -0.5 if scale is None else scale
+  if not dropout_rate or dropout_rng is None:
+    if bias is not None:
+      bias = bias.astype(q_BTNH.dtype)
+    return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask,
+                                        scale=scale, implementation=implementation)
+  g = n // k_heads
+  q_BTKGH = q_BTNH.reshape(b, t, k_heads, g, h)
+  logits_BKGTS = jnp.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, k_BSKH,
+                            preferred_element_type=jnp.float32) * scale
+  s = k_BSKH.shape[1]
+  if bias is not None:
+    logits_BKGTS += jnp.broadcast_to(bias, (b, n, t, s)).reshape(b, k_heads, g, t, s)
+  if mask is not None:
+    mask_BKGTS = jnp.broadcast_to(mask, (b, n, t, s)).reshape(b, k_heads, g, t, s)
+    logits_BKGTS = jnp.where(mask_BKGTS, logits_BKGTS, NEG_INF)
+  weights = jax.nn.softmax(logits_BKGTS, axis=-1)  # float32 for the softmax
+  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+  weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(v_BSKH.dtype)
+  out_BTKGH = jnp.einsum('BKGTS,BSKH->BTKGH', weights, v_BSKH)
+  return out_BTKGH.reshape(b, t, n, h)
+
+
+def dense_init(stddev: Optional[float] = None, num_in: int = 1, ndim: int = 2):
+  """Normal(stddev) if given, else LeCun normal with fan-in over the first `num_in` axes."""
+  if stddev:
+    return nn.initializers.normal(stddev)
+  return nn.initializers.lecun_normal(in_axis=tuple(range(num_in)),
+                                      out_axis=tuple(range(num_in, ndim)))
+
+
+class Projection(nn.Module):
+  """x @ W from the last `num_in` axes of x to `out_shape`, as one einsum; kernel axes
+  named `axes` (in axes then out axes), bias axes the out ones."""
+  out_shape: tuple
+  axes: tuple
+  num_in: int = 1
+  use_bias: bool = True
+  init_stddev: Optional[float] = None
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    in_shape = x.shape[x.ndim - self.num_in:]
+    shape = (*in_shape, *self.out_shape)
+    kernel = self.param('kernel', nn.with_logical_partitioning(
+        dense_init(self.init_stddev, self.num_in, len(shape)), self.axes),
+        shape, self.param_dtype)
+    letters = 'abcdefgh'
+    ins, outs = letters[:self.num_in], letters[self.num_in:len(shape)]
+    y = jnp.einsum(f'...{ins},{ins}{outs}->...{outs}', jnp.asarray(x, self.dtype),
+                   jnp.asarray(kernel, self.dtype))
+    if self.use_bias:
+      bias = self.param('bias', nn.with_logical_partitioning(
+          nn.initializers.zeros, self.axes[self.num_in:]), self.out_shape, self.param_dtype)
+      y = y + jnp.asarray(bias, self.dtype)
+    return y
+
+
+class Attention(nn.Module):
+  """Multi-head attention: self-attention (kv_BSD=None) or cross-attention.
+
+  num_kv_heads < num_heads is grouped-query attention (1: multi-query). `rope` rotates
+  queries and keys by their positions. `scale` defaults to 1/sqrt(H) (T5 uses 1.0).
+  """
+  num_heads: int
+  head_dim: Optional[int] = None  # default D / num_heads
+  num_kv_heads: Optional[int] = None  # default num_heads
+  out_dim: Optional[int] = None  # default D
+  use_bias: bool = True
+  out_bias: Optional[bool] = None  # default use_bias
+  dropout_rate: float = 0.0
+  rope: bool = False
+  rope_max_wavelength: float = 10_000.0
+  rope_scale: float = 1.0
+  scale: Optional[float] = None
+  init_stddev: Optional[float] = None  # normal(stddev) kernels; None: LeCun normal
+  out_init_stddev: Optional[float] = None  # e.g. GPT-2's 0.02/sqrt(2*layers); default init_stddev
+  implementation: Optional[str] = None  # jax.nn.dot_product_attention's: None|'xla'|'cudnn'
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BTD, kv_BSD=None, *, mask=None, bias=None, causal: bool = False,
+               positions_BT=None, deterministic: bool = True, decode: bool = False):
+    """Attention output (B, T, out_dim).
+
+    mask: bool, broadcastable to (B, N, T, S), True = attend. bias: additive logits
+    broadcastable to (B, N, T, S). causal: add the causal mask (self-attention).
+    positions_BT: token positions for RoPE and the causal mask (default 0..T-1, or the
+    cache index onward when decoding).
+    """
+    b, t, d = x_BTD.shape
+    n = self.num_heads
+    k_heads = self.num_kv_heads or n
+    h = self.head_dim or d // n
+    if not self.head_dim and d % n:
+      raise ValueError(f'model width {d} is not divisible by {n} heads')
+    out_dim = self.out_dim or d
+    self_attention = kv_BSD is None
+    kv_BSD = x_BTD if self_attention else kv_BSD
+    proj = functools.partial(Projection, axes=('embed', 'heads', 'kv'), use_bias=self.use_bias,
+                             init_stddev=self.init_stddev, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    q_BTNH = proj((n, h), name='query')(x_BTD)
+    k_BSKH = proj((k_heads, h), name='key')(kv_BSD)
+    v_BSKH = proj((k_heads, h), name='value')(kv_BSD)
+
+    default_positions = positions_BT is None
+    if default_positions:
+      positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    use_cache = decode and self_attention
+    if use_cache:
+      initialised = self.has_variable('cache', 'cached_key')
+      cached_k = self.variable('cache', 'cached_key', jnp.zeros, k_BSKH.shape, k_BSKH.dtype)
+      cached_v = self.variable('cache', 'cached_value', jnp.zeros, v_BSKH.shape, v_BSKH.dtype)
+      index = self.variable('cache', 'cache_index', lambda: jnp.array(0, jnp.int32))
+      if initialised:
+        i = index.value
+        if default_positions:
+          positions_BT = positions_BT + i
+    if self.rope:
+      q_BTNH = apply_rope(q_BTNH, positions_BT, self.rope_max_wavelength, self.rope_scale)
+      if self_attention:
+        k_BSKH = apply_rope(k_BSKH, positions_BT, self.rope_max_wavelength, self.rope_scale)
+    k_pos_BS = positions_BT if self_attention else None
+    if use_cache and initialised:
+      s_max = cached_k.value.shape[1]
+      k_BSKH = jax.lax.dynamic_update_slice(cached_k.value, k_BSKH.astype(cached_k.value.dtype),
+                                            (0, i, 0, 0))
+      v_BSKH = jax.lax.dynamic_update_slice(cached_v.value, v_BSKH.astype(cached_v.value.dtype),
+                                            (0, i, 0, 0))
+      cached_k.value, cached_v.value = k_BSKH, v_BSKH
+      index.value = i + t
+      k_pos_BS = jnp.broadcast_to(jnp.arange(s_max, dtype=jnp.int32), (b, s_max))
+      # Slots past the last written position hold zeros: never attend to them.
+      mask = combine_masks(mask, key_mask(k_pos_BS < i + t))
+    if causal:
+      mask = combine_masks(mask, causal_mask(positions_BT, k_pos_BS))
+
+    dropout_rng = None
+    if self.dropout_rate and not deterministic:
+      dropout_rng = self.make_rng('dropout')
+    out_BTNH = dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask,
+                                     scale=self.scale, dropout_rate=self.dropout_rate,
+                                     dropout_rng=dropout_rng,
+                                     implementation=self.implementation)
+    out_bias = self.use_bias if self.out_bias is None else self.out_bias
+    return Projection((out_dim,), ('heads', 'kv', 'embed'), num_in=2, use_bias=out_bias,
+                      init_stddev=self.out_init_stddev or self.init_stddev, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name='out')(out_BTNH)

@@ -1,0 +1,101 @@
+"""Token and position embeddings: learned tables, sinusoids (Vaswani et al. 2017), and the
+norms and MLP blocks transformers share. Parameters carry logical axes.
+
+Dimension key: B batch, T length, D width, V vocabulary, F MLP hidden width.
+"""
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+
+def sinusoids(length: int, dim: int, max_wavelength: float = 10_000.0) -> np.ndarray:
+  """The Transformer's fixed position table (length, dim): sin on even, cos on odd dims."""
+  pos = np.arange(length, dtype=np.float64)[:, None]
+  rate = max_wavelength ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+  table = np.zeros((length, dim), np.float32)
+  table[:, 0::2] = np.sin(pos * rate)
+  table[:, 1::2] = np.cos(pos * rate[:dim // 2])
+  return table
+
+
+def token_embed(vocab_size: int, dim: int, stddev: float = 0.02, dtype=jnp.float32,
+                param_dtype=jnp.float32, name: Optional[str] = None) -> nn.Embed:
+  """nn.Embed with axes ('vocab', 'embed'); `.attend(x)` gives tied output logits."""
+  return nn.Embed(vocab_size, dim, dtype=dtype, param_dtype=param_dtype, name=name,
+                  embedding_init=nn.with_logical_partitioning(
+                      nn.initializers.normal(stddev), ('vocab', 'embed')))
+
+
+class LearnedPositions(nn.Module):
+  """A learned (max_length, D) table, looked up at the given positions."""
+  max_length: int
+  dim: int
+  stddev: float = 0.02
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, positions_BT):
+    table = self.param('embedding', nn.with_logical_partitioning(
+        nn.initializers.normal(self.stddev), ('length', 'embed')),
+        (self.max_length, self.dim), self.param_dtype)
+    return jnp.take(table, positions_BT, axis=0)
+
+
+
+def norm(kind: str = 'layer', eps: float = 1e-5, use_bias: bool = True, dtype=jnp.float32,
+         param_dtype=jnp.float32, name: Optional[str] = None) -> nn.Module:
+  """LayerNorm ('layer') or RMSNorm ('rms', T5's scale-only norm), axes ('embed',)."""
+  scale = nn.with_logical_partitioning(nn.initializers.ones, ('embed',))
+  if kind == 'rms':
+    return nn.RMSNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, scale_init=scale,
+                      name=name)
+  if kind != 'layer':
+    raise ValueError(f'unknown norm {kind!r}; valid: layer, rms')
+  return nn.LayerNorm(epsilon=eps, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                      scale_init=scale, name=name,
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
+
+
+ACTIVATIONS = {
+    'relu': nn.relu,
+    'gelu': lambda x: nn.gelu(x, approximate=False),  # BERT, BART
+    'gelu_tanh': lambda x: nn.gelu(x, approximate=True),  # GPT-2's "gelu_new"
+    'silu': nn.silu,
+}
+
+
+class Mlp(nn.Module):
+  """Position-wise feed-forward block D -> F -> D; `gated` is a GLU (Shazeer 2020):
+  act(x W_gate) * (x W_up)."""
+  hidden_dim: int
+  activation: str = 'gelu'
+  gated: bool = False
+  use_bias: bool = True
+  dropout_rate: float = 0.0  # on the hidden activations
+  init_stddev: Optional[float] = None
+  out_init_stddev: Optional[float] = None
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BTD, deterministic: bool = True):
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'unknown activation {self.activation!r}; valid: {", ".join(ACTIVATIONS)}')
+    act = ACTIVATIONS[self.activation]
+    d = x_BTD.shape[-1]
+    init = lambda s: nn.initializers.normal(s) if s else nn.initializers.lecun_normal()
+    dense = lambda features, axes, stddev, name: nn.Dense(
+        features, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+        name=name, kernel_init=nn.with_logical_partitioning(init(stddev), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+    h_BTF = act(dense(self.hidden_dim, ('embed', 'mlp'), self.init_stddev, 'wi')(x_BTD))
+    if self.gated:
+      h_BTF = h_BTF * dense(self.hidden_dim, ('embed', 'mlp'), self.init_stddev, 'wi_up')(x_BTD)
+    h_BTF = nn.Dropout(self.dropout_rate)(h_BTF, deterministic=deterministic)
+    return dense(d, ('mlp', 'embed'), self.out_init_stddev or self.init_stddev, 'wo')(h_BTF)

@@ -1,0 +1,85 @@
+"""GPT: a decoder-only causal Transformer language model (Radford et al. 2018, 2019).
+
+GPT-2's layout: learned token and position embeddings, pre-LayerNorm blocks with GELU
+(tanh) MLPs 4x wide, a final LayerNorm, and the LM head tied to the token embedding.
+Residual projections start at 0.02/sqrt(2 * layers) as in GPT-2. `positions='rope'`
+swaps the learned table for rotary positions (GPT-NeoX/LLaMA style) and `num_kv_heads`
+gives grouped-query attention: the same network family, modern knobs.
+
+Dimension key: B batch, T length, D width, V vocabulary.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from arch.layers.attention import token_positions
+from arch.layers.embed import LearnedPositions, norm, token_embed
+from arch.layers.transformer import Block
+
+Dtype = Any
+
+
+class Model(nn.Module):
+  """GPT language model: tokens (B, T) int -> next-token logits (B, T, V) float32."""
+  vocab_size: int = 50257
+  num_layers: int = 12
+  num_heads: int = 12
+  embed_dim: int = 768
+  mlp_dim: Optional[int] = None  # default 4 * embed_dim
+  num_kv_heads: Optional[int] = None  # < num_heads: grouped-query attention
+  max_length: int = 1024  # positions the learned table holds
+  positions: str = 'learned'  # 'learned' | 'rope'
+  dropout_rate: float = 0.0  # GPT-2 trained with 0.1 (embeddings, residuals, attention)
+  tie_embeddings: bool = True
+  norm_eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens_BT, *, train: bool = False, decode: bool = False):
+    if self.positions not in ('learned', 'rope'):
+      raise ValueError(f"positions must be 'learned' or 'rope', got {self.positions!r}")
+    b, t = tokens_BT.shape
+    pos_BT = token_positions(self, b, t, decode)
+    if t > self.max_length:
+      raise ValueError(f'sequence length {t} exceeds max_length {self.max_length}')
+    embed = token_embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name='wte')
+    x_BTD = embed(tokens_BT)
+    if self.positions == 'learned':
+      x_BTD = x_BTD + LearnedPositions(self.max_length, self.embed_dim,
+                                       param_dtype=self.param_dtype, name='wpe')(pos_BT)
+    x_BTD = nn.Dropout(self.dropout_rate)(x_BTD.astype(self.dtype), deterministic=not train)
+    for i in range(self.num_layers):
+      x_BTD = Block(self.num_heads, self.mlp_dim or 4 * self.embed_dim,
+                    num_kv_heads=self.num_kv_heads, pre_norm=True, norm_eps=self.norm_eps,
+                    activation='gelu_tanh', rope=self.positions == 'rope',
+                    dropout_rate=self.dropout_rate,
+                    attention_dropout_rate=self.dropout_rate, init_stddev=0.02,
+                    out_init_stddev=0.02 / np.sqrt(2 * self.num_layers), dtype=self.dtype,
+                    param_dtype=self.param_dtype, name=f'h{i}')(
+                        x_BTD, causal=True, positions_BT=pos_BT,
+                        deterministic=not train, decode=decode)
+    x_BTD = norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name='ln_f')(x_BTD)
+    if self.tie_embeddings:
+      logits_BTV = embed.attend(x_BTD)
+    else:
+      logits_BTV = nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
+                            param_dtype=self.param_dtype, name='lm_head',
+                            kernel_init=nn.with_logical_partitioning(
+                                nn.initializers.normal(0.02), ('embed', 'vocab')))(x_BTD)
+    return logits_BTV.astype(jnp.float32)
+
+
+# Hugging Face's gpt2, gpt2-medium, gpt2-large, gpt2-xl (GPT2LMHeadModel, tied head).
+VARIANTS = {
+    'gpt2': dict(num_layers=12, num_heads=12, embed_dim=768),
+    'gpt2-medium': dict(num_layers=24, num_heads=16, embed_dim=1024),
+    'gpt2-large': dict(num_layers=36, num_heads=20, embed_dim=1280),
+    'gpt2-xl': dict(num_layers=48, num_heads=25, embed_dim=1600),
+}
+TINY = dict(num_layers=2, num_heads=4, embed_dim=64, max_length=128)
