@@ -210,3 +210,18 @@ def digits(c: ml_collections.ConfigDict, size: int = 32, shift: int = 0) -> None
   c.data.name = 'digits'
   c.data.eval_split = 'test'
   c.batch_size = 64
+
+
+def translation(c: ml_collections.ConfigDict) -> None:
+  """Sets `c` up for the offline `translation` pairs (dates and numbers between renderings;
+  train/datasets/translation.py): byte-level tokens, sources padded to 56 and targets to
+  52 (the data's at most 54 / 50 bytes + </s>), the seq2seq
+  objective, eval (loss, token_accuracy, greedy exact_match) on the test split."""
+  c.task = 'sequence.seq2seq'
+  c.data.name = 'translation'
+  c.data.eval_split = 'test'
+  c.data.tokenizer = 'byte'
+  c.data.max_lengths = dict(source=56, target=52)
+  c.sample.max_new_tokens = 52
+  c.sample.temperature = 0.0
+  c.sample.prompt = 'the 21st of September 1904'

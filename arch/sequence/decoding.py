@@ -90,7 +90,9 @@ def beam_search(step_fn, cache, first_logits_BV, beam_size: int, max_new_tokens:
                 eos_id: int, pad_id: int = 0, length_penalty: float = 0.0):
   """Beam search after a prefilled cache (batch B); returns (tokens (B, N), scores (B,)).
 
-  Keeps `beam_size` live hypotheses per row and the `beam_size` best finished ones,
+  Each step ranks all one-token extensions of the live hypotheses; those among the
+  `beam_size` best that end in `eos_id` finish, and the best `beam_size` that do not stay
+  live. The `beam_size` best finished ones are kept,
   scored by log-probability / ((5 + length) / 6) ** length_penalty (GNMT's; 0 = raw
   log-probability). With beam_size=1 and length_penalty=0 this is greedy decoding.
   """
@@ -124,8 +126,10 @@ def beam_search(step_fn, cache, first_logits_BV, beam_size: int, max_new_tokens:
     seq_B2KN = jnp.take_along_axis(alive_seq_BKN, beam_B2K[:, :, None], axis=1)
     seq_B2KN = seq_B2KN.at[:, :, i].set(tok_B2K)
     is_eos_B2K = tok_B2K == eos_id
-    # Finished: merge candidates that emitted EOS with the kept finished ones.
-    new_fin_B2K = jnp.where(is_eos_B2K, top_lp_B2K / penalty(i + 1.0), NEG_INF)
+    # Finished: candidates within the beam (the K best) that emitted EOS, merged with the
+    # kept finished ones. (Counting only the K best keeps beam 1 identical to greedy.)
+    in_beam_B2K = jnp.arange(2 * k)[None, :] < k
+    new_fin_B2K = jnp.where(is_eos_B2K & in_beam_B2K, top_lp_B2K / penalty(i + 1.0), NEG_INF)
     all_fin_B3K = jnp.concatenate([fin_score_BK, new_fin_B2K], axis=1)
     all_seq_B3KN = jnp.concatenate([fin_seq_BKN, seq_B2KN], axis=1)
     fin_score_BK, fin_idx_BK = jax.lax.top_k(all_fin_B3K, k)

@@ -8,5 +8,7 @@ first use (they take seconds). Prepare one by hand with
 from train.datasets.digits import Digits
 from train.datasets.pydoc_text import PydocText
 from train.datasets.shapes import Shapes
+from train.datasets.translation import Translation
 
-OFFLINE = {'digits': Digits, 'pydoc_text': PydocText, 'shapes': Shapes}
+OFFLINE = {'digits': Digits, 'pydoc_text': PydocText, 'shapes': Shapes,
+           'translation': Translation}
