@@ -179,7 +179,9 @@ def make_eval_step(task, use_ema, axis_name=None):
     params = state.ema_params if use_ema else state.params
     mask = batch.pop(data_lib.VALID).astype(jnp.float32)
     per_example = task.evaluate({'params': params, **state.extra}, batch)
-    sums = {k: jnp.sum(v.astype(jnp.float32) * mask.reshape(-1, *[1] * (v.ndim - 1)), axis=0)
+    # where, not multiply: a NaN in a padding row must not reach the sums.
+    sums = {k: jnp.sum(jnp.where(mask.reshape(-1, *[1] * (v.ndim - 1)) > 0,
+                                 v.astype(jnp.float32), 0.0), axis=0)
             for k, v in per_example.items()}
     count = mask.sum()
     if axis_name is not None:

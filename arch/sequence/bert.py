@@ -1,0 +1,109 @@
+"""BERT: a bidirectional Transformer encoder with its pre-training heads (Devlin et al. 2019).
+
+The encoder sums word, learned position and token-type (segment) embeddings, normalises
+them (LayerNorm, eps 1e-12) and runs post-LayerNorm blocks with exact-GELU MLPs 4x wide.
+Pad tokens (id 0) are masked as attention keys. Two heads, as in Hugging Face's
+`BertForPreTraining`: the masked-LM head (dense + GELU + LayerNorm, then logits tied to the
+word embeddings plus a per-token output bias) and the next-sentence head (the pooler,
+dense + tanh on the first token, then a 2-way classifier; class 0 = "B follows A").
+All weights start at normal(0.02), as in the paper's code. The objective is
+`arch/sequence/mlm.py`.
+
+Dimension key: B batch, T length, D width, V vocabulary.
+"""
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from arch.layers.attention import key_mask
+from arch.layers.embed import ACTIVATIONS, LearnedPositions, norm, token_embed
+from arch.layers.transformer import Block
+from arch.sequence import vocab
+
+Dtype = Any
+INIT_STDDEV = 0.02
+
+
+def _dense(features, axes, dtype, param_dtype, name):
+  return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
+                  kernel_init=nn.with_logical_partitioning(
+                      nn.initializers.normal(INIT_STDDEV), axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+
+
+class Model(nn.Module):
+  """BERT for pre-training: tokens (B, T) -> {'mlm_logits' (B, T, V), 'nsp_logits' (B, 2)}
+  (float32), plus the encoder output 'hidden' (B, T, D) and 'pooled' (B, D)."""
+  vocab_size: int = 30522
+  num_layers: int = 12
+  num_heads: int = 12
+  embed_dim: int = 768
+  mlp_dim: Optional[int] = None  # default 4 * embed_dim
+  max_length: int = 512  # positions the learned table holds
+  type_vocab_size: int = 2  # segments A and B
+  dropout_rate: float = 0.1  # embeddings, residual branches and attention weights
+  norm_eps: float = 1e-12
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens_BT, *, token_types_BT=None, train: bool = False):
+    b, t = tokens_BT.shape
+    if t > self.max_length:
+      raise ValueError(f'sequence length {t} exceeds max_length {self.max_length}')
+    if token_types_BT is None:
+      token_types_BT = jnp.zeros_like(tokens_BT)
+    pos_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    dense = lambda features, axes, name: _dense(features, axes, self.dtype, self.param_dtype,
+                                                name)
+    layer_norm = lambda name: norm('layer', self.norm_eps, dtype=self.dtype,
+                                   param_dtype=self.param_dtype, name=name)
+
+    # Embeddings.
+    words = token_embed(self.vocab_size, self.embed_dim, INIT_STDDEV, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name='word_embeddings')
+    types = nn.Embed(self.type_vocab_size, self.embed_dim, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name='token_type_embeddings',
+                     embedding_init=nn.with_logical_partitioning(
+                         nn.initializers.normal(INIT_STDDEV), ('token_types', 'embed')))
+    x_BTD = (words(tokens_BT)
+             + LearnedPositions(self.max_length, self.embed_dim, INIT_STDDEV,
+                                param_dtype=self.param_dtype,
+                                name='position_embeddings')(pos_BT).astype(self.dtype)
+             + types(token_types_BT))
+    x_BTD = layer_norm('embed_norm')(x_BTD)
+    x_BTD = nn.Dropout(self.dropout_rate)(x_BTD, deterministic=not train)
+
+    # Encoder: post-LN blocks, every query attends to every real (non-pad) token.
+    mask = key_mask(tokens_BT != vocab.PAD)
+    for i in range(self.num_layers):
+      x_BTD = Block(self.num_heads, self.mlp_dim or 4 * self.embed_dim, pre_norm=False,
+                    norm_eps=self.norm_eps, activation='gelu', dropout_rate=self.dropout_rate,
+                    attention_dropout_rate=self.dropout_rate, init_stddev=INIT_STDDEV,
+                    dtype=self.dtype, param_dtype=self.param_dtype, name=f'layer{i}')(
+                        x_BTD, self_mask=mask, deterministic=not train)
+
+    # Masked-LM head: transform, then logits tied to the word embeddings plus a bias.
+    h_BTD = ACTIVATIONS['gelu'](dense(self.embed_dim, ('embed', 'mlp'), 'mlm_dense')(x_BTD))
+    h_BTD = layer_norm('mlm_norm')(h_BTD)
+    mlm_bias = self.param('mlm_bias', nn.with_logical_partitioning(
+        nn.initializers.zeros, ('vocab',)), (self.vocab_size,), self.param_dtype)
+    mlm_logits_BTV = words.attend(h_BTD) + jnp.asarray(mlm_bias, self.dtype)
+
+    # Next-sentence head: the pooler on the first ([CLS]) token, then 2 classes.
+    pooled_BD = jnp.tanh(dense(self.embed_dim, ('embed', 'mlp'), 'pooler')(x_BTD[:, 0]))
+    nsp_logits_B2 = dense(2, ('mlp', 'classes'), 'nsp')(pooled_BD)
+    return {'mlm_logits': mlm_logits_BTV.astype(jnp.float32),
+            'nsp_logits': nsp_logits_B2.astype(jnp.float32),
+            'hidden': x_BTD, 'pooled': pooled_BD}
+
+
+# Hugging Face's bert-base-uncased and bert-large-uncased (BertForPreTraining).
+VARIANTS = {
+    'base': dict(num_layers=12, num_heads=12, embed_dim=768),
+    'large': dict(num_layers=24, num_heads=16, embed_dim=1024),
+}
+TINY = dict(vocab_size=vocab.BYTE_VOCAB_SIZE, num_layers=2, num_heads=4, embed_dim=64,
+            max_length=128, dropout_rate=0.0)
