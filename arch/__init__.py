@@ -2,7 +2,8 @@
 
 Nothing here imports `train/`. Families live in groups (`vision/`, `sequence/`, ...);
 a config names a network or objective by its module path inside this package, e.g.
-`'vision.lenet'`, and `load` resolves it.
+`'vision.lenet'` (its `Model`; `'sequence.rnn:Tagger'` names another class), and `load`
+resolves it.
 """
 
 import importlib
@@ -44,20 +45,29 @@ def load(name: str, attr: str):
   return module
 
 
+def model_class(name: str):
+  """The network class a model name means: 'group.module' is that module's `Model`;
+  'group.module:Class' names another class of the module (e.g. 'sequence.rnn:Tagger')."""
+  module_name, _, cls = name.partition(':')
+  module = load(module_name, 'Model')
+  if cls and not hasattr(module, cls):
+    raise LookupError(f'model module {module_name!r} has no class {cls!r}')
+  return getattr(module, cls or 'Model')
+
+
 def model_fields(name: str) -> set[str]:
-  module = load(name, 'Model')
-  return set(getattr(module.Model, '__dataclass_fields__', {})) - {'parent', 'name'}
+  return set(getattr(model_class(name), '__dataclass_fields__', {})) - {'parent', 'name'}
 
 
 def build_model(name: str, **kwargs):
   """The network `arch.<name>.Model(**kwargs)`, with a clear error for unknown kwargs."""
-  module = load(name, 'Model')
+  cls = model_class(name)
   fields = model_fields(name)
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise LookupError(f'model {name!r} has no attribute(s) {", ".join(unknown)}; '
                       f'valid: {", ".join(sorted(fields))}')
-  return module.Model(**kwargs)
+  return cls(**kwargs)
 
 
 def model_from_config(config, **overrides):

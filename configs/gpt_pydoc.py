@@ -5,7 +5,7 @@ help() topics (`pydoc_text`), byte-level by default.
   python -m train.sample --config configs/gpt_pydoc.py --workdir runs/gpt_pydoc \\
       --prompt 'The import statement' --num_samples 4 --temperature 0.8 --top_k 40
 
-Arguments: `variant=cpu` (default: 4 layers, width 256, 256-byte context, trained below),
+Arguments: `variant=cpu` (default: 4 layers, width 256, 128-byte context, trained below),
 `tiny` (tests), or the published sizes `gpt2|gpt2-medium|gpt2-large|gpt2-xl` (Hugging
 Face's GPT2LMHeadModel: vocabulary 50257, 1024 positions, tied head; `train.summary`
 equals its parameter count). The published sizes train with a byte-level BPE tokenizer
@@ -42,8 +42,8 @@ def get_config(arg=None):
     c.data.vocab_size = vocab_size if tokenizer == 'bpe' else 0
     if a.variant == 'cpu':
       c.model = dict(vocab_size=vocab_size, num_layers=4, num_heads=4, embed_dim=256,
-                     max_length=256, dropout_rate=0.1)
-      c.data.pack = 257
+                     max_length=128, dropout_rate=0.1)
+      c.data.pack = 129
       c.batch_size = 32
     else:
       c.model = dict(vocab_size=vocab_size, num_layers=2, num_heads=2, embed_dim=32,
@@ -53,10 +53,10 @@ def get_config(arg=None):
   else:
     raise ValueError(f'unknown variant {a.variant!r}; valid: cpu, tiny, {", ".join(PUBLISHED)}')
 
-  c.total_steps = 2000
+  c.total_steps = 600
   c.log_every = 50
-  c.eval_every = 500
-  c.ckpt_every = 500
+  c.eval_every = 200
+  c.ckpt_every = 200
   c.optax_name = 'adamw'
   c.optax = dict(b2=0.99, weight_decay=0.1)
   c.lr = 2e-3

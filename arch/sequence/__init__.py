@@ -1,0 +1,1 @@
+"""Sequence models: recurrent networks, Transformers, language-model and seq2seq objectives."""
