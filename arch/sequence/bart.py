@@ -1,0 +1,139 @@
+"""BART: a denoising sequence-to-sequence Transformer (Lewis et al. 2020).
+
+Hugging Face's `BartForConditionalGeneration` layout: one token embedding shared by the
+encoder, the decoder and the (tied) LM head; per-stack learned positions with BART's
+offset of 2 (a table of max_length + 2 rows, looked up at position + 2); a LayerNorm
+(`layernorm_embedding`) right after the embeddings of each stack; post-LayerNorm blocks
+with exact-GELU MLPs and biases everywhere; normal(0.02) initialisation.
+
+HF's `final_logits_bias` is left out: it is a registered buffer (not a parameter, not
+trained, zeros in the released checkpoints), so a zero constant would add nothing; a
+checkpoint converter can drop it. Parameter counts equal HF's
+`sum(p.numel() for p in model.parameters())` (tied weights once): bart-base 139,420,416,
+bart-large 406,291,456.
+
+Interface of every encoder-decoder family (the seq2seq objectives and the beam-search
+sampler call it):
+  encode(src_BS, *, train)                           -> {'hidden': (B,S,D), 'mask': (B,S)}
+  decode(tgt_in_BT, encoded, *, train, decode)       -> logits (B,T,V) float32
+  __call__(src_BS, tgt_in_BT, *, train, decode)      -> logits (B,T,V) float32
+Token id 0 (<pad>) is padding in the source. With decode=True the decoder's
+self-attention keeps a KV cache in the 'cache' collection (created by
+`init(rngs, src_BS, tgt_BT_of_max_len, decode=True)`) and its positions continue from
+the cache, so a prefix fed whole and the rest one token at a time give the logits of the
+teacher-forced call.
+
+Dimension key: B batch, S source length, T target length, D width, V vocabulary.
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from arch.layers.attention import key_mask, token_positions
+from arch.layers.embed import LearnedPositions, norm, token_embed
+from arch.layers.transformer import Block
+from arch.sequence import vocab
+
+Dtype = Any
+POSITION_OFFSET = 2  # BART's learned position table starts at row 2 (fairseq's padding_idx + 1)
+
+
+class Stack(nn.Module):
+  """BART's encoder (is_decoder=False) or decoder: token + learned positions,
+  layernorm_embedding, dropout, then post-LN blocks (causal, with cross-attention, in the
+  decoder). Returns the last hidden states (B, T, D)."""
+  embed: nn.Module  # the shared token embedding
+  block: Callable[..., nn.Module]  # functools.partial(Block, ...) without cross_attention
+  num_layers: int
+  max_length: int
+  is_decoder: bool = False
+  dropout_rate: float = 0.0
+  norm_eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens_BT, enc_BSD=None, enc_mask_BS=None, *, train: bool = False,
+               decode: bool = False):
+    b, t = tokens_BT.shape
+    if t > self.max_length:
+      raise ValueError(f'sequence length {t} exceeds max_length {self.max_length}')
+    pos_BT = token_positions(self, b, t, decode and self.is_decoder)
+    d = self.embed.features
+    x_BTD = self.embed(tokens_BT) + LearnedPositions(
+        self.max_length + POSITION_OFFSET, d, param_dtype=self.param_dtype,
+        name='embed_positions')(pos_BT + POSITION_OFFSET)
+    x_BTD = norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name='layernorm_embedding')(x_BTD.astype(self.dtype))
+    x_BTD = nn.Dropout(self.dropout_rate)(x_BTD, deterministic=not train)
+    for i in range(self.num_layers):
+      if self.is_decoder:
+        x_BTD = self.block(cross_attention=True, name=f'layers_{i}')(
+            x_BTD, enc_BSD, causal=True, cross_mask=key_mask(enc_mask_BS),
+            positions_BT=pos_BT, deterministic=not train, decode=decode)
+      else:
+        mask = None if enc_mask_BS is None else key_mask(enc_mask_BS)
+        x_BTD = self.block(name=f'layers_{i}')(x_BTD, self_mask=mask,
+                                                deterministic=not train)
+    return x_BTD
+
+
+class Model(nn.Module):
+  """BART: source (B, S) and shifted target (B, T) int -> target logits (B, T, V) float32."""
+  vocab_size: int = 50265
+  num_encoder_layers: int = 6
+  num_decoder_layers: int = 6
+  num_heads: int = 12
+  embed_dim: int = 768
+  mlp_dim: int = 3072
+  max_length: int = 1024  # positions each learned table holds (plus BART's offset of 2)
+  dropout_rate: float = 0.0  # BART trained with 0.1 (embeddings, residual branches)
+  attention_dropout_rate: float = 0.0
+  activation_dropout_rate: float = 0.0  # on the MLP's hidden activations
+  norm_eps: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.shared = token_embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
+    block = functools.partial(
+        Block, self.num_heads, self.mlp_dim, pre_norm=False, norm_eps=self.norm_eps,
+        activation='gelu', use_bias=True, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        mlp_dropout_rate=self.activation_dropout_rate, init_stddev=0.02, dtype=self.dtype,
+        param_dtype=self.param_dtype)
+    stack = functools.partial(Stack, self.shared, block, max_length=self.max_length,
+                              dropout_rate=self.dropout_rate, norm_eps=self.norm_eps,
+                              dtype=self.dtype, param_dtype=self.param_dtype)
+    self.encoder = stack(num_layers=self.num_encoder_layers, is_decoder=False)
+    self.decoder = stack(num_layers=self.num_decoder_layers, is_decoder=True)
+
+  def encode(self, src_BS, *, train: bool = False):
+    """{'hidden': (B, S, D), 'mask': (B, S) bool, True at real (non-<pad>) tokens}."""
+    mask_BS = src_BS != vocab.PAD
+    return {'hidden': self.encoder(src_BS, None, mask_BS, train=train), 'mask': mask_BS}
+
+  def decode(self, tgt_in_BT, encoded, *, train: bool = False, decode: bool = False):
+    """Next-token logits (B, T, V) float32 of the decoder input given `encode`'s output."""
+    x_BTD = self.decoder(tgt_in_BT, encoded['hidden'], encoded['mask'], train=train,
+                         decode=decode)
+    return self.shared.attend(x_BTD).astype(jnp.float32)
+
+  def __call__(self, src_BS, tgt_in_BT, *, train: bool = False, decode: bool = False):
+    return self.decode(tgt_in_BT, self.encode(src_BS, train=train), train=train,
+                       decode=decode)
+
+
+# Hugging Face's facebook/bart-base and facebook/bart-large (BartForConditionalGeneration).
+VARIANTS = {
+    'base': dict(num_encoder_layers=6, num_decoder_layers=6, num_heads=12, embed_dim=768,
+                 mlp_dim=3072),
+    'large': dict(num_encoder_layers=12, num_decoder_layers=12, num_heads=16, embed_dim=1024,
+                  mlp_dim=4096),
+}
+TINY = dict(vocab_size=vocab.BYTE_VOCAB_SIZE, num_encoder_layers=2, num_decoder_layers=2,
+            num_heads=4, embed_dim=64, mlp_dim=256, max_length=128)
