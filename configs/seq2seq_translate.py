@@ -11,7 +11,10 @@ units, 64-dim embeddings, 128-dim alignment, 64 maxout units, over the 260 byte 
 `tiny` (tests), or the paper's `rnnsearch50` (620-dim embeddings, 1000 units, 30k-word
 vocabularies: 80,443,000 parameters in `train.summary`).
 
-Measured: see the README table (eval `exact_match` on the 2,000 test pairs).
+Measured on a 2-core x86-64 CPU (2026-11, 1 device, jit) shared with other training jobs
+(load average 5-7, so the time is an upper bound): 2,000 steps of batch 64 in 24 min
+wall including two evals; test `exact_match` 0.9995 (1,999 of 2,000; greedy decoding),
+`token_accuracy` 0.99997, `loss` 0.0005. At step 1,000: exact_match 0.80.
 """
 
 from train import config_lib
@@ -33,7 +36,8 @@ def get_config(arg=None):
   else:
     raise UserError(f'unknown variant {a.variant!r}; valid: cpu, tiny, rnnsearch50')
   c.batch_size = 64
-  c.total_steps = 3000
+  c.total_steps = 2000
+  c.decay_steps = 3000  # cosine horizon: stops at 2/3 of it, where the measured run did
   c.log_every = 100
   c.eval_every = 1000
   c.ckpt_every = 1000
