@@ -62,7 +62,7 @@ def get_config(arg=None):
   c.lr = 2e-3
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
-  c.sample.max_new_tokens = 200
+  c.sample.max_new_tokens = 96  # prompt + new tokens must fit max_length (128 for cpu)
   c.sample.temperature = 0.8
   c.sample.top_k = 40
   return c

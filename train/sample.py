@@ -135,8 +135,11 @@ def sample(config, workdir, prompts, opts, step=None):
   fn = jax.jit(functools.partial(
       task.sample, max_new_tokens=opts['max_new_tokens'], temperature=opts['temperature'],
       top_k=opts['top_k'], top_p=opts['top_p'], beam_size=opts['beam_size']))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    out = fn(variables, batch, jax.random.key(opts['seed']), row_ids=row_ids)
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      out = fn(variables, batch, jax.random.key(opts['seed']), row_ids=row_ids)
+  except (ConfigError, ValueError) as e:  # e.g. prompt + new tokens longer than the model's
+    raise UserError(str(e).splitlines()[0]) from None
   tokens = np.asarray(multihost_utils.process_allgather(out['tokens'], tiled=True))
   results = [(p, tok.decode(_until_eos(t))) for p, t in zip(rows, tokens[:len(rows)])]
   return step, results, continuation
