@@ -9,7 +9,8 @@ Arguments: `cell=lstm|gru|rnn`, `tiny` (tests). The published sizes of this fami
 Zaremba et al. 2014's word-level PTB models (`arch/sequence/rnn.py` VARIANTS, e.g.
 `variant=zaremba_medium`; trained here on BPE tokens).
 
-Measured: see the README table (eval `loss` is nats per byte on the validation split).
+Not measured yet: at this size the jitted train step of the scanned LSTM stalls on the
+2-core CPU (all threads parked in XLA's runtime, no CPU use; the tiny variant trains).
 """
 
 from train import config_lib
