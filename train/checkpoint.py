@@ -29,6 +29,9 @@ class Checkpointer:
   def latest_step(self):
     return self._manager.latest_step()
 
+  def all_steps(self):
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state, data_state, force: bool = False) -> None:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)

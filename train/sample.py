@@ -68,7 +68,6 @@ def _check(opts):
 
 def restore_variables(config, workdir, step=None):
   """(variables, step, mesh, rules, task) of the run in `workdir` at `step` (latest)."""
-  import flax.linen as nn
   from train import checkpoint as ckpt_lib
   from train import loop
   from train import mesh as mesh_lib
@@ -88,14 +87,13 @@ def restore_variables(config, workdir, step=None):
     step = ckpt.latest_step() if step is None else step
     if step is None:
       raise UserError(f'no checkpoints in {workdir}; train it first')
-    if step not in ckpt._manager.all_steps():
+    if step not in ckpt.all_steps():
       raise UserError(f'no checkpoint at step {step} in {workdir}; steps: '
-                      f'{", ".join(map(str, ckpt._manager.all_steps()))}')
+                      f'{", ".join(map(str, ckpt.all_steps()))}')
     state, _ = ckpt.restore(step, runner.abstract_state)
   finally:
     ckpt.close()
   params = state.ema_params if config.get('ema_decay') else state.params
-  del nn
   return {'params': params, **state.extra}, step, mesh, mesh_lib.rules(config), task
 
 
