@@ -10,8 +10,9 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from arch.layers.attention import Attention
+from arch.layers.attention import Attention, key_mask
 from arch.layers.embed import Mlp, norm
+from arch.sequence.vocab import PAD
 
 Dtype = Any
 
@@ -78,3 +79,53 @@ class Block(nn.Module):
               out_init_stddev=self.out_init_stddev, dtype=self.dtype,
               param_dtype=self.param_dtype, name='mlp')
     return self._residual(x_BTD, lambda h: mlp(h, deterministic), 'mlp', deterministic)
+
+
+def run_blocks(block, num_layers: int, x_BTD, *, is_decoder: bool, enc_BSD=None,
+               enc_mask_BS=None, self_bias=None, positions_BT=None, train: bool = False,
+               decode: bool = False):
+  """`num_layers` blocks named layers_{i}, made by `block` (a partial of `Block`): encoder
+  blocks attend bidirectionally under the source padding mask; decoder blocks are causal
+  and cross-attend to the encoder output (`enc_BSD`) under that mask."""
+  enc_mask = None if enc_mask_BS is None else key_mask(enc_mask_BS)
+  for i in range(num_layers):
+    if is_decoder:
+      x_BTD = block(cross_attention=True, name=f'layers_{i}')(
+          x_BTD, enc_BSD, self_bias=self_bias, causal=True, cross_mask=enc_mask,
+          positions_BT=positions_BT, deterministic=not train, decode=decode)
+    else:
+      x_BTD = block(name=f'layers_{i}')(x_BTD, self_mask=enc_mask, self_bias=self_bias,
+                                         positions_BT=positions_BT, deterministic=not train)
+  return x_BTD
+
+
+class EncoderDecoder(nn.Module):
+  """The interface every encoder-decoder family shares (the seq2seq and denoising tasks
+  and the beam-search sampler call it). A subclass's `setup` makes `self.encoder` and
+  `self.decoder`, stacks called as stack(tokens_BT, enc_BSD, enc_mask_BS, train=,
+  decode=) -> (B, T, D), and it defines `logits(x_BTD)` -> (B, T, V).
+
+    encode(src_BS, *, train)                      -> {'hidden': (B,S,D), 'mask': (B,S)}
+    decode(tgt_in_BT, encoded, *, train, decode)  -> logits (B,T,V) float32
+    __call__(src_BS, tgt_in_BT, *, train, decode) -> logits (B,T,V) float32
+
+  Token id 0 (<pad>) is padding in the source.
+  """
+
+  def logits(self, x_BTD):
+    raise NotImplementedError(f'{type(self).__name__} must define logits(x_BTD)')
+
+  def encode(self, src_BS, *, train: bool = False):
+    """{'hidden': (B, S, D), 'mask': (B, S) bool, True at real (non-<pad>) tokens}."""
+    mask_BS = src_BS != PAD
+    return {'hidden': self.encoder(src_BS, None, mask_BS, train=train), 'mask': mask_BS}
+
+  def decode(self, tgt_in_BT, encoded, *, train: bool = False, decode: bool = False):
+    """Next-token logits (B, T, V) float32 of the decoder input given `encode`'s output."""
+    x_BTD = self.decoder(tgt_in_BT, encoded['hidden'], encoded['mask'], train=train,
+                         decode=decode)
+    return self.logits(x_BTD).astype(jnp.float32)
+
+  def __call__(self, src_BS, tgt_in_BT, *, train: bool = False, decode: bool = False):
+    return self.decode(tgt_in_BT, self.encode(src_BS, train=train), train=train,
+                       decode=decode)

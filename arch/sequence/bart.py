@@ -12,12 +12,8 @@ checkpoint converter can drop it. Parameter counts equal HF's
 `sum(p.numel() for p in model.parameters())` (tied weights once): bart-base 139,420,416,
 bart-large 406,291,456.
 
-Interface of every encoder-decoder family (the seq2seq objectives and the beam-search
-sampler call it):
-  encode(src_BS, *, train)                           -> {'hidden': (B,S,D), 'mask': (B,S)}
-  decode(tgt_in_BT, encoded, *, train, decode)       -> logits (B,T,V) float32
-  __call__(src_BS, tgt_in_BT, *, train, decode)      -> logits (B,T,V) float32
-Token id 0 (<pad>) is padding in the source. With decode=True the decoder's
+encode / decode / __call__ are `arch.layers.transformer.EncoderDecoder`'s (the seq2seq
+and denoising tasks and the beam-search sampler call them). With decode=True the decoder's
 self-attention keeps a KV cache in the 'cache' collection (created by
 `init(rngs, src_BS, tgt_BT_of_max_len, decode=True)`) and its positions continue from
 the cache, so a prefix fed whole and the rest one token at a time give the logits of the
@@ -32,9 +28,9 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from arch.layers.attention import key_mask, token_positions
+from arch.layers.attention import token_positions
 from arch.layers.embed import LearnedPositions, norm, token_embed
-from arch.layers.transformer import Block
+from arch.layers.transformer import Block, EncoderDecoder, run_blocks
 from arch.sequence import vocab
 
 Dtype = Any
@@ -69,19 +65,12 @@ class Stack(nn.Module):
     x_BTD = norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='layernorm_embedding')(x_BTD.astype(self.dtype))
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD, deterministic=not train)
-    for i in range(self.num_layers):
-      if self.is_decoder:
-        x_BTD = self.block(cross_attention=True, name=f'layers_{i}')(
-            x_BTD, enc_BSD, causal=True, cross_mask=key_mask(enc_mask_BS),
-            positions_BT=pos_BT, deterministic=not train, decode=decode)
-      else:
-        mask = None if enc_mask_BS is None else key_mask(enc_mask_BS)
-        x_BTD = self.block(name=f'layers_{i}')(x_BTD, self_mask=mask,
-                                                deterministic=not train)
-    return x_BTD
+    return run_blocks(self.block, self.num_layers, x_BTD, is_decoder=self.is_decoder,
+                      enc_BSD=enc_BSD, enc_mask_BS=enc_mask_BS, positions_BT=pos_BT,
+                      train=train, decode=decode)
 
 
-class Model(nn.Module):
+class Model(EncoderDecoder):
   """BART: source (B, S) and shifted target (B, T) int -> target logits (B, T, V) float32."""
   vocab_size: int = 50265
   num_encoder_layers: int = 6
@@ -112,20 +101,8 @@ class Model(nn.Module):
     self.encoder = stack(num_layers=self.num_encoder_layers, is_decoder=False)
     self.decoder = stack(num_layers=self.num_decoder_layers, is_decoder=True)
 
-  def encode(self, src_BS, *, train: bool = False):
-    """{'hidden': (B, S, D), 'mask': (B, S) bool, True at real (non-<pad>) tokens}."""
-    mask_BS = src_BS != vocab.PAD
-    return {'hidden': self.encoder(src_BS, None, mask_BS, train=train), 'mask': mask_BS}
-
-  def decode(self, tgt_in_BT, encoded, *, train: bool = False, decode: bool = False):
-    """Next-token logits (B, T, V) float32 of the decoder input given `encode`'s output."""
-    x_BTD = self.decoder(tgt_in_BT, encoded['hidden'], encoded['mask'], train=train,
-                         decode=decode)
-    return self.shared.attend(x_BTD).astype(jnp.float32)
-
-  def __call__(self, src_BS, tgt_in_BT, *, train: bool = False, decode: bool = False):
-    return self.decode(tgt_in_BT, self.encode(src_BS, train=train), train=train,
-                       decode=decode)
+  def logits(self, x_BTD):
+    return self.shared.attend(x_BTD)
 
 
 # Hugging Face's facebook/bart-base and facebook/bart-large (BartForConditionalGeneration).

@@ -18,11 +18,8 @@ give the same logits (to 2e-6, with padded sources and distances past 128).
 Parameter counts equal HF's `sum(p.numel() for p in model.parameters())` (the tied
 embedding once): t5-small 60,506,624, t5-base 222,903,552.
 
-Interface of every encoder-decoder family (arch/sequence/seq2seq.py calls it):
-  encode(src_BS, *, train)                           -> {'hidden': (B,S,D), 'mask': (B,S)}
-  decode(tgt_in_BT, encoded, *, train, decode)       -> logits (B,T,V) float32
-  __call__(src_BS, tgt_in_BT, *, train, decode)      -> logits (B,T,V) float32
-Token id 0 (<pad>) is padding in the source. With decode=True the decoder's
+encode / decode / __call__ are `arch.layers.transformer.EncoderDecoder`'s (the seq2seq
+and denoising tasks and the beam-search sampler call them). With decode=True the decoder's
 self-attention keeps a KV cache in the 'cache' collection (created by
 `init(rngs, src_BS, tgt_BT_of_max_len, decode=True)`); positions continue from the cache
 and the relative bias is that of the new queries' positions against every cache slot.
@@ -37,9 +34,9 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from arch.layers.attention import RelativePositionBias, key_mask, token_positions
+from arch.layers.attention import RelativePositionBias, token_positions
 from arch.layers.embed import norm, token_embed
-from arch.layers.transformer import Block
+from arch.layers.transformer import Block, EncoderDecoder, run_blocks
 from arch.sequence import vocab
 
 Dtype = Any
@@ -84,22 +81,15 @@ class Stack(nn.Module):
 
     x_BTD = nn.Dropout(self.dropout_rate)(self.embed(tokens_BT).astype(self.dtype),
                                           deterministic=not train)
-    for i in range(self.num_layers):
-      if self.is_decoder:
-        x_BTD = self.block(cross_attention=True, name=f'layers_{i}')(
-            x_BTD, enc_BSD, self_bias=bias_1NTS, causal=True,
-            cross_mask=key_mask(enc_mask_BS), positions_BT=pos_BT,
-            deterministic=not train, decode=decode)
-      else:
-        x_BTD = self.block(name=f'layers_{i}')(
-            x_BTD, self_mask=key_mask(enc_mask_BS), self_bias=bias_1NTS,
-            positions_BT=pos_BT, deterministic=not train)
+    x_BTD = run_blocks(self.block, self.num_layers, x_BTD, is_decoder=self.is_decoder,
+                       enc_BSD=enc_BSD, enc_mask_BS=enc_mask_BS, self_bias=bias_1NTS,
+                       positions_BT=pos_BT, train=train, decode=decode)
     x_BTD = norm('rms', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='final_norm')(x_BTD)
     return nn.Dropout(self.dropout_rate)(x_BTD, deterministic=not train)
 
 
-class Model(nn.Module):
+class Model(EncoderDecoder):
   """T5: source (B, S) and shifted target (B, T) int -> target logits (B, T, V) float32."""
   vocab_size: int = 32128
   num_encoder_layers: int = 6
@@ -131,21 +121,9 @@ class Model(nn.Module):
     self.encoder = stack(num_layers=self.num_encoder_layers, is_decoder=False)
     self.decoder = stack(num_layers=self.num_decoder_layers, is_decoder=True)
 
-  def encode(self, src_BS, *, train: bool = False):
-    """{'hidden': (B, S, D), 'mask': (B, S) bool, True at real (non-<pad>) tokens}."""
-    mask_BS = src_BS != vocab.PAD
-    return {'hidden': self.encoder(src_BS, None, mask_BS, train=train), 'mask': mask_BS}
-
-  def decode(self, tgt_in_BT, encoded, *, train: bool = False, decode: bool = False):
-    """Next-token logits (B, T, V) float32 of the decoder input given `encode`'s output."""
-    x_BTD = self.decoder(tgt_in_BT, encoded['hidden'], encoded['mask'], train=train,
-                         decode=decode)
+  def logits(self, x_BTD):
     # The tied head reads the output rescaled by D^-1/2, as T5 does.
-    return self.shared.attend(x_BTD * self.embed_dim ** -0.5).astype(jnp.float32)
-
-  def __call__(self, src_BS, tgt_in_BT, *, train: bool = False, decode: bool = False):
-    return self.decode(tgt_in_BT, self.encode(src_BS, train=train), train=train,
-                       decode=decode)
+    return self.shared.attend(x_BTD * self.embed_dim ** -0.5)
 
 
 # Hugging Face's t5-small and t5-base (T5ForConditionalGeneration, vocabulary 32128).

@@ -13,11 +13,8 @@ that times sqrt(D) they are of unit scale. Parameters, with the paper's 37000-to
 joint BPE vocabulary (WMT En-De), shared and tied: base 63,082,496 and big 214,245,376
 (the paper's table 3 says 65M and 213M); the formula is in tests/test_t5_transformer.py.
 
-Interface of every encoder-decoder family (arch/sequence/seq2seq.py calls it):
-  encode(src_BS, *, train)                           -> {'hidden': (B,S,D), 'mask': (B,S)}
-  decode(tgt_in_BT, encoded, *, train, decode)       -> logits (B,T,V) float32
-  __call__(src_BS, tgt_in_BT, *, train, decode)      -> logits (B,T,V) float32
-Token id 0 (<pad>) is padding in the source. With decode=True the decoder's
+encode / decode / __call__ are `arch.layers.transformer.EncoderDecoder`'s (the seq2seq
+and denoising tasks and the beam-search sampler call them). With decode=True the decoder's
 self-attention keeps a KV cache in the 'cache' collection (created by
 `init(rngs, src_BS, tgt_BT_of_max_len, decode=True)`) and its positions continue from
 the cache.
@@ -32,9 +29,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from arch.layers.attention import key_mask, token_positions
+from arch.layers.attention import token_positions
 from arch.layers.embed import sinusoids, token_embed
-from arch.layers.transformer import Block
+from arch.layers.transformer import Block, EncoderDecoder, run_blocks
 from arch.sequence import vocab
 
 Dtype = Any
@@ -62,18 +59,12 @@ class Stack(nn.Module):
     table_LD = jnp.asarray(sinusoids(self.max_length, d))
     x_BTD = self.embed(tokens_BT) * np.sqrt(d) + jnp.take(table_LD, pos_BT, axis=0)
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD.astype(self.dtype), deterministic=not train)
-    for i in range(self.num_layers):
-      if self.is_decoder:
-        x_BTD = self.block(cross_attention=True, name=f'layers_{i}')(
-            x_BTD, enc_BSD, causal=True, cross_mask=key_mask(enc_mask_BS),
-            positions_BT=pos_BT, deterministic=not train, decode=decode)
-      else:
-        x_BTD = self.block(name=f'layers_{i}')(x_BTD, self_mask=key_mask(enc_mask_BS),
-                                                deterministic=not train)
-    return x_BTD
+    return run_blocks(self.block, self.num_layers, x_BTD, is_decoder=self.is_decoder,
+                      enc_BSD=enc_BSD, enc_mask_BS=enc_mask_BS, positions_BT=pos_BT,
+                      train=train, decode=decode)
 
 
-class Model(nn.Module):
+class Model(EncoderDecoder):
   """Transformer: source (B, S) and shifted target (B, T) int -> logits (B, T, V) float32."""
   vocab_size: int = 37_000  # the source's, and the target's unless tgt_vocab_size
   tgt_vocab_size: Optional[int] = None
@@ -118,24 +109,10 @@ class Model(nn.Module):
   def _target_embed(self):
     return self.embed if self.share_embeddings else self.tgt_embed
 
-  def encode(self, src_BS, *, train: bool = False):
-    """{'hidden': (B, S, D), 'mask': (B, S) bool, True at real (non-<pad>) tokens}."""
-    mask_BS = src_BS != vocab.PAD
-    return {'hidden': self.encoder(src_BS, None, mask_BS, train=train), 'mask': mask_BS}
-
-  def decode(self, tgt_in_BT, encoded, *, train: bool = False, decode: bool = False):
-    """Next-token logits (B, T, V) float32 of the decoder input given `encode`'s output."""
-    x_BTD = self.decoder(tgt_in_BT, encoded['hidden'], encoded['mask'], train=train,
-                         decode=decode)
+  def logits(self, x_BTD):
     if self.tie_embeddings:
-      logits_BTV = self._target_embed().attend(x_BTD)
-    else:
-      logits_BTV = self.output(x_BTD)
-    return logits_BTV.astype(jnp.float32)
-
-  def __call__(self, src_BS, tgt_in_BT, *, train: bool = False, decode: bool = False):
-    return self.decode(tgt_in_BT, self.encode(src_BS, train=train), train=train,
-                       decode=decode)
+      return self._target_embed().attend(x_BTD)
+    return self.output(x_BTD)
 
 
 # The paper's table 3, with its WMT En-De joint BPE vocabulary of about 37000 tokens.
