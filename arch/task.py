@@ -49,5 +49,8 @@ class Task(NamedTuple):
   # prompt_batch(prompts, num_samples) -> the host batch `sample` conditions on, from one
   # list of token ids per sample (e.g. an LM's prompt, a translation's source sentence).
   prompt_batch: Optional[Callable[..., dict]] = None
+  # features(variables, batch) -> (B, F) float: the representation that evaluators named
+  # in `config.evaluators` (linear probe, k-NN; train/evaluators.py) read, frozen.
+  features: Optional[Callable[..., Any]] = None
   # update(state, batch, rng, ...): a custom step replacing one gradient step.
   update: Optional[Callable[..., Any]] = None

@@ -164,6 +164,16 @@ def base() -> ml_collections.ConfigDict:
                                   # sgd etc.; adamw has its own optax.weight_decay)
   c.grad_accum_steps = 1
   c.ema_decay = 0.0               # 0: off; else eval uses the EMA params
+  # Other runs whose trained variables the task reads but never trains (a distillation
+  # teacher, a frozen encoder): NAME -> dict(spec='configs/X.py[:args]', workdir='')
+  # (workdir '' = WORKDIR/frozen_NAME, trained there first if it holds no checkpoint).
+  c.frozen = ml_collections.ConfigDict()
+  # Representation evaluators run at every eval on the task's `features`
+  # (train/evaluators.py): 'linear_probe', 'knn'.
+  c.evaluators = ()
+  c.probe = ml_collections.ConfigDict(dict(
+      train_split='train', max_train_examples=0, label_key='label', l2=1e-4,
+      probe_steps=300, knn_k=20, knn_temperature=0.07))
 
   c.data = ml_collections.ConfigDict(dict(
       name='', train_split='train', eval_split='test', data_dir='', shuffle=True,

@@ -12,6 +12,7 @@ donated. Two ways to run it over devices, with the same numbers:
 Ordering matters in a few places; the comments say why.
 """
 
+import os
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ import arch
 from arch.task import PMAP_AXIS, ConfigError
 from train import checkpoint as ckpt_lib
 from train import data as data_lib
+from train import evaluators
 from train import mesh as mesh_lib
 from train import metrics as metrics_lib
 from train.errors import UserError, close_matches
@@ -50,6 +52,7 @@ class NonFiniteError(UserError):
 
 
 def load_task(config):
+  resolve_frozen(config)
   try:
     return arch.load(config.task, 'make').make(config)
   except (LookupError, ConfigError) as e:
@@ -96,6 +99,61 @@ def make_optimizer(config, schedule):
   if config.get('grad_clip_norm'):
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx
+
+
+# ----------------------------------------------------------------------- frozen models
+#
+# `config.frozen.NAME = dict(spec='configs/X.py[:args]', workdir='')` names another run of
+# this codebase whose trained variables the task reads but never trains (a distillation
+# teacher, a frozen encoder). `resolve_frozen` loads the spec into `.config`, which the
+# task builds the network from; its `init` makes a non-parameter collection NAME with that
+# network's variables. On a fresh start the loop fills it from the run's latest checkpoint
+# (EMA params where that run kept them), training the run first when its workdir (default
+# WORKDIR/frozen_NAME) holds none. It is saved with every checkpoint, so a resume needs
+# nothing else.
+
+
+def resolve_frozen(config):
+  from train import config_lib
+  for name, entry in (config.get('frozen') or {}).items():
+    if entry.get('config'):
+      continue
+    if not entry.get('spec'):
+      raise UserError(f"config.frozen.{name} needs spec='configs/X.py[:args]'")
+    sub = config_lib.load(entry.spec)
+    if not sub.data.get('data_dir') and config.data.get('data_dir'):
+      sub.data.data_dir = config.data.data_dir
+    with config.unlocked():
+      entry.config = sub
+
+
+def frozen_workdir(config, name, workdir):
+  return config.frozen[name].get('workdir') or os.path.join(workdir, f'frozen_{name}')
+
+
+def restore_frozen(config, name, workdir):
+  """The variables {'params': ..., other collections} of frozen run NAME, on the host."""
+  sub, sub_dir = config.frozen[name].config, frozen_workdir(config, name, workdir)
+  ckpt = ckpt_lib.Checkpointer(sub_dir, async_save=False)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      ckpt.close()
+      print(f'frozen {name!r}: no checkpoint in {sub_dir}; training '
+            f'{config.frozen[name].get("spec") or "its config"} there first', file=sys.stderr)
+      train_and_evaluate(sub, sub_dir)
+      ckpt = ckpt_lib.Checkpointer(sub_dir, async_save=False)
+      step = ckpt.latest_step()
+    task = load_task(sub)
+    schedule = make_schedule(sub)
+    abstract = nn.meta.unbox(jax.eval_shape(
+        make_init_fn(sub, task, make_optimizer(sub, schedule)), jax.random.key(0)))
+    state, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  params = state.ema_params if state.ema_params is not None else state.params
+  print(f'frozen {name!r}: restored step {step} of {sub_dir}', file=sys.stderr)
+  return {'params': params, **state.extra}
 
 
 # ------------------------------------------------------------------------------- steps
@@ -191,6 +249,22 @@ def make_eval_step(task, use_ema, axis_name=None):
   return step
 
 
+def _label_key(config):
+  return (config.get('probe') or {}).get('label_key', 'label')
+
+
+def make_features_step(task, use_ema, label_key):
+  """(representation (B, F) float32, labels (B,), real-row mask (B,)) of a padded batch."""
+
+  def step(state, batch):
+    params = state.ema_params if use_ema else state.params
+    valid = batch.pop(data_lib.VALID)
+    feats = task.features({'params': params, **state.extra}, batch).astype(jnp.float32)
+    return feats, batch[label_key], valid
+
+  return step
+
+
 # ------------------------------------------------------------------------ the runners
 
 
@@ -226,6 +300,10 @@ class JitRunner(_Runner):
       self._eval = jax.jit(make_eval_step(task, bool(config.get('ema_decay'))),
                            in_shardings=(self.state_sharding, self.batch_sharding),
                            out_shardings=repl)
+    if task.features is not None:
+      self._features = jax.jit(
+          make_features_step(task, bool(config.get('ema_decay')), _label_key(config)),
+          in_shardings=(self.state_sharding, self.batch_sharding), out_shardings=repl)
 
   def init(self, rng):
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
@@ -243,9 +321,20 @@ class JitRunner(_Runner):
   def step(self, state, batch):
     return self._compiled(state, batch)
 
+  def put_extra(self, state, name, tree):
+    """state with extra[name] replaced by host arrays `tree`, placed like the state."""
+    placed = jax.tree.map(lambda x, s: jax.make_array_from_callback(
+        np.shape(x), s, lambda idx, x=x: np.asarray(x)[idx]), tree,
+        self.state_sharding.extra[name])
+    return state.replace(extra={**state.extra, name: placed})
+
   def eval_step(self, state, batch):
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       return self._eval(state, batch)
+
+  def features(self, state, batch):
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      return jax.device_get(self._features(state, batch))
 
   def scalars(self, metrics):
     return metrics
@@ -267,6 +356,10 @@ class PmapRunner(_Runner):
     if task.evaluate is not None:
       self._eval = jax.pmap(
           make_eval_step(task, bool(config.get('ema_decay')), axis_name=self.AXIS),
+          axis_name=self.AXIS)
+    if task.features is not None:
+      self._features = jax.pmap(
+          make_features_step(task, bool(config.get('ema_decay')), _label_key(config)),
           axis_name=self.AXIS)
 
   def replicate(self, tree):
@@ -294,9 +387,20 @@ class PmapRunner(_Runner):
   def step(self, state, batch):
     return self._compiled(state, batch)
 
+  def put_extra(self, state, name, tree):
+    return state.replace(extra={**state.extra, name: self.replicate(tree)})
+
   def eval_step(self, state, batch):
     sums, count = self._eval(state, batch)
     return jax.tree.map(lambda x: x[0], sums), count[0]
+
+  def features(self, state, batch):
+    local = jax.tree.map(lambda x: np.asarray(x).reshape(-1, *x.shape[2:]),
+                         jax.device_get(self._features(state, batch)))
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      local = multihost_utils.process_allgather(local, tiled=True)
+    return local
 
   def scalars(self, metrics):
     return jax.tree.map(lambda x: x[0], metrics)
@@ -371,6 +475,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if mode not in ('jit', 'pmap'):
     raise UserError(f"unknown parallelism {mode!r}; valid: 'jit', 'pmap'")
   runner = (JitRunner if mode == 'jit' else PmapRunner)(config, task, tx, schedule, mesh)
+  evaluator_names = evaluators.check(config, task)
   if mode == 'pmap' and (config.batch_size // pcount) % jax.local_device_count():
     raise UserError(f'batch_size={config.batch_size} does not split over '
                     f'{jax.local_device_count()} local devices per process')
@@ -391,6 +496,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   else:
     start = 0
     state = runner.init(jax.random.key(config.seed))
+    for name in (config.get('frozen') or {}):
+      if name not in state.extra:
+        raise UserError(f'config.frozen names {name!r} but the task made no {name!r} '
+                        f'collection (it has: {", ".join(state.extra) or "none"})')
+      tree = restore_frozen(config, name, workdir)
+      want = jax.tree.structure(state.extra[name])
+      if jax.tree.structure(tree) != want:
+        raise UserError(f'the frozen {name!r} run in {frozen_workdir(config, name, workdir)} '
+                        f'does not match the network its config builds')
+      state = runner.put_extra(state, name, tree)
   metrics_lib.write_config_json(workdir, config)
   writer = metrics_lib.Writer(workdir, config.total_steps, start)
 
@@ -422,22 +537,36 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ckpt.save(step, runner.to_host_state(state), train_it.get_state(), force=force)
     last_good = step
 
+  def embed_split(split, max_examples):
+    batches = data_lib.eval_batches(config, split, task.preprocess, pidx, pcount, workdir)
+    size = config.get('eval_batch_size') or config.batch_size
+    n = min(len(batches), -(-max_examples // size)) if max_examples else len(batches)
+    feats, labels = [], []
+    for i in range(n):
+      f, y, valid = runner.features(state, runner.device_batch(batches[i]))
+      feats.append(f[valid > 0])
+      labels.append(y[valid > 0])
+    return np.concatenate(feats), np.concatenate(labels)
+
   def run_eval(step):
-    if task.evaluate is None or runner._eval is None:
-      return {}
-    sums, count = None, 0.0
-    batches = data_lib.eval_batches(config, config.data.eval_split, task.preprocess, pidx, pcount,
-                                    workdir)
-    for i in range(len(batches)):
-      s, c = runner.eval_step(state, runner.device_batch(batches[i]))
-      sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
-      count += c
-    sums, count = jax.device_get((sums, count))
-    if task.finalize_eval is not None:
-      result = {k: float(v) for k, v in task.finalize_eval(sums, float(count)).items()}
-    else:
-      result = {k: float(v) / float(count) for k, v in sums.items()}
-    writer.write(step, 'eval', result)
+    result = {}
+    if task.evaluate is not None and runner._eval is not None:
+      sums, count = None, 0.0
+      batches = data_lib.eval_batches(config, config.data.eval_split, task.preprocess, pidx,
+                                      pcount, workdir)
+      for i in range(len(batches)):
+        s, c = runner.eval_step(state, runner.device_batch(batches[i]))
+        sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
+        count += c
+      sums, count = jax.device_get((sums, count))
+      if task.finalize_eval is not None:
+        result = {k: float(v) for k, v in task.finalize_eval(sums, float(count)).items()}
+      else:
+        result = {k: float(v) / float(count) for k, v in sums.items()}
+    if evaluator_names:
+      result.update(evaluators.evaluate(config, evaluator_names, embed_split))
+    if result:
+      writer.write(step, 'eval', result)
     return result
 
   try:

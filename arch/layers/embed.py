@@ -62,6 +62,32 @@ def norm(kind: str = 'layer', eps: float = 1e-5, use_bias: bool = True, dtype=jn
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
 
 
+class PatchEmbed(nn.Module):
+  """Non-overlapping patches to tokens (Dosovitskiy et al. 2021): a patch x patch conv with
+  stride patch, (B, H, W, C) -> (B, H/p * W/p, D) in row-major patch order, or the grid
+  (B, H/p, W/p, D) with `flatten=False`. H and W must be multiples of the patch size."""
+  dim: int
+  patch_size: int
+  flatten: bool = True
+  kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    p = self.patch_size
+    h, w = x_BHWC.shape[1:3]
+    if h % p or w % p:
+      raise ValueError(f'image size {h}x{w} is not a multiple of the patch size {p}')
+    x = nn.Conv(self.dim, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
+                param_dtype=self.param_dtype, name='proj',
+                kernel_init=nn.with_logical_partitioning(
+                    self.kernel_init, (None, None, 'conv_in', 'embed')),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))(
+                    jnp.asarray(x_BHWC, self.dtype))
+    return x.reshape(x.shape[0], -1, self.dim) if self.flatten else x
+
+
 ACTIVATIONS = {
     'relu': nn.relu,
     'gelu': lambda x: nn.gelu(x, approximate=False),  # BERT, BART

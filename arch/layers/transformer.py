@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from arch.layers.attention import Attention, key_mask
+from arch.layers.conv import DropPath
 from arch.layers.embed import Mlp, norm
 from arch.sequence.vocab import PAD
 
@@ -18,7 +19,8 @@ Dtype = Any
 
 
 class Block(nn.Module):
-  """One layer: [norm] self-attn [norm] -> [norm] cross-attn [norm] -> [norm] MLP [norm]."""
+  """One layer: [norm] self-attn [norm] -> [norm] cross-attn [norm] -> [norm] MLP [norm];
+  each branch optionally scaled (LayerScale) and dropped per example (stochastic depth)."""
   num_heads: int
   mlp_dim: int
   num_kv_heads: Optional[int] = None
@@ -37,6 +39,10 @@ class Block(nn.Module):
   mlp_dropout_rate: float = 0.0  # on the MLP's hidden activations
   init_stddev: Optional[float] = None
   out_init_stddev: Optional[float] = None  # projections into the residual stream
+  # LayerScale (Touvron et al. 2021, CaiT): each branch's output times a learned
+  # per-channel vector starting at this value (params `{branch}_scale`); None = off.
+  layer_scale_init: Optional[float] = None
+  drop_path_rate: float = 0.0  # stochastic depth on each residual branch (rng 'dropout')
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -55,6 +61,12 @@ class Block(nn.Module):
     """x + branch(x) with the norm before the branch (pre) or after the sum (post)."""
     y = branch(self._norm(f'{name}_norm')(x) if self.pre_norm else x)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    if self.layer_scale_init is not None:
+      gamma = self.param(f'{name}_scale', nn.with_logical_partitioning(
+          nn.initializers.constant(self.layer_scale_init), ('embed',)), (y.shape[-1],),
+          self.param_dtype)
+      y = y * jnp.asarray(gamma, self.dtype)
+    y = DropPath(self.drop_path_rate)(y, train=not deterministic)
     x = x + y
     return x if self.pre_norm else self._norm(f'{name}_norm')(x)
 

@@ -38,18 +38,7 @@ def make(config) -> Task:
   else:
     model = arch.model_from_config(config)
 
-  def images(batch):
-    x = batch['image'].astype(jnp.float32) / 255.0
-    if x.shape[1:3] != input_size:
-      x = jax.image.resize(x, (x.shape[0], *input_size, x.shape[-1]), 'bilinear')
-    return x
-
-  def translate(x, rng):
-    n, h, w, _ = x.shape
-    padded = jnp.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
-    offsets = jax.random.randint(rng, (n, 2), 0, 2 * shift + 1)
-    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
-    return jax.vmap(crop)(padded, offsets)
+  images = lambda batch: scale_images(batch['image'], input_size)
 
   def init(rng, batch):
     return model.init({'params': rng, 'dropout': rng}, images(batch), train=False)
@@ -59,7 +48,7 @@ def make(config) -> Task:
     aug_rng, rng = jax.random.split(rng)
     x = images(batch)
     if shift:
-      x = translate(x, aug_rng)
+      x = random_translate(x, aug_rng, shift)
     logits, updates = model.apply(variables, x, train=True, rngs={'dropout': rng},
                                   mutable=state + ['aux_logits'])
     updates = dict(updates)
@@ -92,6 +81,23 @@ def make(config) -> Task:
 
   return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch,
               preprocess=preprocess if host_size else None)
+
+
+def scale_images(image_BHWC, input_size):
+  """uint8 images in [0, 255] -> float32 in [0, 1], resized (bilinear) to `input_size`."""
+  x = image_BHWC.astype(jnp.float32) / 255.0
+  if x.shape[1:3] != tuple(input_size):
+    x = jax.image.resize(x, (x.shape[0], *input_size, x.shape[-1]), 'bilinear')
+  return x
+
+
+def random_translate(x_BHWC, rng, shift: int):
+  """Each image moved by a random offset of up to `shift` pixels each way, zero-filled."""
+  n, h, w, c = x_BHWC.shape
+  padded = jnp.pad(x_BHWC, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+  offsets = jax.random.randint(rng, (n, 2), 0, 2 * shift + 1)
+  crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c))
+  return jax.vmap(crop)(padded, offsets)
 
 
 def center_crop_resize(image_HWC: np.ndarray, size: int, ratio: float = 8 / 7) -> np.ndarray:
