@@ -222,6 +222,46 @@ def digits(c: ml_collections.ConfigDict, size: int = 32, shift: int = 0) -> None
   c.batch_size = 64
 
 
+def selfsup_digits(c: ml_collections.ConfigDict, task: str, size: int = 16) -> None:
+  """Sets `c` up for self-supervised learning on the offline `digits` (labels unused in
+  training; 8x8 images resized on device to size x size) with the tiny CIFAR-style ResNet
+  as the backbone, and the linear-probe and k-NN evaluators (train split -> test split)."""
+  c.task = task
+  c.task_kwargs = dict(input_size=(size, size), channels=1,
+                       augment=dict(crop_scale=(0.35, 1.0), flip=False, jitter=0.4,
+                                    noise=0.05))
+  c.data.name = 'digits'
+  c.data.eval_split = 'test'
+  c.model_name = 'vision.resnet'
+  from arch.vision import resnet
+  c.model = dict(resnet.TINY, num_classes=0)
+  c.evaluators = ('linear_probe', 'knn')
+  c.batch_size = 128
+
+
+def selfsup_variant(c: ml_collections.ConfigDict, variant: str, tiny: bool) -> None:
+  """The backbone of a self-supervised digits config: 'tiny' (as set), or the papers'
+  'resnet50' (torchvision's trunk, 2048-2048-128 head) on ImageNet at 224x224; `tiny`
+  shrinks everything for tests."""
+  from arch.vision import resnet
+  if tiny:
+    c.model = dict(resnet.TINY, stage_sizes=(1, 1), widths=(4, 8), stem_features=4,
+                   num_classes=0)
+    c.task_kwargs.update(proj_hidden=16, proj_dim=8, queue_size=32)
+    c.batch_size = 8
+  elif variant == 'resnet50':
+    task, kwargs = c.task, c.task_kwargs.to_dict()
+    imagenet(c, size=224, batch_size=256, epochs=200)
+    c.task = task
+    c.task_kwargs = dict(kwargs, input_size=(224, 224), channels=3, host_size=224,
+                         proj_hidden=2048, proj_dim=128,
+                         augment=dict(crop_scale=(0.08, 1.0), flip=True, jitter=0.4,
+                                      noise=0.0))
+    c.model = dict(resnet.VARIANTS['50'], num_classes=0)
+  elif variant != 'tiny':
+    raise UserError(f"unknown variant {variant!r}; valid: tiny, resnet50")
+
+
 def translation(c: ml_collections.ConfigDict) -> None:
   """Sets `c` up for the offline `translation` pairs (dates and numbers between renderings;
   train/datasets/translation.py): byte-level tokens, sources padded to 56 and targets to

@@ -94,7 +94,7 @@ class Model(nn.Module):
   stem_features: int = 64
   small_input: bool = False      # 3x3/1 stem conv, no max pool (CIFAR-style, small images)
   zero_init_residual: bool = False
-  num_classes: int = 1000
+  num_classes: int = 1000         # 0: no head; returns the pooled features (B, C)
   axis_name: Optional[str] = None  # pmap axis for BatchNorm statistics
   dtype: Dtype = 'float32'
   param_dtype: Dtype = 'float32'
@@ -122,6 +122,8 @@ class Model(nn.Module):
         x = block_cls(width, strides=strides, zero_init_residual=self.zero_init_residual,
                       name=f'layer{i + 1}_{j}', **kw)(x, train=train)
     x = x.mean(axis=(1, 2))
+    if not self.num_classes:  # the representation, for self-supervised objectives and probes
+      return x
     return classifier_head(self.num_classes, self.dtype, self.param_dtype)(x)
 
 

@@ -1,0 +1,1 @@
+"""Self-supervised and multimodal objectives: SimCLR, MoCo, RotNet, MAE, CLIP, Flamingo."""
