@@ -69,6 +69,7 @@ class PatchEmbed(nn.Module):
   dim: int
   patch_size: int
   flatten: bool = True
+  use_bias: bool = True  # CLIP's patch embedding has none
   kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -80,7 +81,7 @@ class PatchEmbed(nn.Module):
     if h % p or w % p:
       raise ValueError(f'image size {h}x{w} is not a multiple of the patch size {p}')
     x = nn.Conv(self.dim, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
-                param_dtype=self.param_dtype, name='proj',
+                use_bias=self.use_bias, param_dtype=self.param_dtype, name='proj',
                 kernel_init=nn.with_logical_partitioning(
                     self.kernel_init, (None, None, 'conv_in', 'embed')),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))(
@@ -93,6 +94,7 @@ ACTIVATIONS = {
     'gelu': lambda x: nn.gelu(x, approximate=False),  # BERT, BART
     'gelu_tanh': lambda x: nn.gelu(x, approximate=True),  # GPT-2's "gelu_new"
     'silu': nn.silu,
+    'quick_gelu': lambda x: x * nn.sigmoid(1.702 * x),  # CLIP's GELU approximation
 }
 
 
