@@ -24,6 +24,22 @@ def sinusoids(length: int, dim: int, max_wavelength: float = 10_000.0) -> np.nda
   return table
 
 
+def sincos_2d(grid_h: int, grid_w: int, dim: int,
+              max_wavelength: float = 10_000.0) -> np.ndarray:
+  """Fixed 2-D position table (grid_h * grid_w, dim) in row-major order (MAE, DiT): the
+  first half of the channels encodes the row, the second the column, each as 1-D
+  sinusoids (sin half, then cos half)."""
+  if dim % 4:
+    raise ValueError(f'a 2-D sin-cos table needs dim divisible by 4, got {dim}')
+  def one(pos, d):
+    rate = max_wavelength ** (-np.arange(d // 2, dtype=np.float64) / (d // 2))
+    angle = pos.reshape(-1)[:, None] * rate[None]
+    return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
+  rows, cols = np.meshgrid(np.arange(grid_h, dtype=np.float64),
+                           np.arange(grid_w, dtype=np.float64), indexing='ij')
+  return np.concatenate([one(rows, dim // 2), one(cols, dim // 2)], 1).astype(np.float32)
+
+
 def token_embed(vocab_size: int, dim: int, stddev: float = 0.02, dtype=jnp.float32,
                 param_dtype=jnp.float32, name: Optional[str] = None) -> nn.Embed:
   """nn.Embed with axes ('vocab', 'embed'); `.attend(x)` gives tied output logits."""

@@ -124,7 +124,9 @@ class ImageSetup:
       self.augment['crop_scale'] = tuple(self.augment['crop_scale'])
     self.kwargs = kw
     self.host_size = int(kw.get('host_size', 0))
-    self.backbone = arch.model_from_config(config, num_classes=0)
+    # A classifier backbone without its head returns its representation.
+    no_head = {'num_classes': 0} if 'num_classes' in arch.model_fields(config.model_name) else {}
+    self.backbone = arch.model_from_config(config, **no_head)
     self.axis_name = PMAP_AXIS if config.get('parallelism') == 'pmap' else None
 
   def images(self, batch):
