@@ -3,7 +3,8 @@
 Nothing here imports `train/`. Families live in groups (`vision/`, `sequence/`, ...);
 a config names a network or objective by its module path inside this package, e.g.
 `'vision.lenet'` (its `Model`; `'sequence.rnn:Tagger'` names another class), and `load`
-resolves it.
+resolves it. A name whose first part is not one of the groups is an importable module of
+the user's own (research code composing these modules, e.g. `'my_project.captioner'`).
 """
 
 import importlib
@@ -33,10 +34,13 @@ def load(name: str, attr: str):
   Raises LookupError naming the valid choices when the module or attribute is missing.
   """
   kind = 'model' if attr == 'Model' else 'task'
+  inside = name.split('.')[0] in _GROUPS
+  full = f'{__name__}.{name}' if inside else name
   try:
-    module = importlib.import_module(f'{__name__}.{name}')
+    module = importlib.import_module(full)
   except ModuleNotFoundError as e:
-    if not (e.name or '').startswith(f'{__name__}.'):
+    missing = e.name or ''
+    if not (full == missing or full.startswith(missing + '.')):
       raise  # a real missing dependency inside the module
     module = None
   if module is None or not hasattr(module, attr):
