@@ -1,0 +1,1 @@
+"""Research code built from `arch` modules alone (see the README, "Composing models")."""
