@@ -26,6 +26,16 @@ def run_cli(args, data_dir, devices=1, timeout=300, module='train', **popen):
                         timeout=timeout, **popen)
 
 
+def load_config(spec, **overrides):
+  """configs/<spec> (e.g. 'vit_digits.py:tiny') with field overrides, `a__b=v` for
+  `--config.a.b=v`."""
+  from train import config_lib
+  config = config_lib.load(os.path.join(REPO, 'configs', spec))
+  for k, v in overrides.items():
+    config_lib.override(config, k.replace('__', '.'), str(v))
+  return config
+
+
 def read_metrics(workdir, split='train'):
   """{step: record} of WORKDIR/metrics.jsonl lines of `split`."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:

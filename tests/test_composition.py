@@ -2,21 +2,11 @@
 (examples/captioner.py) trains through the one loop, and its cached greedy decoding
 equals the teacher-forced argmax."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import REPO
-
-
-def _config(spec, **overrides):
-  from train import config_lib
-  config = config_lib.load(os.path.join(REPO, 'configs', spec))
-  for k, v in overrides.items():
-    config_lib.override(config, k.replace('__', '.'), str(v))
-  return config
+from conftest import load_config as _config
 
 
 def test_captioner_trains_through_the_loop(tmp_path, data_dir):

@@ -1,23 +1,12 @@
 """MAE: patchify, per-example masking, an encoder that never sees masked patches, a loss
 over masked patches only, the published size, and the digits config through the loop."""
 
-import os
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from arch.multimodal import mae
-from conftest import REPO
-
-
-def _config(spec, **overrides):
-  from train import config_lib
-  config = config_lib.load(os.path.join(REPO, 'configs', spec))
-  for k, v in overrides.items():
-    config_lib.override(config, k.replace('__', '.'), str(v))
-  return config
+from conftest import load_config as _config
 
 
 def test_b16_counts_hugging_faces_trainable_parameters():

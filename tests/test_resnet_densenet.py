@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from arch.vision import densenet, resnet
-from conftest import REPO, read_metrics
+from conftest import load_config as _config, read_metrics
 
 # torchvision's parameter counts (weights=None models, sum of p.numel()).
 TORCHVISION = {
@@ -25,14 +25,6 @@ def _key(seed):
   XLA-CPU compiles each parameter's initializer several times slower (measured 3x on
   these models), and that dominated these tests."""
   return jax.random.key(seed, impl='rbg')
-
-
-def _config(spec, **overrides):
-  from train import config_lib
-  config = config_lib.load(os.path.join(REPO, 'configs', spec))
-  for k, v in overrides.items():
-    config_lib.override(config, k.replace('__', '.'), str(v))
-  return config
 
 
 def _shapes(model, size):

@@ -1,7 +1,6 @@
 """SimCLR, MoCo and RotNet: losses against brute force, MoCo's momentum encoder and queue,
 augmentations, published backbone sizes, and each digits config through the loop."""
 
-import os
 
 import flax.linen as nn
 import jax
@@ -10,18 +9,10 @@ import numpy as np
 import pytest
 
 from arch.multimodal import augment, contrastive, moco
-from conftest import REPO
+from conftest import load_config as _config
 
 RESNET50_TRUNK = 23_508_032  # torchvision resnet50 without its fc layer
 HEAD = 2048 * 2048 + 2048 + 2048 * 128 + 128
-
-
-def _config(spec, **overrides):
-  from train import config_lib
-  config = config_lib.load(os.path.join(REPO, 'configs', spec))
-  for k, v in overrides.items():
-    config_lib.override(config, k.replace('__', '.'), str(v))
-  return config
 
 
 @pytest.mark.parametrize('name,want', [('simclr', RESNET50_TRUNK + HEAD),

@@ -2,7 +2,6 @@
 bias, patch merging, shapes with padding, and one training step through the loop."""
 
 import functools
-import os
 
 import flax.linen as nn
 import jax
@@ -11,18 +10,10 @@ import numpy as np
 import pytest
 
 from arch.vision import swin
-from conftest import REPO
+from conftest import load_config as _config
 
 # torchvision's swin_t / swin_s / swin_b (weights=None, sum of p.numel()).
 TORCHVISION = {'T': 28_288_354, 'S': 49_606_258, 'B': 87_768_224}
-
-
-def _config(spec, **overrides):
-  from train import config_lib
-  config = config_lib.load(os.path.join(REPO, 'configs', spec))
-  for k, v in overrides.items():
-    config_lib.override(config, k.replace('__', '.'), str(v))
-  return config
 
 
 @pytest.mark.parametrize('variant', sorted(TORCHVISION))

@@ -1,7 +1,6 @@
 """The text stage: tokenizers and the packed / padded views of a split."""
 
 import numpy as np
-import pytest
 
 from arch.sequence import vocab
 from train import text

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from arch.vision import distillation, vit
-from conftest import REPO, read_metrics
+from conftest import load_config as _config, read_metrics
 
 # torchvision (vit_*) and timm (Ti, S and the distilled DeiTs) parameter counts.
 REFERENCE = {
@@ -20,14 +20,6 @@ REFERENCE = {
     ('vit', 'Ti/16'): 5_717_416, ('vit', 'S/16'): 22_050_664,
     ('deit', 'Ti'): 5_910_800, ('deit', 'S'): 22_436_432, ('deit', 'B'): 87_338_192,
 }
-
-
-def _config(spec, **overrides):
-  from train import config_lib
-  config = config_lib.load(os.path.join(REPO, 'configs', spec))
-  for k, v in overrides.items():
-    config_lib.override(config, k.replace('__', '.'), str(v))
-  return config
 
 
 def _count(tree):

@@ -71,7 +71,6 @@ def bench_decoding(config, lengths, steps, reps):
 
 def bench_training(config, steps):
   import jax
-  import jax.numpy as jnp
   from train import loop
   from train import mesh as mesh_lib
   from train import metrics as metrics_lib

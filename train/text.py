@@ -15,7 +15,6 @@ Then each split is one of:
       truncated to L (keeping </s> last) and padded with <pad>: examples {feature: (L,)}.
 """
 
-import json
 import os
 import tempfile
 

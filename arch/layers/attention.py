@@ -20,7 +20,7 @@ logits of the full forward pass.
 """
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax

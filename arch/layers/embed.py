@@ -7,7 +7,6 @@ Dimension key: B batch, T length, D width, V vocabulary, F MLP hidden width.
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -50,7 +50,9 @@ class Block(nn.Module):
     return norm(self.norm, self.norm_eps, use_bias=self.norm == 'layer', dtype=self.dtype,
                 param_dtype=self.param_dtype, name=name)
 
-  def _attention(self, name):
+  def make_attention(self, name):
+    """The attention module of each attention branch; subclasses override it (CaiT's
+    talking heads, T2T's bias-free q/k/v)."""
     return Attention(self.num_heads, head_dim=self.head_dim, num_kv_heads=self.num_kv_heads,
                      use_bias=self.use_bias, dropout_rate=self.attention_dropout_rate,
                      rope=self.rope, scale=self.attention_scale, init_stddev=self.init_stddev,
@@ -75,14 +77,14 @@ class Block(nn.Module):
                causal: bool = False, cross_mask=None, cross_bias=None, positions_BT=None,
                deterministic: bool = True, decode: bool = False):
     x_BTD = nn.with_logical_constraint(x_BTD, ('batch', 'length', 'embed'))
-    self_attn = self._attention('self_attn')
+    self_attn = self.make_attention('self_attn')
     x_BTD = self._residual(x_BTD, lambda h: self_attn(
         h, mask=self_mask, bias=self_bias, causal=causal, positions_BT=positions_BT,
         deterministic=deterministic, decode=decode), 'self_attn', deterministic)
     if self.cross_attention:
       if enc_BSD is None:
         raise ValueError('a cross-attention block needs the encoder output')
-      cross_attn = self._attention('cross_attn')
+      cross_attn = self.make_attention('cross_attn')
       x_BTD = self._residual(x_BTD, lambda h: cross_attn(
           h, enc_BSD, mask=cross_mask, bias=cross_bias, deterministic=deterministic),
           'cross_attn', deterministic)

@@ -23,7 +23,7 @@ Dimension key: B batch, S source length, T target length, D width, V vocabulary.
 """
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
