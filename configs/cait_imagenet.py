@@ -25,16 +25,10 @@ def get_config(arg=None):
   if a.variant not in cait.VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(cait.VARIANTS)}')
   c = config_lib.base()
-  epoch = config_lib.imagenet(c, size=224, batch_size=1024, epochs=400)
-  c.task_kwargs.label_smoothing = 0.1
+  epoch = config_lib.transformer_imagenet(c, epochs=400, batch_size=1024, lr=5e-4 * 1024 / 512,
+                                          warmup_epochs=5)
   c.model_name = 'vision.cait'
   c.model = dict(cait.VARIANTS[a.variant], num_classes=1000,
                  stochastic_depth=STOCHASTIC_DEPTH[a.variant])
-
-  c.optax_name = 'adamw'
-  c.optax = dict(weight_decay=0.05)
-  c.lr = 5e-4 * c.batch_size / 512
-  c.schedule = 'cosine'
-  c.warmup_steps = 5 * epoch
   c.eval_every = 5 * epoch
   return c

@@ -24,16 +24,13 @@ def get_config(arg=None):
   if a.variant not in vit.DEIT_VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(vit.DEIT_VARIANTS)}')
   c = config_lib.base()
-  steps_per_epoch = config_lib.imagenet(c, size=224, batch_size=1024, epochs=300)
+  config_lib.transformer_imagenet(c, epochs=300, batch_size=1024, lr=5e-4 * 1024 / 512,
+                                  warmup_epochs=5, label_smoothing=0.0)
   c.task = 'vision.distillation'
   c.task_kwargs.update(distillation=a.distillation, alpha=0.1, tau=3.0)
   c.model_name = 'vision.vit'
   c.model = dict(vit.DEIT_VARIANTS[a.variant], num_classes=1000)
   if a.distillation != 'none':
     c.frozen.teacher = dict(spec='configs/resnet_imagenet.py:variant=50', workdir='')
-  c.optax_name = 'adamw'
-  c.optax = dict(weight_decay=0.05)
-  c.lr = 5e-4 * c.batch_size / 512
-  c.warmup_steps = 5 * steps_per_epoch
   c.grad_clip_norm = 1.0
   return c

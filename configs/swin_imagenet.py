@@ -23,13 +23,8 @@ def get_config(arg=None):
   if a.variant not in swin.VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(swin.VARIANTS)}')
   c = config_lib.base()
-  steps_per_epoch = config_lib.imagenet(c, size=224, batch_size=1024, epochs=300)
-  c.task_kwargs.label_smoothing = 0.1
+  config_lib.transformer_imagenet(c, epochs=300, batch_size=1024, lr=1e-3, warmup_epochs=20)
   c.model_name = 'vision.swin'
   c.model = dict(swin.VARIANTS[a.variant], num_classes=1000)
-  c.optax_name = 'adamw'
-  c.optax = dict(weight_decay=0.05)
-  c.lr = 1e-3 * c.batch_size / 1024
-  c.warmup_steps = 20 * steps_per_epoch
   c.grad_clip_norm = 5.0
   return c

@@ -23,13 +23,9 @@ def get_config(arg=None):
   if a.variant not in vit.VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(vit.VARIANTS)}')
   c = config_lib.base()
-  steps_per_epoch = config_lib.imagenet(c, size=224, batch_size=1024, epochs=300)
-  c.task_kwargs.label_smoothing = 0.1
+  config_lib.transformer_imagenet(c, epochs=300, batch_size=1024, lr=5e-4 * 1024 / 512,
+                                  warmup_epochs=5)
   c.model_name = 'vision.vit'
   c.model = dict(vit.VARIANTS[a.variant], num_classes=1000, stochastic_depth=0.1)
-  c.optax_name = 'adamw'
-  c.optax = dict(weight_decay=0.05)
-  c.lr = 5e-4 * c.batch_size / 512
-  c.warmup_steps = 5 * steps_per_epoch
   c.grad_clip_norm = 1.0
   return c

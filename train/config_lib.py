@@ -211,6 +211,23 @@ def imagenet(c: ml_collections.ConfigDict, size: int = 224, batch_size: int = 25
   return steps_per_epoch
 
 
+def transformer_imagenet(c: ml_collections.ConfigDict, *, epochs: int, batch_size: int,
+                         lr: float, warmup_epochs: int, label_smoothing: float = 0.1,
+                         weight_decay: float = 0.05) -> int:
+  """ImageNet at 224x224 with the vision-transformer recipe of DeiT and its successors:
+  AdamW (decoupled weight decay), cosine decay after a linear warm-up, label smoothing
+  (without their RandAugment/Mixup/CutMix/repeated augmentation). Returns the steps per
+  epoch."""
+  epoch = imagenet(c, size=224, batch_size=batch_size, epochs=epochs)
+  c.task_kwargs.label_smoothing = label_smoothing
+  c.optax_name = 'adamw'
+  c.optax = dict(weight_decay=weight_decay)
+  c.lr = lr
+  c.schedule = 'cosine'
+  c.warmup_steps = warmup_epochs * epoch
+  return epoch
+
+
 def digits(c: ml_collections.ConfigDict, size: int = 32, shift: int = 0) -> None:
   """Sets `c` up for classifying the offline `digits` (8x8 images, resized on device to
   size x size; random +-`shift` px translations in training), batch 64, test split."""
