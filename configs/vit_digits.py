@@ -7,7 +7,9 @@ translations.
 
 Arguments: `pool=cls|mean`, `tiny` (an even smaller net for tests).
 
-Not measured yet.
+Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it (load
+average about 8): 1,500 steps of batch 64 in 19 min wall (6.3 min of CPU time), test
+accuracy 0.9917 (357/360; 0.9806 at step 1,000); 139,978 parameters.
 """
 
 from arch.vision import vit

@@ -21,8 +21,8 @@ At inference a DeiT student returns the mean of its two heads' logits.
 Config keys read: `model_name`, `model`, `frozen.teacher.config` (the teacher run's
 config) and `task_kwargs` with `distillation` ('hard' | 'soft' | 'none'), `alpha`, `tau`
 (DeiT: 0.1 and 3.0 for soft), and `input_size`, `channels`, `num_classes`, `shift`,
-`host_size` as for classification. Eval reports `loss`, `accuracy`, and, with a teacher, `teacher_accuracy`
-and `agreement` (student and teacher predict the same class).
+`host_size` as for classification. Eval reports `loss`, `accuracy`, and, with a teacher,
+`teacher_accuracy` and `agreement` (student and teacher predict the same class).
 """
 
 import jax
