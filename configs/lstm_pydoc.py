@@ -9,8 +9,13 @@ Arguments: `cell=lstm|gru|rnn`, `tiny` (tests). The published sizes of this fami
 Zaremba et al. 2014's word-level PTB models (`arch/sequence/rnn.py` VARIANTS, e.g.
 `variant=zaremba_medium`; trained here on BPE tokens).
 
-Not measured yet: at this size the jitted train step of the scanned LSTM stalls on the
-2-core CPU (all threads parked in XLA's runtime, no CPU use; the tiny variant trains).
+Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it (load
+average about 8; 33 min of CPU time): 2,000 steps of batch 32 x 128 bytes in 72 min wall,
+validation loss 1.270 nats per byte (next-byte accuracy 0.662; 1.447 at step 500);
+1,479,428 parameters. Sample at temperature 0.8 after 'The import statement': "The import
+statement with an intend the same for the suite, and on the "__del__()" casenable and may
+be a class that name body used as an instance of the not found it will argument". (An
+earlier session saw this train step stall; that did not recur.)
 """
 
 from train import config_lib
@@ -44,7 +49,7 @@ def get_config(arg=None):
                    dropout_rate=0.1)
     c.data.pack = 129
     c.batch_size = 32
-  c.total_steps = 3000
+  c.total_steps = 2000
   c.log_every = 100
   c.eval_every = 500
   c.ckpt_every = 500
