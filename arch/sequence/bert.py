@@ -35,7 +35,9 @@ def _dense(features, axes, dtype, param_dtype, name):
 
 class Model(nn.Module):
   """BERT for pre-training: tokens (B, T) -> {'mlm_logits' (B, T, V), 'nsp_logits' (B, 2)}
-  (float32), plus the encoder output 'hidden' (B, T, D) and 'pooled' (B, D)."""
+  (float32), plus the encoder output 'hidden' (B, T, D) and 'pooled' (B, D).
+  `pretraining_heads=False` is the encoder and pooler alone (Hugging Face's BertModel):
+  'hidden' and 'pooled' only."""
   vocab_size: int = 30522
   num_layers: int = 12
   num_heads: int = 12
@@ -45,6 +47,7 @@ class Model(nn.Module):
   type_vocab_size: int = 2  # segments A and B
   dropout_rate: float = 0.1  # embeddings, residual branches and attention weights
   norm_eps: float = 1e-12
+  pretraining_heads: bool = True  # the masked-LM and next-sentence heads
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -85,6 +88,10 @@ class Model(nn.Module):
                     dtype=self.dtype, param_dtype=self.param_dtype, name=f'layer{i}')(
                         x_BTD, self_mask=mask, deterministic=not train)
 
+    pooled_BD = jnp.tanh(dense(self.embed_dim, ('embed', 'mlp'), 'pooler')(x_BTD[:, 0]))
+    if not self.pretraining_heads:
+      return {'hidden': x_BTD, 'pooled': pooled_BD}
+
     # Masked-LM head: transform, then logits tied to the word embeddings plus a bias.
     h_BTD = ACTIVATIONS['gelu'](dense(self.embed_dim, ('embed', 'mlp'), 'mlm_dense')(x_BTD))
     h_BTD = layer_norm('mlm_norm')(h_BTD)
@@ -92,8 +99,7 @@ class Model(nn.Module):
         nn.initializers.zeros, ('vocab',)), (self.vocab_size,), self.param_dtype)
     mlm_logits_BTV = words.attend(h_BTD) + jnp.asarray(mlm_bias, self.dtype)
 
-    # Next-sentence head: the pooler on the first ([CLS]) token, then 2 classes.
-    pooled_BD = jnp.tanh(dense(self.embed_dim, ('embed', 'mlp'), 'pooler')(x_BTD[:, 0]))
+    # Next-sentence head: 2 classes from the pooler (on the first, [CLS], token).
     nsp_logits_B2 = dense(2, ('mlp', 'classes'), 'nsp')(pooled_BD)
     return {'mlm_logits': mlm_logits_BTV.astype(jnp.float32),
             'nsp_logits': nsp_logits_B2.astype(jnp.float32),

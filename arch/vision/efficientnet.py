@@ -113,9 +113,10 @@ class Model(nn.Module):
   depth_mult: float = 1.0
   dropout: float = 0.2               # before the classifier
   stochastic_depth: float = 0.2      # drop-path rate reached (asymptotically) by the last block
-  num_classes: int = 1000
+  num_classes: int = 1000            # 0: no classifier; returns the pooled features (B, C)
   stages: Sequence[Sequence[int]] = B0_STAGES
   head_ratio: int = 4                # head conv width = head_ratio * last stage's channels
+                                     # (0: no head conv, as ALIGN's image tower)
   bn_epsilon: float = 1e-5
   bn_momentum: float = 0.9           # flax convention (1 - PyTorch's momentum)
   axis_name: Optional[str] = None
@@ -137,9 +138,12 @@ class Model(nn.Module):
         x = MBConv(cfg['out_channels'], cfg['expanded'], kernel=cfg['kernel'],
                    stride=cfg['stride'], drop_rate=cfg['drop_rate'],
                    name=f'stage{s + 1}_block{b}', **kw)(x, train=train)
-    x = ConvBN(self.head_ratio * x.shape[-1], (1, 1), act=nn.silu, name='head_conv',
-               **kw)(x, train=train)
+    if self.head_ratio:
+      x = ConvBN(self.head_ratio * x.shape[-1], (1, 1), act=nn.silu, name='head_conv',
+                 **kw)(x, train=train)
     x = x.mean(axis=(1, 2))
+    if not self.num_classes:
+      return x
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return classifier_head(self.num_classes, self.dtype, self.param_dtype)(x)
 
