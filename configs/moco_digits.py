@@ -9,7 +9,12 @@ frozen query backbone (train -> test).
 Arguments: `variant=resnet50` (MoCo v2's ResNet-50 with the 2048-2048-128 head and the
 65536-key queue; `train.summary` prints the trained params 27,966,656), `tiny` (tests).
 
-Not measured yet.
+Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it (load
+average about 8): 1,000 steps in 10.9 min wall, test linear-probe accuracy 0.9861, k-NN
+0.9861 (0.9861 / 0.9778 at step 500); 332,016 trained parameters.
+Baselines on the same split: the randomly initialised backbone probes at 0.9694 (linear) /
+0.9528 (k-NN); raw 16x16 pixels at 0.9611 / 0.9861. Digits are easy for a probe; the gain
+over the untrained network is the measure here.
 """
 
 from train import config_lib

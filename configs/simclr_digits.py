@@ -10,7 +10,12 @@ Arguments: `variant=resnet50` (the paper's ResNet-50 with its 2048-2048-128 head
 224x224 on ImageNet: `train.summary` prints 27,966,656 = torchvision's resnet50 trunk
 23,508,032 + head 4,458,624), `tiny` (tests).
 
-Not measured yet.
+Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it (load
+average about 8): 1,000 steps in 19.9 min wall, test linear-probe accuracy 0.9861, k-NN
+0.9833 (0.9917 / 0.9833 at step 500); 332,016 parameters.
+Baselines on the same split: the randomly initialised backbone probes at 0.9694 (linear) /
+0.9528 (k-NN); raw 16x16 pixels at 0.9611 / 0.9861. Digits are easy for a probe; the gain
+over the untrained network is the measure here.
 """
 
 from train import config_lib
