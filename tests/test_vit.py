@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from arch.vision import distillation, vit
+from arch.vision.classification import random_translate
 from conftest import load_config as _config, read_metrics
 
 # torchvision (vit_*) and timm (Ti, S and the distilled DeiTs) parameter counts.
@@ -95,7 +96,7 @@ def test_deit_returns_both_heads_in_training_and_their_mean_otherwise():
 
 def _task(mode):
   from train import loop
-  config = _config(f'deit_digits.py:tiny,distillation={mode}', task_kwargs__shift=0)
+  config = _config(f'deit_digits.py:tiny,distillation={mode}')  # random shifts of 2 px
   loop.resolve_frozen(config)
   return distillation.make(config)
 
@@ -110,9 +111,11 @@ def test_distillation_loss_is_deits(mode):
                            if a.dtype == jnp.float32 else a, nn.meta.unbox(variables))
   total, (metrics, updates) = task.loss(variables, batch, jax.random.key(3))
   model = vit.Model(**_config('deit_digits.py:tiny').model)
-  x = batch['image'].astype(jnp.float32) / 255.0
+  # The student's augmented view, which the teacher must label too (DeiT).
+  aug_rng, drop_rng = jax.random.split(jax.random.key(3))
+  x = random_translate(batch['image'].astype(jnp.float32) / 255.0, aug_rng, 2)
   cls, dist = model.apply({'params': variables['params']}, x, train=True,
-                          rngs={'dropout': jax.random.split(jax.random.key(3))[1]})
+                          rngs={'dropout': drop_rng})
   ce = lambda z, y: optax.softmax_cross_entropy_with_integer_labels(z, y).mean()
   if mode == 'none':
     want = 0.5 * ce(cls, batch['label']) + 0.5 * ce(dist, batch['label'])

@@ -7,7 +7,8 @@ The teacher is another run of this codebase, named in the config as a frozen mod
 resolves the spec into `config.frozen.teacher.config`, trains it first when its workdir
 holds no checkpoint, and restores its variables into the non-parameter collection
 'teacher' (params and batch statistics), which no optimizer touches. The teacher runs in
-inference mode on the same images, resized to its own input size.
+inference mode on the student's input, augmentation included (as in DeiT: the teacher
+labels the view the student sees), resized to its own input size.
 
 The student returns logits (B, K) or, when it has a distillation head (DeiT), the pair
 (class logits, distillation logits) in training; the distillation term then reads the
@@ -66,10 +67,13 @@ def make(config) -> Task:
   def heads(out):
     return out if isinstance(out, tuple) else (out, out)
 
-  def teacher_logits(variables, image_BHWC):
+  def teacher_logits(variables, x_BHWC):
+    """The teacher on the student's (augmented) input, resized to its own input size."""
     t_vars = jax.lax.stop_gradient(variables[TEACHER])
-    return teacher.apply(t_vars, scale_images(image_BHWC, teacher_size),
-                         train=False).astype(jnp.float32)
+    if x_BHWC.shape[1:3] != teacher_size:
+      x_BHWC = jax.image.resize(x_BHWC, (x_BHWC.shape[0], *teacher_size, x_BHWC.shape[-1]),
+                                'bilinear')
+    return teacher.apply(t_vars, x_BHWC, train=False).astype(jnp.float32)
 
   def init(rng, batch):
     x = scale_images(batch['image'], input_size)
@@ -96,7 +100,7 @@ def make(config) -> Task:
       term = optax.softmax_cross_entropy_with_integer_labels(dist_BK, labels).mean()
       total = 0.5 * ce_cls + 0.5 * term
     else:
-      t_BK = teacher_logits(variables, batch['image'])
+      t_BK = teacher_logits(variables, x)
       if mode == 'hard':
         term = optax.softmax_cross_entropy_with_integer_labels(dist_BK, t_BK.argmax(-1)).mean()
         total = 0.5 * ce_cls + 0.5 * term
@@ -114,13 +118,14 @@ def make(config) -> Task:
 
   def evaluate(variables, batch):
     student_vars = {k: v for k, v in variables.items() if k != TEACHER}
-    out = student.apply(student_vars, scale_images(batch['image'], input_size), train=False)
+    x = scale_images(batch['image'], input_size)
+    out = student.apply(student_vars, x, train=False)
     logits_BK = out.astype(jnp.float32)
     labels = batch['label']
     result = {'loss': optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels),
               'accuracy': (logits_BK.argmax(-1) == labels).astype(jnp.float32)}
     if teacher is not None:
-      t_BK = teacher_logits(variables, batch['image'])
+      t_BK = teacher_logits(variables, x)
       result['teacher_accuracy'] = (t_BK.argmax(-1) == labels).astype(jnp.float32)
       result['agreement'] = (t_BK.argmax(-1) == logits_BK.argmax(-1)).astype(jnp.float32)
     return result
