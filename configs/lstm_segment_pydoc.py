@@ -6,8 +6,8 @@ tagger marks each byte that starts a word (arch/sequence/tagging.py, tags_from=s
 
 Arguments: `cell=lstm|gru|rnn`, `tiny` (tests).
 
-Not measured yet: at this size the jitted train step of the scanned LSTM stalls on the
-2-core CPU (all threads parked in XLA's runtime, no CPU use; the tiny variant trains).
+Not measured yet. (An earlier session saw the scanned LSTM's train step stall at this
+size; configs/lstm_pydoc.py's larger LSTM has since trained normally.)
 """
 
 from train import config_lib
