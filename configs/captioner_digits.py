@@ -5,7 +5,12 @@ the greedy caption equal to the true one (so it is also the digit accuracy).
 
   python -m train --config configs/captioner_digits.py --workdir runs/captioner
 
-Arguments: `tiny` (tests). Not measured yet.
+Arguments: `tiny` (tests).
+
+Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it (load
+average about 8): 1,000 steps of batch 64 in 8.9 min wall, test exact_match 0.9694
+(349/360 greedy captions right; 0.9556 at step 500), token accuracy 0.9987; 191,552
+parameters.
 """
 
 from train import config_lib

@@ -8,7 +8,13 @@ linear probe and weighted 20-NN on the frozen backbone (train -> test).
 Arguments: `variant=resnet50` (a ResNet-50 trunk with the 4-way head; `train.summary`
 prints 23,516,228 = torchvision's resnet50 trunk 23,508,032 + 8,196), `tiny` (tests).
 
-Not measured yet.
+Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it (load
+average about 8): 1,000 steps in 20.2 min wall, rotation accuracy 0.98 on the train views,
+test linear-probe accuracy 0.9639, k-NN 0.9278 (0.9861 / 0.9250 at step 500); 307,764
+parameters. That is below the untrained network (0.9694 / 0.9528) and raw 16x16 pixels
+(0.9611 / 0.9861): predicting the rotation of a digit does not, here, make its identity
+easier to read off linearly. (The figure meets the issue's 0.90 bar; it is not evidence
+that RotNet helps on digits.)
 """
 
 from train import config_lib
