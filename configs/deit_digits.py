@@ -11,7 +11,14 @@ trained there first (about 3 minutes) when it holds no checkpoint; point
 Arguments: `distillation=hard|soft|none` (none: the same student trained on labels
 only, the baseline), `tiny` (small nets for tests).
 
-Not measured yet.
+Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it (load
+average about 7), each from a fresh workdir:
+  hard: the teacher (400 steps, test accuracy 0.9972) then 1,500 student steps, 16.2 min
+        wall in all; student test accuracy 0.9917, agreeing with the teacher on 0.9917
+        (0.9722 at step 1,000);
+  none: 1,500 steps, about 13 min; test accuracy 0.9917 (0.9889 at step 1,000).
+So on digits distillation brings no gain: the teacher is near perfect and the student
+already fits the labels. 140,756 parameters (and the frozen teacher's 309,978 values).
 """
 
 from arch.vision import vit
