@@ -26,7 +26,7 @@ import optax
 import arch
 from arch.multimodal import augment
 from arch.task import PMAP_AXIS
-from arch.vision.classification import center_crop_resize, scale_images
+from arch.vision.classification import center_crop_resize, labelled_images, scale_images
 
 Dtype = Any
 
@@ -136,9 +136,7 @@ class ImageSetup:
     return augment.views(rng, x_BHWC, **self.augment)
 
   def example_batch(self, batch_size):
-    return {'image': jax.ShapeDtypeStruct((batch_size, *self.input_size, self.channels),
-                                          jnp.uint8),
-            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+    return labelled_images(batch_size, self.input_size, self.channels)
 
   def preprocess(self):
     """Host-side centre crop for datasets of variable-sized images (as classification)."""

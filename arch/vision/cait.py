@@ -31,8 +31,9 @@ import jax.numpy as jnp
 from arch.layers.attention import (Attention, Projection, causal_mask, combine_masks,
                                    NEG_INF)
 from arch.layers.conv import DropPath, classifier_head
-from arch.layers.embed import Mlp, PatchEmbed, norm
+from arch.layers.embed import Mlp, norm
 from arch.layers.transformer import Block
+from arch.vision.vit import patch_tokens
 
 Dtype = Any
 
@@ -154,13 +155,9 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool = False):
     d = self.embed_dim
-    x_BPD = PatchEmbed(d, self.patch_size, dtype=self.dtype, param_dtype=self.param_dtype,
-                       name='patch_embed')(x_BHWC)
+    x_BPD = patch_tokens(x_BHWC, d, self.patch_size, self.image_size, self.dtype,
+                         self.param_dtype)
     b, p = x_BPD.shape[:2]
-    expected = (self.image_size // self.patch_size) ** 2
-    if p != expected:
-      raise ValueError(f'{x_BHWC.shape[1]}x{x_BHWC.shape[2]} images make {p} patches; the '
-                       f'position table holds {expected} (image_size={self.image_size})')
     pos = self.param('pos_embed', nn.with_logical_partitioning(
         nn.initializers.normal(0.02), (None, 'length', 'embed')), (1, p, d), self.param_dtype)
     x_BPD = nn.Dropout(self.dropout_rate)(x_BPD + jnp.asarray(pos, self.dtype),

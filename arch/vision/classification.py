@@ -72,15 +72,19 @@ def make(config) -> Task:
     return {'loss': optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']),
             'accuracy': (logits.argmax(-1) == batch['label']).astype(jnp.float32)}
 
-  def example_batch(batch_size):
-    return {'image': jax.ShapeDtypeStruct((batch_size, *input_size, channels), jnp.uint8),
-            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  example_batch = lambda batch_size: labelled_images(batch_size, input_size, channels)
 
   def preprocess(example):
     return {**example, 'image': center_crop_resize(example['image'], host_size)}
 
   return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch,
               preprocess=preprocess if host_size else None)
+
+
+def labelled_images(batch_size: int, input_size, channels: int) -> dict:
+  """The batch shapes of labelled image datasets: uint8 images and int labels."""
+  return {'image': jax.ShapeDtypeStruct((batch_size, *input_size, channels), jnp.uint8),
+          'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
 
 
 def scale_images(image_BHWC, input_size):

@@ -32,7 +32,8 @@ import optax
 
 import arch
 from arch.task import ConfigError, Task
-from arch.vision.classification import center_crop_resize, random_translate, scale_images
+from arch.vision.classification import (center_crop_resize, labelled_images,
+                                         random_translate, scale_images)
 
 TEACHER = 'teacher'  # the collection the loop restores the frozen teacher into
 
@@ -130,9 +131,7 @@ def make(config) -> Task:
       result['agreement'] = (t_BK.argmax(-1) == logits_BK.argmax(-1)).astype(jnp.float32)
     return result
 
-  def example_batch(batch_size):
-    return {'image': jax.ShapeDtypeStruct((batch_size, *input_size, channels), jnp.uint8),
-            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+  example_batch = lambda batch_size: labelled_images(batch_size, input_size, channels)
 
   def preprocess(example):
     return {**example, 'image': center_crop_resize(example['image'], host_size)}

@@ -65,6 +65,18 @@ class Encoder(nn.Module):
                 name='norm')(x_BPD)
 
 
+def patch_tokens(x_BHWC, dim: int, patch_size: int, image_size: int, dtype, param_dtype):
+  """The calling module's PatchEmbed ('patch_embed'): (B, H, W, C) -> (B, P, D), checked
+  against the P = (image_size / patch_size)^2 patches its position table holds."""
+  x_BPD = PatchEmbed(dim, patch_size, dtype=dtype, param_dtype=param_dtype,
+                     name='patch_embed')(x_BHWC)
+  expected = (image_size // patch_size) ** 2
+  if x_BPD.shape[1] != expected:
+    raise ValueError(f'{x_BHWC.shape[1]}x{x_BHWC.shape[2]} images make {x_BPD.shape[1]} '
+                     f'patches; the position table holds {expected} (image_size={image_size})')
+  return x_BPD
+
+
 def _token(module, name, dim, param_dtype):
   return module.param(name, nn.with_logical_partitioning(nn.initializers.zeros,
                                                          (None, None, 'embed')),
@@ -99,13 +111,9 @@ class Model(nn.Module):
     if self.distilled and self.pool != 'cls':
       raise ValueError("a distilled ViT (DeiT) pools the class token: pool='cls'")
     d = self.embed_dim
-    x_BPD = PatchEmbed(d, self.patch_size, dtype=self.dtype, param_dtype=self.param_dtype,
-                       name='patch_embed')(x_BHWC)
+    x_BPD = patch_tokens(x_BHWC, d, self.patch_size, self.image_size, self.dtype,
+                         self.param_dtype)
     b, p = x_BPD.shape[:2]
-    expected = (self.image_size // self.patch_size) ** 2
-    if p != expected:
-      raise ValueError(f'{x_BHWC.shape[1]}x{x_BHWC.shape[2]} images make {p} patches; the '
-                       f'position table holds {expected} (image_size={self.image_size})')
     names = ['cls_token'] * (self.pool == 'cls') + ['dist_token'] * self.distilled
     tokens = [jnp.broadcast_to(jnp.asarray(_token(self, n, d, self.param_dtype), self.dtype),
                                (b, 1, d)) for n in names]
