@@ -3,3 +3,13 @@
 Knows no architecture by name: it resolves `config.task` and `config.model_name` with
 importlib through `arch.load`.
 """
+
+import os as _os
+
+# XLA:CPU's concurrency-optimized scheduler can deadlock a program that runs independent
+# while loops side by side: the train step of a bidirectional scanned LSTM
+# (configs/lstm_segment_pydoc.py) parked every thread with no CPU use (jax 0.10.2), and ran
+# normally with the scheduler off. Off unless the user's XLA_FLAGS set it.
+_FLAG = '--xla_cpu_enable_concurrency_optimized_scheduler'
+if _FLAG not in _os.environ.get('XLA_FLAGS', ''):
+  _os.environ['XLA_FLAGS'] = f'{_os.environ.get("XLA_FLAGS", "")} {_FLAG}=false'.strip()
