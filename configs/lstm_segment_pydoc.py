@@ -6,8 +6,11 @@ tagger marks each byte that starts a word (arch/sequence/tagging.py, tags_from=s
 
 Arguments: `cell=lstm|gru|rnn`, `tiny` (tests).
 
-Not measured yet. (An earlier session saw the scanned LSTM's train step stall at this
-size; configs/lstm_pydoc.py's larger LSTM has since trained normally.)
+Measured on the 2-core CPU (2026-11, 1 device, jit), sharing it with test runs part of
+the time: 1,500 steps of batch 32 in 12.0 min wall (11.9 min of CPU time), validation
+accuracy 0.9834 over bytes, word starts precision 0.952 / recall 0.953 / F1 0.952 (F1
+0.936 at step 500); 609,026 parameters. (Its train step deadlocked XLA:CPU's
+concurrency-optimized scheduler; train/__init__.py turns that scheduler off.)
 """
 
 from train import config_lib
