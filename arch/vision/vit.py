@@ -100,10 +100,6 @@ class Model(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  def num_tokens(self) -> int:
-    """Tokens before the patches: class (and distillation) tokens."""
-    return (self.pool == 'cls') + self.distilled
-
   @nn.compact
   def __call__(self, x_BHWC, *, train: bool = False):
     if self.pool not in ('cls', 'mean'):
