@@ -40,15 +40,22 @@ class Task(NamedTuple):
   finalize_eval: Optional[Callable[[dict, float], dict]] = None
   # preprocess(example) -> example, on the host in the input pipeline (numpy in/out).
   preprocess: Optional[Callable[[dict], dict]] = None
-  # sample(variables, batch, rng, **options) -> {'tokens': (B, N)} (text; other keys for
-  # other modalities): generative families, for the sampler driver (`train/sample.py`),
-  # which runs it under jit with the batch sharded. Options are static: max_new_tokens,
-  # temperature, top_k, top_p, beam_size, and row_ids (B,) (each row's sample index, so
-  # a sample's randomness does not depend on the batch size or sharding).
+  # sample(variables, batch, rng, *, row_ids, **options) -> {'tokens': (B, N)} for text,
+  # {'images': (B, H, W, C) uint8} for images: generative families, for the sampler
+  # driver (`train/sample.py`), which runs it under jit with the batch sharded. Options are
+  # static (max_new_tokens, temperature, top_k, top_p, beam_size for text; steps, ... for
+  # other families). row_ids (B,) is each row's sample index: a row's randomness comes
+  # from fold_in(rng, row_id) alone, so it does not depend on the batch size or sharding.
   sample: Optional[Callable[..., Any]] = None
-  # prompt_batch(prompts, num_samples) -> the host batch `sample` conditions on, from one
-  # list of token ids per sample (e.g. an LM's prompt, a translation's source sentence).
+  # prompt_batch(prompts, num_samples) -> the host batch `sample` conditions on, one row
+  # per sample, from one list of token ids per sample (an LM's prompt, a translation's
+  # source sentence). Families that take no text get prompts=None and return
+  # `num_samples` rows (class labels for a class-conditional model; else any placeholder).
   prompt_batch: Optional[Callable[..., dict]] = None
+  # True: the sampler also passes prompt_batch `examples=`, a dict of host arrays with
+  # one eval-split example per sample row (the split's first rows, preprocessed): what a
+  # prompt is about, e.g. the image Flamingo answers a question on.
+  prompt_examples: bool = False
   # features(variables, batch) -> (B, F) float: the representation that evaluators named
   # in `config.evaluators` (linear probe, k-NN; train/evaluators.py) read, frozen.
   features: Optional[Callable[..., Any]] = None

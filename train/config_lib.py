@@ -185,7 +185,8 @@ def base() -> ml_collections.ConfigDict:
   # Defaults of `python -m train.sample` (its flags override them).
   c.sample = ml_collections.ConfigDict(dict(
       num_samples=4, max_new_tokens=256, temperature=1.0, top_k=0, top_p=1.0, beam_size=1,
-      prompt='', seed=0, steps=0))
+      prompt='', seed=0, steps=0,
+      tokenizer=''))  # '' = data.tokenizer; e.g. 'byte' where the data is not text
   return c
 
 

@@ -120,7 +120,7 @@ def records(config, split: str, workdir: str | None = None):
   return _TEXT_CACHE[key]
 
 
-def _stack(examples):
+def stack(examples):
   """Stacks a list of example dicts; drops non-numeric features (e.g. raw text bytes)."""
   out = {}
   for key in examples[0]:
@@ -154,9 +154,9 @@ class _HostBatches(grain.MapDataset):
     start = index * self._global + self._offset
     ids = np.arange(start, start + self._local)
     if self._pad_to is None:
-      return _stack([self._parent[int(i)] for i in ids])
+      return stack([self._parent[int(i)] for i in ids])
     mask = ids < self._pad_to
-    batch = _stack([self._parent[int(i) if m else 0] for i, m in zip(ids, mask)])
+    batch = stack([self._parent[int(i) if m else 0] for i, m in zip(ids, mask)])
     batch[VALID] = mask
     return batch
 

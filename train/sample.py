@@ -98,7 +98,8 @@ def restore_variables(config, workdir, step=None):
 
 
 def sample(config, workdir, prompts, opts, step=None):
-  """Runs the sampler; returns (step, [(prompt, completion_text), ...], continuation):
+  """Runs the sampler; returns (step, [(prompt, completion_text, about), ...],
+  continuation): `about` names the eval example a sample conditions on (or None);
   continuation is True when the task continues its prompt (a 'prompt' batch) rather than
   mapping it to an output (e.g. a translation's 'source')."""
   import flax.linen as nn
@@ -109,38 +110,71 @@ def sample(config, workdir, prompts, opts, step=None):
   from train import text
   from train.errors import UserError
   _check(opts)
-  if not text.enabled(config):
-    raise UserError('this sampler decodes text: config.data.tokenizer is not set')
+  kind = config.sample.get('tokenizer') or config.data.get('tokenizer')
+  if not kind:
+    raise UserError('this sampler decodes text: config.data.tokenizer (or '
+                    'config.sample.tokenizer) is not set')
   variables, step, mesh, rules, task = restore_variables(config, workdir, step)
-  tok = text.tokenizer(config, workdir, train_if_missing=False)
+  tok = text.tokenizer(config, workdir, train_if_missing=False, kind=kind)
   n = opts['num_samples']
   rows = [p for p in prompts for _ in range(n)]
-  try:
-    batch = task.prompt_batch([tok.encode(p) for p in rows], len(rows))
-  except (ConfigError, ValueError) as e:
-    raise UserError(str(e)) from None
-  continuation = 'prompt' in batch
-  # Pad the batch to a multiple of the data-parallel devices with copies of the last row.
-  shards = mesh_lib.batch_sharding(mesh)
-  par = int(np.prod([mesh.shape[a] for a in mesh.axis_names if a in ('data', 'fsdp')]))
-  total = -(-len(rows) // par) * par
-  batch = {k: np.concatenate([v, np.repeat(v[-1:], total - len(rows), 0)]) for k, v in
-           batch.items()}
-  batch = {k: jax.make_array_from_callback(v.shape, shards, lambda idx, v=v: v[idx])
-           for k, v in batch.items()}
-  row_ids = jax.make_array_from_callback((total,), shards,
-                                         lambda idx: np.arange(total, dtype=np.int32)[idx])
+  ids = [tok.encode(p) for p in rows]
+  examples = None
+  if task.prompt_examples:  # sample j of every prompt is about eval example j
+    first = eval_examples(config, task, n)
+    examples = {k: np.concatenate([v] * len(prompts)) for k, v in first.items()}
+  about = [None] * len(rows) if examples is None else [
+      f'{config.data.eval_split} example {j}' + (
+          f', label {int(first["label"][j])}' if 'label' in first else '')
+      for _ in prompts for j in range(n)]
   fn = jax.jit(functools.partial(
       task.sample, max_new_tokens=opts['max_new_tokens'], temperature=opts['temperature'],
       top_k=opts['top_k'], top_p=opts['top_p'], beam_size=opts['beam_size']))
-  try:
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      out = fn(variables, batch, jax.random.key(opts['seed']), row_ids=row_ids)
-  except (ConfigError, ValueError) as e:  # e.g. prompt + new tokens longer than the model's
-    raise UserError(str(e).splitlines()[0]) from None
-  tokens = np.asarray(multihost_utils.process_allgather(out['tokens'], tiled=True))
-  results = [(p, tok.decode(_until_eos(t))) for p, t in zip(rows, tokens[:len(rows)])]
+  shards = mesh_lib.batch_sharding(mesh)
+  par = int(np.prod([mesh.shape[a] for a in mesh.axis_names if a in ('data', 'fsdp')]))
+  tokens, continuation = [None] * len(rows), False
+  # One batch per prompt length (a causal LM's prompts in a batch share their length);
+  # row ids stay global, so a sample does not depend on which batch it ran in.
+  for length in sorted({len(i) for i in ids}):
+    group = [r for r in range(len(rows)) if len(ids[r]) == length]
+    kwargs = {} if examples is None else {
+        'examples': {k: v[group] for k, v in examples.items()}}
+    try:
+      batch = task.prompt_batch([ids[r] for r in group], len(group), **kwargs)
+    except (ConfigError, ValueError) as e:
+      raise UserError(str(e)) from None
+    continuation = 'prompt' in batch
+    # Pad to a multiple of the data-parallel devices with copies of the last row.
+    total = -(-len(group) // par) * par
+    batch = {k: np.concatenate([v, np.repeat(v[-1:], total - len(group), 0)])
+             for k, v in batch.items()}
+    batch = {k: jax.make_array_from_callback(v.shape, shards, lambda idx, v=v: v[idx])
+             for k, v in batch.items()}
+    row_np = np.asarray(group + [group[-1]] * (total - len(group)), np.int32)
+    row_ids = jax.make_array_from_callback((total,), shards, lambda idx: row_np[idx])
+    try:
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        out = fn(variables, batch, jax.random.key(opts['seed']), row_ids=row_ids)
+    except (ConfigError, ValueError) as e:  # e.g. prompt + new tokens longer than the model's
+      raise UserError(str(e).splitlines()[0]) from None
+    got = np.asarray(multihost_utils.process_allgather(out['tokens'], tiled=True))
+    for r, t in zip(group, got):
+      tokens[r] = t
+  results = [(p, tok.decode(_until_eos(t)), a) for p, t, a in zip(rows, tokens, about)]
   return step, results, continuation
+
+
+def eval_examples(config, task, n: int) -> dict:
+  """The first `n` examples of the eval split, preprocessed, stacked: {feature: (n, ...)}."""
+  from train import data as data_lib
+  src = data_lib.records(config, config.data.eval_split)
+  if n > len(src):
+    raise UserError(f'--num_samples {n} exceeds the {len(src)} examples of the '
+                    f'{config.data.eval_split!r} split the samples are about')
+  examples = [src[i] for i in range(n)]
+  if task.preprocess is not None:
+    examples = [task.preprocess(e) for e in examples]
+  return data_lib.stack(examples)
 
 
 def _until_eos(ids):
@@ -151,9 +185,9 @@ def _until_eos(ids):
 
 def render(results, continuation: bool) -> str:
   parts = []
-  for i, (prompt, completion) in enumerate(results):
+  for i, (prompt, completion, about) in enumerate(results):
     body = prompt + completion if continuation else f'{prompt}\n=> {completion}'
-    parts.append(f'--- sample {i} ---\n{body}\n')
+    parts.append(f'--- sample {i}{f" ({about})" if about else ""} ---\n{body}\n')
   return '\n'.join(parts)
 
 

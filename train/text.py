@@ -92,9 +92,11 @@ def _features(config):
   return feats or tuple(config.data.get('max_lengths') or ())
 
 
-def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True):
-  """The run's tokenizer: byte-level, or the BPE saved in (or trained for) `workdir`."""
-  kind = config.data.get('tokenizer')
+def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
+              kind: str | None = None):
+  """The run's tokenizer (`kind`, default config.data.tokenizer): byte-level, or the BPE
+  saved in (or trained for) `workdir`."""
+  kind = kind or config.data.get('tokenizer')
   if kind == 'byte':
     tok = ByteTokenizer()
   elif kind == 'bpe':

@@ -110,7 +110,8 @@ class Transformer(nn.Module):
 
 class VisionTransformer(nn.Module):
   """CLIP's image tower: images (B, H, W, C) -> the normed class token (B, D) float32
-  (or, with `num_classes`, logits of a linear head on it)."""
+  (or, with `num_classes`, logits of a linear head on it; with `tokens=True`, every patch
+  token through the same final LayerNorm (B, P, D), as open_clip's `output_tokens`)."""
   patch_size: int = 32
   image_size: int = 224
   width: int = 768
@@ -122,7 +123,7 @@ class VisionTransformer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BHWC, *, train: bool = False):
+  def __call__(self, x_BHWC, *, train: bool = False, tokens: bool = False):
     d = self.width
     x_BPD = PatchEmbed(d, self.patch_size, use_bias=False, dtype=self.dtype,
                        param_dtype=self.param_dtype, name='patch_embed')(x_BHWC)
@@ -144,6 +145,8 @@ class VisionTransformer(nn.Module):
     x_BPD = layer_norm('pre_norm')(x_BPD)
     x_BPD = Transformer(self.depth, self.num_heads, self.mlp_dim, self.dtype,
                         self.param_dtype, name='encoder')(x_BPD, train=train)
+    if tokens:  # the LayerNorm acts per token: the class token's output is unchanged
+      return layer_norm('post_norm')(x_BPD[:, 1:]).astype(jnp.float32)
     rep_BD = layer_norm('post_norm')(x_BPD[:, 0])
     if not self.num_classes:
       return rep_BD.astype(jnp.float32)
@@ -223,6 +226,11 @@ class Model(nn.Module):
   def image_representation(self, x_BHWC, *, train: bool = False):
     """The image tower's output (B, D): what probes read."""
     return self.image_tower(x_BHWC, train=train)
+
+  def image_tokens(self, x_BHWC):
+    """The image tower's patch tokens (B, P, D) in inference mode (towers that take
+    `tokens=True`: CLIP's VisionTransformer), e.g. a frozen encoder for Flamingo."""
+    return self.image_tower(x_BHWC, train=False, tokens=True)
 
   def text_representation(self, tokens_BT, *, train: bool = False):
     out = self.text_tower(tokens_BT, train=train)
@@ -337,8 +345,20 @@ def _text_tower(config, kw):
   return arch.build_model(name, **kwargs)
 
 
-def make(config) -> Task:
+def build(config):
+  """(ImageSetup, Model) of a CLIP/ALIGN config: its image handling and dual encoder."""
   s = ImageSetup(config)
+  kw = s.kwargs
+  model = Model(s.backbone, _text_tower(config, kw), int(kw.get('embed_dim', 512)),
+                image_projection=bool(kw.get('image_projection', True)),
+                text_projection_bias=bool(kw.get('text_projection_bias', False)),
+                text_pool=kw.get('text_pool', 'tower'),
+                logit_scale_init=float(kw.get('logit_scale_init', math.log(1 / 0.07))))
+  return s, model
+
+
+def make(config) -> Task:
+  s, model = build(config)
   kw = s.kwargs
   names = tuple(tuple(n) if isinstance(n, (tuple, list)) else (n,)
                 for n in kw.get('class_names', DIGIT_NAMES))
@@ -354,32 +374,20 @@ def make(config) -> Task:
   length = int(kw.get('text_length', 32))
   train_tokens = jnp.asarray(caption_table(train_templates, names, length))
   eval_tokens = jnp.asarray(caption_table(eval_templates, names, length))
-  text_tower = _text_tower(config, kw)
   same_class = kw.get('same_class', 'negatives')
   if same_class not in ('negatives', 'positives'):
     raise ConfigError(f"unknown same_class {same_class!r}; valid: 'negatives', 'positives'")
-  model = Model(s.backbone, text_tower, int(kw.get('embed_dim', 512)),
-                image_projection=bool(kw.get('image_projection', True)),
-                text_projection_bias=bool(kw.get('text_projection_bias', False)),
-                text_pool=kw.get('text_pool', 'tower'),
-                logit_scale_init=float(kw.get('logit_scale_init', math.log(1 / 0.07))))
-
-  def images(batch):
-    x = s.images(batch)
-    if x.shape[-1] == 1 and s.channels != 1:  # grey images for an RGB tower
-      x = jnp.repeat(x, s.channels, axis=-1)
-    return x
 
   def init(rng, batch):
     tokens = train_tokens[0, jnp.zeros_like(batch['label'])]
-    return model.init({'params': rng, 'dropout': rng}, images(batch), tokens, train=False)
+    return model.init({'params': rng, 'dropout': rng}, s.images(batch), tokens, train=False)
 
   def loss(variables, batch, rng):
     k_template, k_view, k_drop = jax.random.split(rng, 3)
     labels = batch['label']
     template = jax.random.randint(k_template, labels.shape, 0, len(train_templates))
     tokens = train_tokens[template, labels]
-    x = images(batch)
+    x = s.images(batch)
     if s.augment:
       x = s.views(k_view, x)
     state = [k for k in variables if k != 'params']
@@ -401,13 +409,13 @@ def make(config) -> Task:
   def evaluate(variables, batch):
     def zeroshot(m, x):
       return zeroshot_logits(m.encode_image(x), class_embeddings(m), m.log_scale())
-    logits_BK = model.apply(variables, images(batch), method=zeroshot)
+    logits_BK = model.apply(variables, s.images(batch), method=zeroshot)
     labels = batch['label']
     return {'zeroshot_accuracy': (logits_BK.argmax(axis=1) == labels).astype(jnp.float32),
             'zeroshot_loss': optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels)}
 
   def features(variables, batch):
-    return model.apply(variables, images(batch), train=False, method='image_representation')
+    return model.apply(variables, s.images(batch), train=False, method='image_representation')
 
   return Task(init=init, loss=loss, evaluate=evaluate, example_batch=s.example_batch,
               preprocess=s.preprocess(), features=features)

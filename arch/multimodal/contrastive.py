@@ -130,7 +130,10 @@ class ImageSetup:
     self.axis_name = PMAP_AXIS if config.get('parallelism') == 'pmap' else None
 
   def images(self, batch):
-    return scale_images(batch['image'], self.input_size)
+    x = scale_images(batch['image'], self.input_size)
+    if x.shape[-1] == 1 and self.channels != 1:  # grey images for an RGB network
+      x = jnp.repeat(x, self.channels, axis=-1)
+    return x
 
   def views(self, rng, x_BHWC):
     return augment.views(rng, x_BHWC, **self.augment)

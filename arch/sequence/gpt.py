@@ -39,7 +39,7 @@ class Model(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens_BT, *, train: bool = False, decode: bool = False):
+  def __call__(self, tokens_BT, *, train: bool = False, decode: bool = False, context=None):
     if self.positions not in ('learned', 'rope'):
       raise ValueError(f"positions must be 'learned' or 'rope', got {self.positions!r}")
     b, t = tokens_BT.shape
@@ -54,15 +54,7 @@ class Model(nn.Module):
                                        param_dtype=self.param_dtype, name='wpe')(pos_BT)
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD.astype(self.dtype), deterministic=not train)
     for i in range(self.num_layers):
-      x_BTD = Block(self.num_heads, self.mlp_dim or 4 * self.embed_dim,
-                    num_kv_heads=self.num_kv_heads, pre_norm=True, norm_eps=self.norm_eps,
-                    activation='gelu_tanh', rope=self.positions == 'rope',
-                    dropout_rate=self.dropout_rate,
-                    attention_dropout_rate=self.dropout_rate, init_stddev=0.02,
-                    out_init_stddev=0.02 / np.sqrt(2 * self.num_layers), dtype=self.dtype,
-                    param_dtype=self.param_dtype, name=f'h{i}')(
-                        x_BTD, causal=True, positions_BT=pos_BT,
-                        deterministic=not train, decode=decode)
+      x_BTD = self.layer(i, x_BTD, pos_BT, train=train, decode=decode, context=context)
     x_BTD = norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='ln_f')(x_BTD)
     if self.tie_embeddings:
@@ -73,6 +65,21 @@ class Model(nn.Module):
                             kernel_init=nn.with_logical_partitioning(
                                 nn.initializers.normal(0.02), ('embed', 'vocab')))(x_BTD)
     return logits_BTV.astype(jnp.float32)
+
+  def layer(self, i: int, x_BTD, pos_BT, *, train: bool, decode: bool, context=None):
+    """Block h{i}. A subclass interleaves layers of its own by overriding this (Flamingo's
+    gated cross-attention, arch/multimodal/flamingo.py), reading `context`: whatever the
+    caller passed to `__call__`, handed through unchanged (GPT itself takes none)."""
+    if context is not None:
+      raise ValueError('GPT takes no context; a subclass that reads one overrides layer()')
+    return Block(self.num_heads, self.mlp_dim or 4 * self.embed_dim,
+                 num_kv_heads=self.num_kv_heads, pre_norm=True, norm_eps=self.norm_eps,
+                 activation='gelu_tanh', rope=self.positions == 'rope',
+                 dropout_rate=self.dropout_rate, attention_dropout_rate=self.dropout_rate,
+                 init_stddev=0.02, out_init_stddev=0.02 / np.sqrt(2 * self.num_layers),
+                 dtype=self.dtype, param_dtype=self.param_dtype, name=f'h{i}')(
+                     x_BTD, causal=True, positions_BT=pos_BT, deterministic=not train,
+                     decode=decode)
 
 
 # Hugging Face's gpt2, gpt2-medium, gpt2-large, gpt2-xl (GPT2LMHeadModel, tied head).
