@@ -57,7 +57,9 @@ class Task(NamedTuple):
   # prompt is about, e.g. the image Flamingo answers a question on.
   prompt_examples: bool = False
   # features(variables, batch) -> (B, F) float: the representation that evaluators named
-  # in `config.evaluators` (linear probe, k-NN; train/evaluators.py) read, frozen.
+  # in `config.evaluators` (linear probe, k-NN; train/evaluators.py) read, frozen; or a
+  # dict {'features': (B, F), 'logits': (B, K)} from a classifier (the Fréchet distance's
+  # feature space and class predictions).
   features: Optional[Callable[..., Any]] = None
   # update(state, batch, rng, ...): a custom step replacing one gradient step.
   update: Optional[Callable[..., Any]] = None

@@ -15,6 +15,18 @@ first when they hold no checkpoint; point at existing ones with
 `--config.frozen.vision.workdir=runs/clip_digits --config.frozen.lm.workdir=runs/gpt_pydoc`.
 
 Arguments: `tiny` (tests: tiny frozen runs).
+
+Measured on the 2-core CPU (2026-11, 1 device, jit) shared with other jobs (load average
+about 6), from a fresh workdir with the frozen runs pointed at the documented
+clip_digits run (zero-shot 0.9833) and gpt_pydoc run (validation 1.381 nats/byte): 600
+steps of batch 32 in 14.7 min wall; test `accuracy` 0.9771 over the four questions
+(digit 0.9694, larger-than-four 0.9806, parity 0.9889, plus-one 0.9694; 0.9458 at step
+200, 0.9660 at step 400). At initialisation (gates 0, i.e. the frozen LM alone) it is
+0.0 with 23-26 nats per answer: the LM has never seen this format. 1,807,816 trained
+parameters (resampler 99k, four gated blocks 1.71M); frozen: LM 3,258,880, CLIP 330,369.
+The sampler's greedy answers for the first test images are right ('Q: What digit is this?
+A: one', '... four', '... zero', '... eight'); rephrased questions it never saw ('Q: Which
+digit is shown? A:') mostly get the right digit too.
 """
 
 from train import config_lib

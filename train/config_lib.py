@@ -174,6 +174,11 @@ def base() -> ml_collections.ConfigDict:
   c.probe = ml_collections.ConfigDict(dict(
       train_split='train', max_train_examples=0, label_key='label', l2=1e-4,
       probe_steps=300, knn_k=20, knn_temperature=0.07))
+  # The 'fd' evaluator (generative tasks): Fréchet distance between `num_samples` samples
+  # (0 = as many as the eval split has) and the eval split in the feature space of the
+  # `classifier` run, trained on first use in `workdir` ('' = DATA_DIR/fd_classifiers/<name>).
+  c.fd = ml_collections.ConfigDict(dict(
+      classifier='configs/lenet_digits.py', workdir='', num_samples=0, steps=0))
 
   c.data = ml_collections.ConfigDict(dict(
       name='', train_split='train', eval_split='test', data_dir='', shuffle=True,

@@ -12,6 +12,7 @@ donated. Two ways to run it over devices, with the same numbers:
 Ordering matters in a few places; the comments say why.
 """
 
+import functools
 import os
 import signal
 import sys
@@ -133,14 +134,20 @@ def frozen_workdir(config, name, workdir):
 
 def restore_frozen(config, name, workdir):
   """The variables {'params': ..., other collections} of frozen run NAME, on the host."""
-  sub, sub_dir = config.frozen[name].config, frozen_workdir(config, name, workdir)
+  return restore_run(config.frozen[name].config, frozen_workdir(config, name, workdir),
+                     f'frozen {name!r}', config.frozen[name].get('spec') or 'its config')
+
+
+def restore_run(sub, sub_dir, label, spec):
+  """The latest variables of the run of config `sub` in `sub_dir` (EMA params where it
+  kept them), on the host; trains it there first when it holds no checkpoint."""
   ckpt = ckpt_lib.Checkpointer(sub_dir, async_save=False)
   try:
     step = ckpt.latest_step()
     if step is None:
       ckpt.close()
-      print(f'frozen {name!r}: no checkpoint in {sub_dir}; training '
-            f'{config.frozen[name].get("spec") or "its config"} there first', file=sys.stderr)
+      print(f'{label}: no checkpoint in {sub_dir}; training {spec} there first',
+            file=sys.stderr)
       train_and_evaluate(sub, sub_dir)
       ckpt = ckpt_lib.Checkpointer(sub_dir, async_save=False)
       step = ckpt.latest_step()
@@ -152,7 +159,7 @@ def restore_frozen(config, name, workdir):
   finally:
     ckpt.close()
   params = state.ema_params if state.ema_params is not None else state.params
-  print(f'frozen {name!r}: restored step {step} of {sub_dir}', file=sys.stderr)
+  print(f'{label}: restored step {step} of {sub_dir}', file=sys.stderr)
   return {'params': params, **state.extra}
 
 
@@ -259,8 +266,10 @@ def make_features_step(task, use_ema, label_key):
   def step(state, batch):
     params = state.ema_params if use_ema else state.params
     valid = batch.pop(data_lib.VALID)
-    feats = task.features({'params': params, **state.extra}, batch).astype(jnp.float32)
-    return feats, batch[label_key], valid
+    feats = task.features({'params': params, **state.extra}, batch)
+    if isinstance(feats, dict):
+      feats = feats['features']
+    return feats.astype(jnp.float32), batch[label_key], valid
 
   return step
 
@@ -273,6 +282,13 @@ class _Runner:
 
   def to_host_state(self, state):
     return state
+
+  def variables(self, state, mesh, use_ema):
+    """{'params': ..., other collections} of `state` for a jit over `mesh` (the sampler)."""
+    state = self.to_host_state(state)
+    if not isinstance(self, JitRunner):  # host copies, replicated over the mesh
+      state = jax.device_put(state, mesh_lib.replicated(mesh))
+    return {'params': state.ema_params if use_ema else state.params, **state.extra}
 
   def from_restored(self, state):
     return state
@@ -548,6 +564,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
       labels.append(y[valid > 0])
     return np.concatenate(feats), np.concatenate(labels)
 
+  sample_fns = {}
+
+  def generate(n, **options):
+    """n samples {'images': (n, ...), ...} (host numpy) from the current (EMA) params,
+    sample i drawn with row id i and the config's seed, as `train.sample` draws them."""
+    from train import sample as sample_lib
+    key = tuple(sorted(options.items()))
+    if key not in sample_fns:
+      sample_fns[key] = jax.jit(functools.partial(task.sample, **options))
+    variables = runner.variables(state, mesh, bool(config.get('ema_decay')))
+    return sample_lib.run_batch(task, sample_fns[key], variables, task.prompt_batch(None, n),
+                                list(range(n)), mesh, mesh_lib.rules(config), config.seed)
+
   def run_eval(step):
     result = {}
     if task.evaluate is not None and runner._eval is not None:
@@ -564,7 +593,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       else:
         result = {k: float(v) / float(count) for k, v in sums.items()}
     if evaluator_names:
-      result.update(evaluators.evaluate(config, evaluator_names, embed_split))
+      result.update(evaluators.evaluate(config, evaluator_names, embed_split, generate))
     if result:
       writer.write(step, 'eval', result)
     return result

@@ -1,15 +1,21 @@
 """`python -m train.sample --config C --workdir W [--prompt TEXT ...] [--num_samples N]
-[--seed S] [--temperature T] [--top_k K] [--top_p P] [--beam_size B] [--max_new_tokens N]`
+[--seed S] [--temperature T] [--top_k K] [--top_p P] [--beam_size B] [--max_new_tokens N]
+[--steps K]`
 
 The one sampler driver. It restores the run's latest checkpoint (EMA params when the run
 kept them), asks the config's task for the batch to condition on (`Task.prompt_batch`:
-an LM's prompt, a translation's source sentence) and runs the task's pure `sample` under
-jit over the run's mesh with the sample batch sharded along the data axes. Randomness is
-per sample index, so the same seed gives the same samples on 1 or 8 devices.
+an LM's prompt, a translation's source sentence, a class label, or nothing) and runs the
+task's pure `sample` under jit over the run's mesh with the sample batch sharded along
+the data axes. Randomness is per sample index, so the same seed gives the same samples on
+1 or 8 devices.
 
-Text goes to stdout and to WORKDIR/samples/step<STEP>_seed<SEED>.txt. Flags default to
-the config's `sample` fields. Each --prompt gets --num_samples samples (without --prompt
-an LM samples from <s>). Bad input prints one `error:` line and exits with status 2.
+Text (tasks with a tokenizer: `config.data.tokenizer` or `config.sample.tokenizer`) goes
+to stdout and to WORKDIR/samples/step<STEP>_seed<SEED>.txt; each --prompt gets
+--num_samples samples (without --prompt an LM samples from <s>). Images go to
+WORKDIR/samples/step<STEP>_seed<SEED>.png as one grid, and every output array to
+step<STEP>_seed<SEED>.npz (--steps: the sampler's steps for
+families that take them, e.g. diffusion). Flags default to the config's `sample` fields.
+Bad input prints one `error:` line and exits with status 2.
 """
 
 import argparse
@@ -37,6 +43,7 @@ def parse(argv):
   p.add_argument('--top_p', type=float, help='1 = off')
   p.add_argument('--beam_size', type=int, help='> 1: beam search')
   p.add_argument('--max_new_tokens', type=int)
+  p.add_argument('--steps', type=int, help='sampler steps (diffusion, ...); 0 = the task\'s')
   p.add_argument('--step', type=int, help='checkpoint step (default: latest)')
   args = p.parse_args(rest)
   config = config_lib.load(args.config)
@@ -44,9 +51,9 @@ def parse(argv):
     config_lib.override(config, key, value)
   opts = {k: getattr(args, k) if getattr(args, k) is not None else config.sample[k]
           for k in ('num_samples', 'seed', 'temperature', 'top_k', 'top_p', 'beam_size',
-                    'max_new_tokens')}
+                    'max_new_tokens', 'steps')}
   prompts = args.prompt if args.prompt is not None else (
-      [config.sample.prompt] if config.sample.prompt else [''])
+      [config.sample.prompt] if config.sample.prompt else None)
   return config, os.path.abspath(args.workdir), prompts, args.step, opts
 
 
@@ -64,6 +71,8 @@ def _check(opts):
     raise UserError(f'--top_p must be in (0, 1], got {opts["top_p"]}')
   if opts['beam_size'] < 1:
     raise UserError(f'--beam_size must be >= 1, got {opts["beam_size"]}')
+  if opts['steps'] < 0:
+    raise UserError(f'--steps must be >= 0, got {opts["steps"]}')
 
 
 def restore_variables(config, workdir, step=None):
@@ -97,25 +106,56 @@ def restore_variables(config, workdir, step=None):
   return {'params': params, **state.extra}, step, mesh, mesh_lib.rules(config), task
 
 
-def sample(config, workdir, prompts, opts, step=None):
-  """Runs the sampler; returns (step, [(prompt, completion_text, about), ...],
-  continuation): `about` names the eval example a sample conditions on (or None);
-  continuation is True when the task continues its prompt (a 'prompt' batch) rather than
-  mapping it to an output (e.g. a translation's 'source')."""
+def text_kind(config) -> str:
+  """The tokenizer the sampler decodes with ('' for tasks that do not make text)."""
+  return config.sample.get('tokenizer') or config.data.get('tokenizer') or ''
+
+
+def run_batch(task, fn, variables, batch, rows, mesh, rules, seed):
+  """fn(variables, batch, key(seed), row_ids=rows) over the mesh, the host batch padded
+  to a multiple of the data-parallel devices with copies of its last row and sharded;
+  returns the outputs of the real rows, gathered on every host (numpy)."""
   import flax.linen as nn
   import jax
   from jax.experimental import multihost_utils
   from arch.task import ConfigError
   from train import mesh as mesh_lib
+  from train.errors import UserError
+  shards = mesh_lib.batch_sharding(mesh)
+  par = int(np.prod([mesh.shape[a] for a in mesh.axis_names if a in ('data', 'fsdp')]))
+  n = len(rows)
+  total = -(-n // par) * par
+  batch = {k: np.concatenate([v, np.repeat(v[-1:], total - n, 0)]) for k, v in batch.items()}
+  batch = {k: jax.make_array_from_callback(v.shape, shards, lambda idx, v=v: v[idx])
+           for k, v in batch.items()}
+  row_np = np.asarray(list(rows) + [rows[-1]] * (total - n), np.int32)
+  row_ids = jax.make_array_from_callback((total,), shards, lambda idx: row_np[idx])
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      out = fn(variables, batch, jax.random.key(seed), row_ids=row_ids)
+  except (ConfigError, ValueError) as e:  # e.g. prompt + new tokens longer than the model's
+    raise UserError(str(e).splitlines()[0]) from None
+  return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))[:n]
+          for k, v in out.items()}
+
+
+def sample(config, workdir, prompts, opts, step=None):
+  """Runs the text sampler; returns (step, [(prompt, completion_text, about), ...],
+  continuation): `about` names the eval example a sample conditions on (or None);
+  continuation is True when the task continues its prompt (a 'prompt' batch) rather than
+  mapping it to an output (e.g. a translation's 'source')."""
+  import jax
+  from arch.task import ConfigError
   from train import text
   from train.errors import UserError
   _check(opts)
-  kind = config.sample.get('tokenizer') or config.data.get('tokenizer')
+  kind = text_kind(config)
   if not kind:
     raise UserError('this sampler decodes text: config.data.tokenizer (or '
                     'config.sample.tokenizer) is not set')
   variables, step, mesh, rules, task = restore_variables(config, workdir, step)
   tok = text.tokenizer(config, workdir, train_if_missing=False, kind=kind)
+  prompts = [''] if prompts is None else prompts
   n = opts['num_samples']
   rows = [p for p in prompts for _ in range(n)]
   ids = [tok.encode(p) for p in rows]
@@ -130,8 +170,6 @@ def sample(config, workdir, prompts, opts, step=None):
   fn = jax.jit(functools.partial(
       task.sample, max_new_tokens=opts['max_new_tokens'], temperature=opts['temperature'],
       top_k=opts['top_k'], top_p=opts['top_p'], beam_size=opts['beam_size']))
-  shards = mesh_lib.batch_sharding(mesh)
-  par = int(np.prod([mesh.shape[a] for a in mesh.axis_names if a in ('data', 'fsdp')]))
   tokens, continuation = [None] * len(rows), False
   # One batch per prompt length (a causal LM's prompts in a batch share their length);
   # row ids stay global, so a sample does not depend on which batch it ran in.
@@ -144,29 +182,62 @@ def sample(config, workdir, prompts, opts, step=None):
     except (ConfigError, ValueError) as e:
       raise UserError(str(e)) from None
     continuation = 'prompt' in batch
-    # Pad to a multiple of the data-parallel devices with copies of the last row.
-    total = -(-len(group) // par) * par
-    batch = {k: np.concatenate([v, np.repeat(v[-1:], total - len(group), 0)])
-             for k, v in batch.items()}
-    batch = {k: jax.make_array_from_callback(v.shape, shards, lambda idx, v=v: v[idx])
-             for k, v in batch.items()}
-    row_np = np.asarray(group + [group[-1]] * (total - len(group)), np.int32)
-    row_ids = jax.make_array_from_callback((total,), shards, lambda idx: row_np[idx])
-    try:
-      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        out = fn(variables, batch, jax.random.key(opts['seed']), row_ids=row_ids)
-    except (ConfigError, ValueError) as e:  # e.g. prompt + new tokens longer than the model's
-      raise UserError(str(e).splitlines()[0]) from None
-    got = np.asarray(multihost_utils.process_allgather(out['tokens'], tiled=True))
+    got = run_batch(task, fn, variables, batch, group, mesh, rules, opts['seed'])['tokens']
     for r, t in zip(group, got):
       tokens[r] = t
   results = [(p, tok.decode(_until_eos(t)), a) for p, t, a in zip(rows, tokens, about)]
   return step, results, continuation
 
 
+def sample_arrays(config, workdir, opts, step=None):
+  """Runs the sampler of a task that makes no text; returns (step, outputs): {'images':
+  (N, H, W, C) uint8, ...} for N = --num_samples, sample i drawn with row id i."""
+  import jax
+  from arch.task import ConfigError
+  from train.errors import UserError
+  _check(opts)
+  variables, step, mesh, rules, task = restore_variables(config, workdir, step)
+  n = opts['num_samples']
+  try:
+    batch = task.prompt_batch(None, n)
+  except (ConfigError, ValueError) as e:
+    raise UserError(str(e)) from None
+  kwargs = {'temperature': opts['temperature']}
+  if opts['steps']:
+    kwargs['steps'] = opts['steps']
+  fn = jax.jit(functools.partial(task.sample, **kwargs))
+  return step, run_batch(task, fn, variables, batch, list(range(n)), mesh, rules,
+                         opts['seed'])
+
+
+def image_grid(images_NHWC, scale: int = 0, pad: int = 1):
+  """uint8 images (N, H, W, C) -> one (rows*H', cols*W', C) uint8 grid, near-square,
+  each image upscaled by an integer factor (default: to about 64 pixels) and separated
+  by `pad` pixels of mid grey."""
+  n, h, w, c = images_NHWC.shape
+  scale = scale or max(1, 64 // max(h, w))
+  x = np.repeat(np.repeat(images_NHWC, scale, axis=1), scale, axis=2)
+  h, w = h * scale, w * scale
+  cols = int(np.ceil(np.sqrt(n)))
+  rows = -(-n // cols)
+  grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 128, np.uint8)
+  for i in range(n):
+    r, q = divmod(i, cols)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + q * (w + pad):pad + q * (w + pad) + w] = x[i]
+  return grid
+
+
+def write_png(path, image_HWC):
+  from PIL import Image
+  image = image_HWC[..., 0] if image_HWC.shape[-1] == 1 else image_HWC
+  Image.fromarray(np.ascontiguousarray(image)).save(path)
+
+
 def eval_examples(config, task, n: int) -> dict:
   """The first `n` examples of the eval split, preprocessed, stacked: {feature: (n, ...)}."""
   from train import data as data_lib
+  from train.errors import UserError
   src = data_lib.records(config, config.data.eval_split)
   if n > len(src):
     raise UserError(f'--num_samples {n} exceeds the {len(src)} examples of the '
@@ -195,20 +266,37 @@ def main(argv=None):
   from train.errors import UserError
   try:
     config, workdir, prompts, step, opts = parse(sys.argv[1:] if argv is None else argv)
-    step, results, continuation = sample(config, workdir, prompts, opts, step)
+    if text_kind(config):
+      step, results, continuation = sample(config, workdir, prompts, opts, step)
+    else:
+      if prompts is not None:
+        raise UserError(f'task {config.task!r} makes no text and takes no --prompt')
+      step, outputs = sample_arrays(config, workdir, opts, step)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   import jax
-  out = render(results, continuation)
-  if jax.process_index() == 0:
-    d = os.path.join(workdir, 'samples')
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, f'step{step}_seed{opts["seed"]}.txt')
-    with open(path, 'w') as f:
+  if jax.process_index() != 0:
+    return 0
+  d = os.path.join(workdir, 'samples')
+  os.makedirs(d, exist_ok=True)
+  stem = os.path.join(d, f'step{step}_seed{opts["seed"]}')
+  if text_kind(config):
+    out = render(results, continuation)
+    with open(stem + '.txt', 'w') as f:
       f.write(out)
     print(out)
-    print(f'wrote {path}', file=sys.stderr)
+    print(f'wrote {stem}.txt', file=sys.stderr)
+    return 0
+  if 'images' not in outputs:
+    print(f'error: the task\'s sample made {", ".join(outputs)}; this driver writes '
+          f'images', file=sys.stderr)
+    return 2
+  images = outputs['images']
+  write_png(stem + '.png', image_grid(images))
+  np.savez(stem + '.npz', **outputs)  # the raw samples, for metrics and comparisons
+  print(f'wrote {stem}.png and .npz: {len(images)} samples of '
+        f'{"x".join(map(str, images.shape[1:]))}')
   return 0
 
 

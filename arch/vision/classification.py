@@ -30,11 +30,13 @@ def make(config) -> Task:
   shift = int(kw.get('shift', 0))
   host_size = int(kw.get('host_size', 0))
   aux_weight = float(kw.get('aux_weight', 0.3))
+  backbone = None
   if 'num_classes' in arch.model_fields(config.model_name):
     if config.model.get('num_classes', num_classes) != num_classes:
       raise ConfigError(f'config.model.num_classes={config.model.num_classes} but '
                         f'config.task_kwargs.num_classes={num_classes}; make them agree')
     model = arch.model_from_config(config, num_classes=num_classes)
+    backbone = arch.model_from_config(config, num_classes=0)  # the same net, no head
   else:
     model = arch.model_from_config(config)
 
@@ -72,13 +74,25 @@ def make(config) -> Task:
     return {'loss': optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']),
             'accuracy': (logits.argmax(-1) == batch['label']).astype(jnp.float32)}
 
+  def features(variables, batch):
+    """{'features': the representation the head reads (B, F), 'logits': (B, K)}, for the
+    evaluators (probes; the Fréchet distance of generative runs, train/evaluators.py)."""
+    x = images(batch)
+    rep = backbone.apply(variables, x, train=False)
+    if rep.ndim != 2 or not rep.shape[-1]:
+      raise ValueError(f'{config.model_name} with num_classes=0 gives {rep.shape}, not a '
+                       f'representation (B, F): it has no features for the evaluators')
+    return {'features': rep.astype(jnp.float32),
+            'logits': model.apply(variables, x, train=False).astype(jnp.float32)}
+
   example_batch = lambda batch_size: labelled_images(batch_size, input_size, channels)
 
   def preprocess(example):
     return {**example, 'image': center_crop_resize(example['image'], host_size)}
 
   return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch,
-              preprocess=preprocess if host_size else None)
+              preprocess=preprocess if host_size else None,
+              features=features if backbone is not None else None)
 
 
 def labelled_images(batch_size: int, input_size, channels: int) -> dict:

@@ -81,7 +81,7 @@ class SparseConv(nn.Module):
 
 class Model(nn.Module):
   """LeNet-5. Takes (B, H, W, C) images with H, W >= 32 (32 is the paper's size)."""
-  num_classes: int = 10
+  num_classes: int = 10  # 0: return F6's output (the representation)
   c5: int = 120
   f6: int = 84
   head: str = 'rbf'  # the paper's Euclidean RBF output, or 'dense' (softmax layer)
@@ -108,6 +108,8 @@ class Model(nn.Module):
     x = scaled_tanh(nn.Dense(self.f6, name='F6', **dt,
                              kernel_init=_init(('embed', 'mlp')),
                              bias_init=_init(('mlp',), nn.initializers.zeros))(x))
+    if not self.num_classes:  # the representation (F6's output)
+      return x
     if self.head == 'dense':
       return nn.Dense(self.num_classes, name='head', **dt,
                       kernel_init=_init(('mlp', 'classes')),

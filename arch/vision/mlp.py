@@ -11,7 +11,7 @@ Dtype = str | jnp.dtype
 class Model(nn.Module):
   """Flatten, `len(hidden)` Dense+ReLU layers, then a Dense head."""
   hidden: Sequence[int] = (256, 256)
-  num_classes: int = 10
+  num_classes: int = 10  # 0: return the last hidden layer (the representation)
   dropout: float = 0.0
   dtype: Dtype = 'float32'       # compute dtype
   param_dtype: Dtype = 'float32'
@@ -26,6 +26,8 @@ class Model(nn.Module):
                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('mlp',)))(x)
       x = nn.relu(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    if not self.num_classes:  # the representation (the last hidden layer)
+      return x
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name='head',
                     kernel_init=nn.with_logical_partitioning(
                         nn.initializers.zeros, ('mlp', 'classes')),
