@@ -1,0 +1,1 @@
+"""Generative models: autoencoders, GANs, diffusion, flows, energy-based and autoregressive models."""

@@ -1,0 +1,66 @@
+"""The one sampler over the generative families: every image family's tiny config trains a
+step, then `python -m train.sample` writes the same samples on 1 and on 8 devices (a PNG
+grid and the raw npz); the 'fd' evaluator runs inside the loop."""
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import load_config, read_metrics, run_cli
+
+FAMILIES = ['flow_digits.py:tiny', 'flow_digits.py:tiny,model=glow']
+
+
+def _train(spec, workdir, data_dir, **overrides):
+  from train import loop
+  config = load_config(spec, data__data_dir=data_dir, total_steps=1, eval_every=1,
+                       log_every=1, ckpt_every=1, **overrides)
+  return loop.train_and_evaluate(config, str(workdir))
+
+
+@pytest.mark.parametrize('spec', FAMILIES)
+def test_samples_are_the_same_on_one_and_eight_devices(spec, tmp_path, data_dir):
+  _train(spec, tmp_path, data_dir, evaluators='()')
+  arrays = []
+  for devices in (1, 8):
+    proc = run_cli(['--config', f'configs/{spec}', '--workdir', tmp_path, '--num_samples',
+                    '10', '--seed', '3', '--config.evaluators=()'], data_dir, devices=devices,
+                   module='train.sample')
+    assert proc.returncode == 0, proc.stderr
+    stem = tmp_path / 'samples' / 'step1_seed3'
+    assert os.path.getsize(f'{stem}.png') > 0
+    arrays.append(np.load(f'{stem}.npz')['images'])
+  one, eight = arrays
+  assert one.shape[0] == 10 and one.dtype == np.uint8 and one.ndim == 4
+  np.testing.assert_array_equal(one, eight)
+  assert len({x.tobytes() for x in one}) > 1  # rows differ: per-row randomness
+
+
+def test_image_sampler_refuses_a_prompt(tmp_path, data_dir):
+  _train('flow_digits.py:tiny', tmp_path, data_dir, evaluators='()')
+  proc = run_cli(['--config', 'configs/flow_digits.py:tiny', '--workdir', tmp_path,
+                  '--prompt', 'a seven'], data_dir, module='train.sample')
+  assert proc.returncode == 2 and 'takes no --prompt' in proc.stderr
+
+
+def test_fd_is_reported_by_the_loop(tmp_path, data_dir):
+  clf = load_config('lenet_digits.py', data__data_dir=data_dir, total_steps=200,
+                    eval_every=200, log_every=200, ckpt_every=200)
+  from train import loop
+  loop.train_and_evaluate(clf, str(tmp_path / 'clf'))
+  result = _train('flow_digits.py:tiny', tmp_path / 'run', data_dir,
+                  evaluators="('fd',)", fd__workdir=tmp_path / 'clf', fd__num_samples=64)
+  assert {'fd', 'fd_floor', 'class_coverage', 'bits_per_dim'} <= set(result)
+  assert result['fd'] > result['fd_floor'] > 0 and 0 <= result['class_coverage'] <= 1
+  assert read_metrics(tmp_path / 'run', 'eval')[1]['fd'] == pytest.approx(result['fd'])
+
+
+def test_image_grid_places_every_sample():
+  from train import sample
+  images = np.arange(5 * 2 * 3 * 1, dtype=np.uint8).reshape(5, 2, 3, 1)
+  grid = sample.image_grid(images, scale=2, pad=1)
+  assert grid.shape == (2 * (4 + 1) + 1, 3 * (6 + 1) + 1, 1)  # 3 columns, 2 rows
+  np.testing.assert_array_equal(grid[1:5, 1:7, 0], np.kron(images[0, ..., 0], np.ones((2, 2))))
+  np.testing.assert_array_equal(grid[6:10, 8:14, 0], np.kron(images[4, ..., 0], np.ones((2, 2))))
+  assert (grid[6:10, 15:21] == 128).all()  # the sixth cell is empty
