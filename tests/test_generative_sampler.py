@@ -9,7 +9,9 @@ import pytest
 
 from conftest import load_config, read_metrics, run_cli
 
-FAMILIES = ['flow_digits.py:tiny', 'flow_digits.py:tiny,model=glow']
+FAMILIES = ['flow_digits.py:tiny', 'flow_digits.py:tiny,model=glow',
+            'pixelcnn_digits.py:tiny,conditional', 'nade_digits.py:tiny',
+            'nade_digits.py:tiny,model=fvsbn']
 
 
 def _train(spec, workdir, data_dir, **overrides):
