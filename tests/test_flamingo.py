@@ -132,12 +132,12 @@ def test_frozen_networks_get_no_gradient_and_stay_in_their_collections(tmp_path,
   config = _tiny(tmp_path, data_dir)
   task = loop.load_task(config)
   batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in task.example_batch(4).items()}
-  variables = task.init(jax.random.key(0), batch)
+  variables = jax.jit(task.init)(jax.random.key(0), batch)
   assert set(variables) == {'params', 'lm', 'vision'}
   assert set(variables['params']) == {'lm', 'resampler'}
   assert all(k.startswith('xattn') for k in variables['params']['lm'])
-  grads = jax.grad(lambda p: task.loss({**variables, 'params': p}, batch,
-                                       jax.random.key(1))[0])(variables['params'])
+  grads = jax.jit(jax.grad(lambda p: task.loss({**variables, 'params': p}, batch,
+                                               jax.random.key(1))[0]))(variables['params'])
   # Only the gates see a gradient at a closed-gate start (tanh'(0) = 1).
   gate_grads = [g for path, g in jax.tree_util.tree_leaves_with_path(nn.meta.unbox(grads))
                 if _is_gate(path)]
