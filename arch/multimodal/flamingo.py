@@ -44,7 +44,7 @@ Dimension key: B batch, T text length, M media per example, F frames per medium,
 P visual tokens per frame, R latents per medium, N = M * R, D width, V vocabulary.
 """
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -282,20 +282,21 @@ def make(config) -> Task:
     trained, lm_params = split_params(params)
     return {'params': trained, 'lm': {'params': lm_params}, 'vision': vision}
 
-  def answer_nll(variables, batch, question_B, train=False, rng=None):
+  def answer_nll(variables, batch, feats, question_B, train=False, rng=None):
     """Per-token answer NLL (B, L-1), argmax hits (B, L-1) and the answer mask."""
     labels = batch['label']
     tokens = table[question_B, labels]
     weights = answer_mask[question_B, labels]
-    logits = model.apply(full(variables), tokens[:, :-1], media(variables, batch),
-                         train=train, rngs={'dropout': rng} if rng is not None else None)
+    logits = model.apply(full(variables), tokens[:, :-1], feats, train=train,
+                         rngs={'dropout': rng} if rng is not None else None)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
     return nll, (logits.argmax(-1) == tokens[:, 1:]), weights
 
   def loss(variables, batch, rng):
     k_q, k_drop = jax.random.split(rng)
     question_B = jax.random.randint(k_q, batch['label'].shape, 0, len(QUESTIONS))
-    nll, hit, w = answer_nll(variables, batch, question_B, True, k_drop)
+    nll, hit, w = answer_nll(variables, batch, media(variables, batch), question_B, True,
+                             k_drop)
     value = (nll * w).sum() / jnp.maximum(w.sum(), 1.0)
     exact = jnp.all(hit | (w == 0), axis=-1).mean()
     frozen = {k: v for k, v in variables.items() if k != 'params'}  # unchanged
@@ -303,8 +304,9 @@ def make(config) -> Task:
 
   def evaluate(variables, batch):
     out, total = {}, 0.0
+    feats = media(variables, batch)  # the frozen tower once for every question
     for q, kind in enumerate(kinds):
-      nll, hit, w = answer_nll(variables, batch, jnp.full_like(batch['label'], q))
+      nll, hit, w = answer_nll(variables, batch, feats, jnp.full_like(batch['label'], q))
       exact = jnp.all(hit | (w == 0), axis=-1).astype(jnp.float32)
       out[f'accuracy_{kind}'] = exact
       out[f'answer_nll_{kind}'] = (nll * w).sum(-1)
