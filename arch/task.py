@@ -9,6 +9,9 @@ arrays whose leading axis is the (local or global) batch.
 
 from typing import Any, Callable, NamedTuple, Optional
 
+import jax
+import numpy as np
+
 Variables = Any  # {'params': ..., 'batch_stats': ..., ...}
 
 # The axis name the loop's pmap uses for the device axis. Models that reduce over the batch
@@ -50,7 +53,8 @@ class Task(NamedTuple):
   # prompt_batch(prompts, num_samples) -> the host batch `sample` conditions on, one row
   # per sample, from one list of token ids per sample (an LM's prompt, a translation's
   # source sentence). Families that take no text get prompts=None and return
-  # `num_samples` rows (class labels for a class-conditional model; else any placeholder).
+  # `num_samples` rows: class labels for a class-conditional model, `unconditional_rows`
+  # for an unconditional one (the sampler pads and shards the batch by its rows).
   prompt_batch: Optional[Callable[..., dict]] = None
   # True: the sampler also passes prompt_batch `examples=`, a dict of host arrays with
   # one eval-split example per sample row (the split's first rows, preprocessed): what a
@@ -63,3 +67,16 @@ class Task(NamedTuple):
   features: Optional[Callable[..., Any]] = None
   # update(state, batch, rng, ...): a custom step replacing one gradient step.
   update: Optional[Callable[..., Any]] = None
+
+
+def row_keys(rng, row_ids_B):
+  """One PRNG key per sample row, from its row id alone: fold_in(rng, row_id) (B,)."""
+  return jax.vmap(lambda r: jax.random.fold_in(rng, r))(row_ids_B)
+
+
+def unconditional_rows(prompts, num_samples: int) -> dict:
+  """`prompt_batch` of a family that conditions on nothing: {'row': (num_samples,) zeros},
+  one row per sample; a text prompt is a ConfigError."""
+  if prompts is not None and any(len(p) for p in prompts):
+    raise ConfigError('this model conditions on nothing and takes no prompt')
+  return {'row': np.zeros((num_samples,), np.int32)}

@@ -285,9 +285,7 @@ class _Runner:
 
   def variables(self, state, mesh, use_ema):
     """{'params': ..., other collections} of `state` for a jit over `mesh` (the sampler)."""
-    state = self.to_host_state(state)
-    if not isinstance(self, JitRunner):  # host copies, replicated over the mesh
-      state = jax.device_put(state, mesh_lib.replicated(mesh))
+    del mesh  # the jit runner's state is already laid out over it
     return {'params': state.ema_params if use_ema else state.params, **state.extra}
 
   def from_restored(self, state):
@@ -423,6 +421,11 @@ class PmapRunner(_Runner):
 
   def to_host_state(self, state):
     return jax.device_get(jax.tree.map(lambda x: x[0], state))
+
+  def variables(self, state, mesh, use_ema):
+    # One replica's copy, replicated over the mesh the sampler's jit runs on.
+    return super().variables(jax.device_put(self.to_host_state(state),
+                                            mesh_lib.replicated(mesh)), mesh, use_ema)
 
   def from_restored(self, state):
     return self.replicate(jax.device_get(state))
@@ -574,7 +577,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if key not in sample_fns:
       sample_fns[key] = jax.jit(functools.partial(task.sample, **options))
     variables = runner.variables(state, mesh, bool(config.get('ema_decay')))
-    return sample_lib.run_batch(task, sample_fns[key], variables, task.prompt_batch(None, n),
+    return sample_lib.run_batch(sample_fns[key], variables, task.prompt_batch(None, n),
                                 list(range(n)), mesh, mesh_lib.rules(config), config.seed)
 
   def run_eval(step):

@@ -111,7 +111,7 @@ def text_kind(config) -> str:
   return config.sample.get('tokenizer') or config.data.get('tokenizer') or ''
 
 
-def run_batch(task, fn, variables, batch, rows, mesh, rules, seed):
+def run_batch(fn, variables, batch, rows, mesh, rules, seed):
   """fn(variables, batch, key(seed), row_ids=rows) over the mesh, the host batch padded
   to a multiple of the data-parallel devices with copies of its last row and sharded;
   returns the outputs of the real rows, gathered on every host (numpy)."""
@@ -182,7 +182,7 @@ def sample(config, workdir, prompts, opts, step=None):
     except (ConfigError, ValueError) as e:
       raise UserError(str(e)) from None
     continuation = 'prompt' in batch
-    got = run_batch(task, fn, variables, batch, group, mesh, rules, opts['seed'])['tokens']
+    got = run_batch(fn, variables, batch, group, mesh, rules, opts['seed'])['tokens']
     for r, t in zip(group, got):
       tokens[r] = t
   results = [(p, tok.decode(_until_eos(t)), a) for p, t, a in zip(rows, tokens, about)]
@@ -206,7 +206,7 @@ def sample_arrays(config, workdir, opts, step=None):
   if opts['steps']:
     kwargs['steps'] = opts['steps']
   fn = jax.jit(functools.partial(task.sample, **kwargs))
-  return step, run_batch(task, fn, variables, batch, list(range(n)), mesh, rules,
+  return step, run_batch(fn, variables, batch, list(range(n)), mesh, rules,
                          opts['seed'])
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 import arch
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, row_keys, unconditional_rows
 
 Dtype = Any
 THRESHOLD = 127  # binarization: pixel > THRESHOLD -> 1
@@ -146,18 +146,12 @@ def make(config) -> Task:
   def example_batch(batch_size):
     return {'image': jax.ShapeDtypeStruct((batch_size, h, w, channels), jnp.uint8)}
 
-  def prompt_batch(prompts, num_samples):
-    """Unconditional: `num_samples` placeholder rows."""
-    if prompts is not None and any(len(p) for p in prompts):
-      raise ConfigError('this image model takes no prompt')
-    return {'row': np.zeros((num_samples,), np.int32)}
-
   def sample(variables, batch, rng, *, row_ids, temperature: float = 1.0, **unused):
     """Ancestral sampling, pixel by pixel: {'images': (B, H, W, C) uint8 in {0, 255}}.
     Pixel d of row r draws with fold_in(fold_in(rng, row_ids[r]), d); `temperature`
     divides the logits (0: the more likely value)."""
     del batch, unused
-    keys_B = jax.vmap(lambda r: jax.random.fold_in(rng, r))(row_ids)
+    keys_B = row_keys(rng, row_ids)
 
     def body(i, x_BD):
       logit_B = model.apply(variables, x_BD)[:, i]
@@ -172,7 +166,7 @@ def make(config) -> Task:
     return {'images': (x_BD * 255).astype(jnp.uint8).reshape(-1, h, w, channels)}
 
   return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch,
-              sample=sample, prompt_batch=prompt_batch)
+              sample=sample, prompt_batch=unconditional_rows)
 
 
 TINY = dict(hidden=8)  # NADE's test size

@@ -61,7 +61,7 @@ import numpy as np
 
 import arch
 from arch.layers.conv import channel_init, kernel_init
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, row_keys, unconditional_rows
 from arch.vision.classification import labelled_images
 
 
@@ -551,18 +551,14 @@ def make(config) -> Task:
 
   def sample(variables, batch, rng, *, row_ids, temperature=1.0, **unused):
     del batch, unused  # one unconditional sample per row; text options do not apply
-    z = jax.vmap(lambda r: jax.random.normal(jax.random.fold_in(rng, r), shape))(row_ids)
+    z = jax.vmap(lambda k: jax.random.normal(k, shape))(row_keys(rng, row_ids))
     x = model.apply(variables, z * temperature, method='inverse')
     y = from_flow_space(x, transform, alpha)
     return {'images': from_bins(jnp.floor(y * num_bins), num_bins)}
 
-  def prompt_batch(prompts, num_samples):
-    del prompts  # unconditional
-    return {'row': np.zeros((num_samples,), np.int32)}
-
   return Task(init=init, loss=loss, evaluate=evaluate,
               example_batch=lambda n: labelled_images(n, input_size, channels),
-              sample=sample, prompt_batch=prompt_batch)
+              sample=sample, prompt_batch=unconditional_rows)
 
 
 # Tiny sizes for tests, still multi-scale.

@@ -17,6 +17,8 @@ Dimension key: B batch, K beams, V vocabulary, N new tokens.
 import jax
 import jax.numpy as jnp
 
+from arch.task import row_keys
+
 NEG_INF = -1e9
 
 
@@ -53,7 +55,7 @@ def generate(step_fn, cache, first_logits_BV, rng, max_new_tokens: int, *, eos_i
   """
   b = first_logits_BV.shape[0]
   row_ids_B = jnp.arange(b) if row_ids_B is None else row_ids_B
-  row_keys_B = jax.vmap(lambda r: jax.random.fold_in(rng, r))(row_ids_B)
+  row_keys_B = row_keys(rng, row_ids_B)
 
   def cond(carry):
     i, _, _, done_B, _ = carry
