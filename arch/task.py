@@ -65,8 +65,15 @@ class Task(NamedTuple):
   # dict {'features': (B, F), 'logits': (B, K)} from a classifier (the Fréchet distance's
   # feature space and class predictions).
   features: Optional[Callable[..., Any]] = None
-  # update(state, batch, rng, ...): a custom step replacing one gradient step.
-  update: Optional[Callable[..., Any]] = None
+  # phases: ((group, loss), ...): the custom update of a model with several networks and
+  # one optimizer each (a GAN's discriminator and generator). `params` is then a dict keyed
+  # by group; each training step runs the phases in order, phase i taking the gradient of
+  # its loss(variables, batch, rng) -> (scalar, (metrics, updated non-param variables)),
+  # shaped like `loss`, with respect to params[group] alone, and applying that group's
+  # optimizer (`config.optimizers[group]` overrides the config's optimizer fields). A phase
+  # sees the params and non-param variables the phases before it produced; a group may
+  # appear more than once (k discriminator steps per generator step). `loss` is unused.
+  phases: tuple = ()
 
 
 def row_keys(rng, row_ids_B):

@@ -76,8 +76,7 @@ def bench_training(config, steps):
   from train import metrics as metrics_lib
   mesh = mesh_lib.make_mesh(config)
   task = loop.load_task(config)
-  schedule = loop.make_schedule(config)
-  runner = loop.JitRunner(config, task, loop.make_optimizer(config, schedule), schedule, mesh)
+  runner = loop.JitRunner(config, task, *loop.make_tx(config, task), mesh)
   state = runner.init(jax.random.key(0))
   spec = task.example_batch(config.batch_size)
   vocab = int(config.model.get('vocab_size', 256))

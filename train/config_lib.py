@@ -162,6 +162,9 @@ def base() -> ml_collections.ConfigDict:
   c.grad_clip_norm = 0.0          # 0: off
   c.weight_decay = 0.0            # L2 term added to gradients before the optimizer (for
                                   # sgd etc.; adamw has its own optax.weight_decay)
+  # Tasks with several networks and optimizers (Task.phases, e.g. a GAN): per parameter
+  # group, overrides of the fields above, e.g. optimizers.generator = dict(lr=2e-4).
+  c.optimizers = ml_collections.ConfigDict()
   c.grad_accum_steps = 1
   c.ema_decay = 0.0               # 0: off; else eval uses the EMA params
   # Other runs whose trained variables the task reads but never trains (a distillation

@@ -102,6 +102,50 @@ def make_optimizer(config, schedule):
   return tx
 
 
+# Optimizer fields a group of `config.optimizers` may override (Task.phases).
+_GROUP_FIELDS = ('optax_name', 'optax', 'lr', 'schedule', 'warmup_steps', 'decay_steps',
+                 'lr_min_ratio', 'grad_clip_norm', 'weight_decay')
+
+
+def make_tx(config, task):
+  """(tx, schedule): the optimizer and its learning-rate schedule. For a task with
+  `phases`, dicts of them keyed by parameter group: the config's optimizer fields, with
+  `config.optimizers[group]` overriding any of them for that group."""
+  if not task.phases:
+    schedule = make_schedule(config)
+    return make_optimizer(config, schedule), schedule
+  groups = list(dict.fromkeys(group for group, _ in task.phases))
+  overrides = dict(config.get('optimizers') or {})
+  unknown = sorted(set(overrides) - set(groups))
+  if unknown:
+    raise UserError(f'config.optimizers names {", ".join(unknown)}, not a parameter group of '
+                    f'this task; groups: {", ".join(groups)}')
+  if int(config.get('grad_accum_steps', 1)) != 1:
+    raise UserError('grad_accum_steps is not supported for tasks with several optimizers')
+  tx, schedules = {}, {}
+  for group in groups:
+    sub = config.copy_and_resolve_references()
+    for key, value in dict(overrides.get(group) or {}).items():
+      if key not in _GROUP_FIELDS:
+        raise UserError(f'config.optimizers.{group}.{key} is not an optimizer field'
+                        f'{close_matches(key, _GROUP_FIELDS)}; valid: {", ".join(_GROUP_FIELDS)}')
+      with sub.unlocked():
+        sub[key] = value
+    schedules[group] = make_schedule(sub)
+    tx[group] = make_optimizer(sub, schedules[group])
+  return tx, schedules
+
+
+def init_opt_state(tx, params):
+  if isinstance(tx, dict):
+    missing = [g for g in tx if not (isinstance(params, dict) and g in params)]
+    if missing:
+      raise UserError(f'the task updates parameter groups {", ".join(missing)} but its '
+                      f'params have: {", ".join(params) if isinstance(params, dict) else "no groups"}')
+    return {group: t.init(params[group]) for group, t in tx.items()}
+  return tx.init(params)
+
+
 # ----------------------------------------------------------------------- frozen models
 #
 # `config.frozen.NAME = dict(spec='configs/X.py[:args]', workdir='')` names another run of
@@ -152,9 +196,8 @@ def restore_run(sub, sub_dir, label, spec):
       ckpt = ckpt_lib.Checkpointer(sub_dir, async_save=False)
       step = ckpt.latest_step()
     task = load_task(sub)
-    schedule = make_schedule(sub)
     abstract = nn.meta.unbox(jax.eval_shape(
-        make_init_fn(sub, task, make_optimizer(sub, schedule)), jax.random.key(0)))
+        make_init_fn(sub, task, make_tx(sub, task)[0]), jax.random.key(0)))
     state, _ = ckpt.restore(step, abstract)
   finally:
     ckpt.close()
@@ -176,13 +219,72 @@ def make_init_fn(config, task, tx):
     params = variables.pop('params')
     ema = params if config.get('ema_decay', 0.0) else None
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
-                      opt_state=tx.init(params), ema_params=ema,
+                      opt_state=init_opt_state(tx, params), ema_params=ema,
                       rng=jax.random.key_data(train_rng))
   return init
 
 
+def _finish_step(state, new, metrics, loss, grad_norm, learning_rate, ema_decay):
+  """EMA, the non-finite guard and the step's standard metrics, for both kinds of step."""
+  if new.ema_params is not None:
+    new = new.replace(ema_params=jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
+                                              new.ema_params, new.params))
+  new = new.replace(step=state.step + 1)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  # A non-finite step changes nothing: the state stays the last good one, and the host
+  # stops the run when it sees `finite == 0` (checked before every save).
+  new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+  metrics = {**metrics, 'loss': loss, 'grad_norm': grad_norm,
+             'learning_rate': learning_rate, 'finite': finite.astype(jnp.float32)}
+  return new, metrics
+
+
+def _step_rng(state, axis_name):
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  if axis_name is not None:  # different dropout masks per replica
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+  return rng
+
+
+def make_phased_step(config, task, tx, schedule, axis_name=None):
+  """The step of a task with `phases`: each phase a gradient step of one parameter group
+  with its own optimizer, in order (Task.phases). Metrics: each phase's own, its loss and
+  grad norm under 'GROUP/'; 'loss' and 'grad_norm' over all phases (the non-finite guard)."""
+  ema_decay = float(config.get('ema_decay', 0.0))
+
+  def step(state, batch):
+    rng = _step_rng(state, axis_name)
+    params, extra, opt_state = dict(state.params), state.extra, dict(state.opt_state)
+    metrics, losses, grads_all = {}, [], []
+    for i, (group, phase_loss) in enumerate(task.phases):
+
+      def loss_fn(group_params, extra, params=params, group=group, phase_loss=phase_loss):
+        return phase_loss({'params': {**params, group: group_params}, **extra}, batch,
+                          jax.random.fold_in(rng, i))
+
+      (loss, (m, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params[group], extra)
+      if axis_name is not None:
+        grads, loss, m, extra = jax.lax.pmean((grads, loss, m, extra), axis_name)
+      updates, opt_state[group] = tx[group].update(grads, opt_state[group], params[group])
+      params[group] = optax.apply_updates(params[group], updates)
+      metrics.update({f'{group}/{k}': v for k, v in m.items()})
+      metrics[f'{group}/loss'] = loss
+      metrics[f'{group}/grad_norm'] = optax.tree.norm(grads)
+      metrics[f'{group}/learning_rate'] = schedule[group](state.step)
+      losses.append(loss)
+      grads_all.append(grads)
+    new = state.replace(params=params, extra=extra, opt_state=opt_state)
+    first = task.phases[0][0]
+    return _finish_step(state, new, metrics, sum(losses), optax.tree.norm(grads_all),
+                        schedule[first](state.step), ema_decay)
+
+  return step
+
+
 def make_train_step(config, task, tx, schedule, axis_name=None):
   """The pure step. With `axis_name` (pmap) it averages over that axis explicitly."""
+  if task.phases:
+    return make_phased_step(config, task, tx, schedule, axis_name)
   accum = int(config.get('grad_accum_steps', 1))
   ema_decay = float(config.get('ema_decay', 0.0))
 
@@ -193,10 +295,7 @@ def make_train_step(config, task, tx, schedule, axis_name=None):
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def step(state, batch):
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    if axis_name is not None:  # different dropout masks per replica
-      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-
+    rng = _step_rng(state, axis_name)
     if accum == 1:
       (loss, (metrics, extra)), grads = grad_fn(state.params, state.extra, batch, rng)
     else:
@@ -218,21 +317,11 @@ def make_train_step(config, task, tx, schedule, axis_name=None):
     if axis_name is not None:
       grads, loss, metrics, extra = jax.lax.pmean((grads, loss, metrics, extra), axis_name)
 
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if ema is not None:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
-    new = state.replace(step=state.step + 1, params=params, extra=extra, opt_state=opt_state,
-                        ema_params=ema)
-    # A non-finite step changes nothing: the state stays the last good one, and the host
-    # stops the run when it sees `finite == 0` (checked before every save).
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-    metrics = {**metrics, 'loss': loss, 'grad_norm': grad_norm,
-               'learning_rate': schedule(state.step), 'finite': finite.astype(jnp.float32)}
-    return new, metrics
+    new = state.replace(params=params, extra=extra, opt_state=opt_state)
+    return _finish_step(state, new, metrics, loss, optax.tree.norm(grads),
+                        schedule(state.step), ema_decay)
 
   return step
 
@@ -486,8 +575,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = mesh_lib.make_mesh(config)
   mesh_lib.check_batch(config, mesh)
   task = load_task(config)
-  schedule = make_schedule(config)
-  tx = make_optimizer(config, schedule)
+  tx, schedule = make_tx(config, task)
   pidx, pcount = jax.process_index(), jax.process_count()
 
   mode = config.parallelism

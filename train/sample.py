@@ -89,8 +89,7 @@ def restore_variables(config, workdir, step=None):
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise UserError(f'no checkpoints in {workdir}; train it first with '
                     f'`python -m train --config ... --workdir {workdir}`')
-  schedule = loop.make_schedule(config)
-  runner = loop.JitRunner(config, task, loop.make_optimizer(config, schedule), schedule, mesh)
+  runner = loop.JitRunner(config, task, *loop.make_tx(config, task), mesh)
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
