@@ -66,3 +66,27 @@ def test_image_grid_places_every_sample():
   np.testing.assert_array_equal(grid[1:5, 1:7, 0], np.kron(images[0, ..., 0], np.ones((2, 2))))
   np.testing.assert_array_equal(grid[6:10, 8:14, 0], np.kron(images[4, ..., 0], np.ones((2, 2))))
   assert (grid[6:10, 15:21] == 128).all()  # the sixth cell is empty
+
+
+def test_video_and_audio_outputs(tmp_path):
+  import wave
+  from PIL import Image
+  from train import sample
+  rng = np.random.default_rng(0)
+  videos = rng.integers(0, 256, (3, 4, 5, 6, 1), dtype=np.uint8)
+  print(sample.write_outputs(str(tmp_path / 'v'), {'videos': videos}))
+  gif = Image.open(tmp_path / 'v.gif')
+  assert gif.n_frames == 4
+  grids = sample.video_grids(videos)
+  for t in range(4):
+    gif.seek(t)
+    np.testing.assert_array_equal(np.asarray(gif.convert('L')), grids[t][..., 0])
+  strip = np.asarray(Image.open(tmp_path / 'v.png'))
+  assert strip.shape[1] > strip.shape[0]  # frames side by side
+  np.testing.assert_array_equal(np.load(tmp_path / 'v.npz')['videos'], videos)
+  audio = np.sin(np.arange(400) / 5.0).astype(np.float32)[None].repeat(2, 0)
+  sample.write_outputs(str(tmp_path / 'a'), {'audio': audio, 'sample_rate': np.full(2, 4000)})
+  with wave.open(str(tmp_path / 'a_1.wav')) as f:
+    assert (f.getframerate(), f.getnchannels(), f.getsampwidth()) == (4000, 1, 2)
+    pcm = np.frombuffer(f.readframes(f.getnframes()), '<i2')
+  np.testing.assert_array_equal(pcm, np.round(audio[1] * 32767).astype(np.int16))

@@ -12,9 +12,10 @@ the data axes. Randomness is per sample index, so the same seed gives the same s
 Text (tasks with a tokenizer: `config.data.tokenizer` or `config.sample.tokenizer`) goes
 to stdout and to WORKDIR/samples/step<STEP>_seed<SEED>.txt; each --prompt gets
 --num_samples samples (without --prompt an LM samples from <s>). Images go to
-WORKDIR/samples/step<STEP>_seed<SEED>.png as one grid, and every output array to
-step<STEP>_seed<SEED>.npz (--steps: the sampler's steps for
-families that take them, e.g. diffusion). Flags default to the config's `sample` fields.
+WORKDIR/samples/step<STEP>_seed<SEED>.png as one grid; videos to .gif (an animated grid)
+and .png (each clip's frames in a row); audio to _<i>.wav files, one per clip; every output
+array to step<STEP>_seed<SEED>.npz (--steps: the sampler's steps for families that take
+them, e.g. diffusion, Langevin). Flags default to the config's `sample` fields.
 Bad input prints one `error:` line and exits with status 2.
 """
 
@@ -233,6 +234,65 @@ def write_png(path, image_HWC):
   Image.fromarray(np.ascontiguousarray(image)).save(path)
 
 
+def video_grids(videos_NTHWC, scale: int = 0):
+  """uint8 clips (N, T, H, W, C) -> (T, rows*H', cols*W', C): frame t of every clip in one
+  `image_grid`, clip i in the same cell of every frame."""
+  return np.stack([image_grid(videos_NTHWC[:, t], scale) for t in range(videos_NTHWC.shape[1])])
+
+
+def write_gif(path, frames_THWC, fps: float = 4.0):
+  """An endlessly looping GIF of uint8 frames."""
+  from PIL import Image
+  frames = [Image.fromarray(np.ascontiguousarray(f[..., 0] if f.shape[-1] == 1 else f))
+            for f in frames_THWC]
+  frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps),
+                 loop=0)
+
+
+def write_wav(path, audio_L, sample_rate: int):
+  """Mono 16-bit PCM from int16 samples or floats in [-1, 1] (stdlib `wave`)."""
+  import wave
+  pcm = np.asarray(audio_L)
+  if pcm.dtype != np.int16:
+    pcm = np.round(np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16)
+  with wave.open(path, 'wb') as f:
+    f.setnchannels(1)
+    f.setsampwidth(2)
+    f.setframerate(int(sample_rate))
+    f.writeframes(pcm.astype('<i2').tobytes())
+
+
+def write_outputs(stem, outputs) -> str:
+  """Writes a task's samples next to `stem` (plus the raw arrays as .npz); returns a
+  one-line summary. 'images' (N, H, W, C) uint8 -> stem.png, a grid; 'videos'
+  (N, T, H, W, C) uint8 -> stem.gif (the clips as one animated grid) and stem.png (each
+  clip's frames in a row); 'audio' (N, L) with 'sample_rate' (N,) -> stem_<i>.wav."""
+  from train.errors import UserError
+  if 'images' in outputs:
+    images = outputs['images']
+    write_png(stem + '.png', image_grid(images))
+    what = f'{stem}.png: {len(images)} samples of {"x".join(map(str, images.shape[1:]))}'
+  elif 'videos' in outputs:
+    videos = outputs['videos']
+    write_gif(stem + '.gif', video_grids(videos))
+    n, t = videos.shape[:2]
+    strips = np.concatenate([videos[:, i] for i in range(t)], axis=2)  # (N, H, T*W, C)
+    write_png(stem + '.png', image_grid(strips, scale=max(1, 32 // videos.shape[2])))
+    what = (f'{stem}.gif and .png: {n} clips of {t} frames of '
+            f'{"x".join(map(str, videos.shape[2:]))}')
+  elif 'audio' in outputs:
+    audio, rates = outputs['audio'], np.broadcast_to(outputs['sample_rate'], len(outputs['audio']))
+    for i, (a, r) in enumerate(zip(audio, rates)):
+      write_wav(f'{stem}_{i}.wav', a, int(r))
+    what = (f'{stem}_0..{len(audio) - 1}.wav: {len(audio)} clips of {audio.shape[1]} samples '
+            f'at {int(rates[0])} Hz')
+  else:
+    raise UserError(f'the task\'s sample made {", ".join(outputs)}; this driver writes '
+                    f'images, videos or audio')
+  np.savez(stem + '.npz', **outputs)  # the raw samples, for metrics and comparisons
+  return f'wrote {what} (raw arrays in .npz)'
+
+
 def eval_examples(config, task, n: int) -> dict:
   """The first `n` examples of the eval split, preprocessed, stacked: {feature: (n, ...)}."""
   from train import data as data_lib
@@ -287,15 +347,11 @@ def main(argv=None):
     print(out)
     print(f'wrote {stem}.txt', file=sys.stderr)
     return 0
-  if 'images' not in outputs:
-    print(f'error: the task\'s sample made {", ".join(outputs)}; this driver writes '
-          f'images', file=sys.stderr)
+  try:
+    print(write_outputs(stem, outputs))
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
     return 2
-  images = outputs['images']
-  write_png(stem + '.png', image_grid(images))
-  np.savez(stem + '.npz', **outputs)  # the raw samples, for metrics and comparisons
-  print(f'wrote {stem}.png and .npz: {len(images)} samples of '
-        f'{"x".join(map(str, images.shape[1:]))}')
   return 0
 
 

@@ -1,0 +1,236 @@
+"""Energy-based models of images, p(x) proportional to exp(-E(x)), trained by contrastive
+divergence with Langevin MCMC and persistent chains (Hinton 2002; Tieleman 2008; the
+recipe of Du & Mordatch 2019, "Implicit generation and generalization in energy-based
+models", and Grathwohl et al. 2020, JEM) or by noise-contrastive estimation (Gutmann &
+Hyvärinen 2010).
+
+The energy network (`Model`): 3x3 convolutions with SiLU (smooth, so Langevin's input
+gradients are smooth), strided to halve the resolution per width after the first, a sum
+over positions and a linear map to one energy per image.
+
+Langevin dynamics: x <- clip(x - step_size * dE/dx + noise * N(0, I), -1, 1) for
+`langevin_steps` steps. With noise = sqrt(2 step_size) this is the unadjusted Langevin
+algorithm at temperature 1; the papers decouple the two (a large step, small noise), and so
+do the defaults here (JEM's step 1 and noise 0.01).
+
+Contrastive divergence (`method='cd'`): loss = mean E(x_data) - mean E(x_model)
++ energy_reg * (mean E(x_data)^2 + mean E(x_model)^2), the model's samples x_model
+treated as constants. They come from persistent chains: a buffer of `buffer_size` images
+(the non-param collection 'chains', so it is loop state: checkpointed, restored, and seen
+by the sampler). Each step continues the next B chains of the buffer (a cursor sweeps it),
+each restarted from uniform noise with probability `reinit`, and writes them back. Under
+parallelism='pmap' every replica continues its own slice of those rows and gathers the
+others', so all replicas hold the same buffer.
+
+NCE (`method='nce'`): the model's log-density is -E(x) - log Z with log Z a learned
+scalar; a logistic classifier tells data from `nce_ratio` times as many draws of a noise
+distribution q, with logit log p_model(x) - log(nce_ratio q(x)). q is a full-covariance
+Gaussian fitted to the first training batch the objective sees (shrunk towards the
+identity by `nce_shrinkage` so it is well conditioned; the 'noise' collection, set once).
+
+Samples (`sample`): Langevin from per-row starts, `sample_steps` steps (the sampler's
+--steps): with `sample_init='chains'` (CD's default) row r continues buffer row
+r mod buffer_size, as JEM samples; with 'noise' it starts from uniform noise. Pixels map
+from [-1, 1] back to uint8.
+
+Dimension key: B batch, N buffer rows, H W C image, D = H * W * C.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import arch
+from arch.task import PMAP_AXIS, ConfigError, Task, row_keys, unconditional_rows
+from arch.vision.classification import labelled_images
+
+Dtype = Any
+METHODS = ('cd', 'nce')
+
+
+class Model(nn.Module):
+  """Images (B, H, W, C) in [-1, 1] -> energies (B,)."""
+  features: Sequence[int] = (32, 64, 128)  # the first at full resolution, then stride 2
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    x = x_BHWC.astype(self.dtype)
+    for i, f in enumerate(self.features):
+      x = nn.silu(nn.Conv(f, (3, 3), strides=(1, 1) if i == 0 else (2, 2), dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=f'conv{i}')(x))
+    energy = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype,
+                      name='energy')(x.sum((1, 2)))
+    return energy[:, 0].astype(jnp.float32)
+
+
+def langevin(energy_fn, x_BHWC, keys_B, steps: int, step_size: float, noise: float):
+  """`steps` Langevin steps from x; row b's noise at step k from fold_in(keys_B[b], k)."""
+  grad = jax.grad(lambda x: energy_fn(x).sum())
+
+  def body(k, x):
+    eps = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, k), x.shape[1:]))(
+        keys_B)
+    return jnp.clip(x - step_size * grad(x) + noise * eps, -1.0, 1.0)
+
+  return jax.lax.fori_loop(0, steps, body, x_BHWC)
+
+
+def gaussian_logpdf(x_BD, mean_D, chol_DD):
+  """log N(x; mean, L L^T) per row."""
+  z = jax.scipy.linalg.solve_triangular(chol_DD, (x_BD - mean_D).T, lower=True).T
+  d = x_BD.shape[-1]
+  return (-0.5 * (z ** 2).sum(-1) - jnp.log(jnp.diag(chol_DD)).sum()
+          - 0.5 * d * np.log(2 * np.pi))
+
+
+def to_unit(image_BHWC):
+  return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
+
+
+def to_uint8(x_BHWC):
+  return jnp.clip(jnp.round((x_BHWC + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def make(config) -> Task:
+  """`config.task = 'generative.ebm'`, `config.model_name = 'generative.ebm'` (the energy network);
+  task_kwargs: input_size, channels, method ('cd' | 'nce'), langevin_steps, step_size,
+  noise, energy_reg, buffer_size, reinit, data_noise (Gaussian noise added to data
+  images, as the papers do), nce_ratio, nce_shrinkage, sample_steps, sample_init
+  ('chains' | 'noise'). Train metrics: `loss`, cd: `e_data`, `e_model` (mean energies);
+  nce: `accuracy`. Eval per test image: `energy`, and for nce its log-density bound
+  `nll` (nats, with the learned log Z)."""
+  kw = dict(config.get('task_kwargs', {}))
+  input_size = tuple(kw.get('input_size', (8, 8)))
+  channels = int(kw.get('channels', 1))
+  method = kw.get('method', 'cd')
+  if method not in METHODS:
+    raise ConfigError(f'unknown task_kwargs.method {method!r}; valid: {", ".join(METHODS)}')
+  steps = int(kw.get('langevin_steps', 20))
+  step_size, noise = float(kw.get('step_size', 1.0)), float(kw.get('noise', 0.01))
+  energy_reg = float(kw.get('energy_reg', 1.0))
+  buffer_size = int(kw.get('buffer_size', 2048))
+  reinit = float(kw.get('reinit', 0.05))
+  data_noise = float(kw.get('data_noise', 0.005))
+  nce_ratio = int(kw.get('nce_ratio', 1))
+  shrinkage = float(kw.get('nce_shrinkage', 0.1))
+  sample_steps = int(kw.get('sample_steps', 100))
+  sample_init = kw.get('sample_init', 'chains' if method == 'cd' else 'noise')
+  if sample_init not in ('chains', 'noise') or (sample_init == 'chains' and method != 'cd'):
+    raise ConfigError(f"task_kwargs.sample_init {sample_init!r}: 'noise', or 'chains' "
+                      f"(method='cd' only: NCE keeps no chains)")
+  if method == 'cd' and config.batch_size > buffer_size:
+    raise ConfigError(f'task_kwargs.buffer_size ({buffer_size}) must hold a batch '
+                      f'({config.batch_size})')
+  axis = PMAP_AXIS if config.get('parallelism') == 'pmap' else None
+  net = arch.model_from_config(config)
+  shape = (*input_size, channels)
+  dims = int(np.prod(shape))
+
+  def images(batch):
+    image = batch['image']
+    if image.shape[1:] != shape:
+      raise ValueError(f'images are {image.shape[1:]}; the EBM is configured for {shape} '
+                       f'(task_kwargs input_size, channels)')
+    return to_unit(image)
+
+  def uniform(rng, n):
+    return jax.random.uniform(rng, (n, *shape), minval=-1.0, maxval=1.0)
+
+  def init(rng, batch):
+    variables = dict(net.init(rng, jnp.zeros((1, *shape))))
+    if method == 'cd':
+      variables['chains'] = {'buffer': uniform(jax.random.fold_in(rng, 1), buffer_size),
+                             'cursor': jnp.zeros((), jnp.int32)}
+    else:
+      variables['params'] = {**variables['params'], 'log_z': jnp.zeros(())}
+      variables['noise'] = {'mean': jnp.zeros((dims,)), 'chol': jnp.eye(dims),
+                            'ready': jnp.zeros((), jnp.bool_)}
+    return variables
+
+  def energy(variables, x):
+    params = {k: v for k, v in variables['params'].items() if k != 'log_z'}
+    return net.apply({'params': params}, x)
+
+  def cd_loss(variables, batch, rng):
+    x = images(batch)
+    b = x.shape[0]
+    k_data, k_reinit, k_start, k_chain = jax.random.split(rng, 4)
+    x = jnp.clip(x + data_noise * jax.random.normal(k_data, x.shape), -1.0, 1.0)
+    buffer, cursor = variables['chains']['buffer'], variables['chains']['cursor']
+    replica = jax.lax.axis_index(axis) if axis else 0
+    rows = (cursor + replica * b + jnp.arange(b)) % buffer_size
+    restart = jax.random.uniform(k_reinit, (b,)) < reinit
+    start = jnp.where(restart[:, None, None, None], uniform(k_start, b), buffer[rows])
+    frozen = jax.lax.stop_gradient(variables)
+    neg = langevin(lambda v: energy(frozen, v), start, jax.random.split(k_chain, b), steps,
+                   step_size, noise)
+    neg = jax.lax.stop_gradient(neg)
+    e_data, e_model = energy(variables, x), energy(variables, neg)
+    loss = (e_data.mean() - e_model.mean()
+            + energy_reg * ((e_data ** 2).mean() + (e_model ** 2).mean()))
+    if axis:  # every replica writes all replicas' chains: the buffers stay identical
+      neg = jax.lax.all_gather(neg, axis).reshape(-1, *shape)
+      rows = jax.lax.all_gather(rows, axis).reshape(-1)
+    chains = {'buffer': buffer.at[rows].set(neg),
+              'cursor': (cursor + neg.shape[0]) % buffer_size}
+    return loss, ({'loss': loss, 'e_data': e_data.mean(), 'e_model': e_model.mean()},
+                  {'chains': chains})
+
+  def fit_noise(variables, x_BD):
+    """The noise collection, fitted to x the first time (then left as it is)."""
+    mean = x_BD.mean(0)
+    cov = jnp.cov(x_BD, rowvar=False)
+    cov = (1 - shrinkage) * cov + shrinkage * jnp.eye(dims) * jnp.trace(cov) / dims
+    fitted = {'mean': mean, 'chol': jnp.linalg.cholesky(cov), 'ready': jnp.ones((), jnp.bool_)}
+    old = variables['noise']
+    return jax.tree.map(lambda f, o: jnp.where(old['ready'], o, f), fitted, old)
+
+  def log_density(variables, x):
+    return -energy(variables, x) - variables['params']['log_z']
+
+  def nce_loss(variables, batch, rng):
+    x = images(batch)
+    b = x.shape[0]
+    k_data, k_noise = jax.random.split(rng)
+    x = jnp.clip(x + data_noise * jax.random.normal(k_data, x.shape), -1.0, 1.0)
+    q = jax.lax.stop_gradient(fit_noise(variables, x.reshape(b, dims)))
+    eps = jax.random.normal(k_noise, (b * nce_ratio, dims))
+    y_BD = q['mean'] + eps @ q['chol'].T
+    logit = lambda v: (log_density(variables, v.reshape(-1, *shape))
+                       - gaussian_logpdf(v, q['mean'], q['chol']) - np.log(nce_ratio))
+    l_data, l_noise = logit(x.reshape(b, dims)), logit(y_BD)
+    loss = (optax.sigmoid_binary_cross_entropy(l_data, 1.0).mean()
+            + nce_ratio * optax.sigmoid_binary_cross_entropy(l_noise, 0.0).mean())
+    accuracy = ((l_data > 0).mean() + nce_ratio * (l_noise < 0).mean()) / (1 + nce_ratio)
+    return loss, ({'loss': loss, 'accuracy': accuracy}, {'noise': q})
+
+  def evaluate(variables, batch):
+    x = images(batch)
+    out = {'energy': energy(variables, x)}
+    if method == 'nce':
+      out['nll'] = -log_density(variables, x)
+    return out
+
+  def sample(variables, batch, rng, *, row_ids, steps: int = 0, temperature: float = 1.0,
+             **unused):
+    """{'images': (B, H, W, C) uint8}: `steps` (default task_kwargs.sample_steps)
+    Langevin steps per row, its noise scaled by `temperature`."""
+    del batch, unused
+    keys = jax.vmap(jax.random.split)(row_keys(rng, row_ids))  # (B, 2): start, chain
+    if sample_init == 'chains':
+      start = variables['chains']['buffer'][row_ids % buffer_size]
+    else:
+      start = jax.vmap(lambda k: uniform(k, 1)[0])(keys[:, 0])
+    x = langevin(lambda v: energy(variables, v), start, keys[:, 1], steps or sample_steps,
+                 step_size, noise * temperature)
+    return {'images': to_uint8(x)}
+
+  return Task(init=init, loss=cd_loss if method == 'cd' else nce_loss, evaluate=evaluate,
+              example_batch=lambda n: labelled_images(n, input_size, channels),
+              sample=sample, prompt_batch=unconditional_rows)

@@ -1,0 +1,95 @@
+"""Energy-based models: Langevin's stationary law, the persistent chains as loop state
+(jit and pmap), NCE's noise density."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from conftest import load_config, run_cli
+
+from arch.generative import ebm
+
+
+def test_langevin_samples_a_gaussian_energy():
+  # E(x) = |x|^2 / (2 s^2): N(0, s^2 I). The unadjusted algorithm with step a and noise
+  # sqrt(2a) has the stationary variance s^2 / (1 - a / (2 s^2)) per coordinate.
+  s2, a = 0.09, 0.002
+  keys = jax.random.split(jax.random.key(0), 512)
+  x0 = jnp.full((512, 4, 4, 1), 0.9)
+  x = jax.jit(lambda x: ebm.langevin(lambda v: (v ** 2).sum((1, 2, 3)) / (2 * s2), x, keys,
+                                     3000, a, np.sqrt(2 * a)))(x0)
+  want = s2 / (1 - a / (2 * s2))
+  assert abs(float(x.mean())) < 0.01
+  assert float(x.var()) == pytest.approx(want, rel=0.03)
+
+
+def _state(spec, **overrides):
+  import flax.linen as nn
+  from train import loop
+  config = load_config(spec, **overrides)
+  task = loop.load_task(config)
+  tx, schedule = loop.make_tx(config, task)
+  state = jax.jit(lambda r: nn.meta.unbox(loop.make_init_fn(config, task, tx)(r)))(
+      jax.random.key(0))
+  return config, task, state, jax.jit(loop.make_train_step(config, task, tx, schedule))
+
+
+def _batch(n):
+  return {'image': jax.random.randint(jax.random.key(1), (n, 8, 8, 1), 0, 256).astype(jnp.uint8),
+          'label': jnp.zeros((n,), jnp.int32)}
+
+
+def test_persistent_chains_continue_the_next_rows_of_the_buffer():
+  config, task, state, step = _state('ebm_digits.py:tiny')
+  b, n = config.batch_size, config.task_kwargs.buffer_size  # 8 of 16 rows per step
+  buffers = [np.asarray(state.extra['chains']['buffer'])]
+  for _ in range(3):
+    state, _ = step(state, _batch(b))
+    buffers.append(np.asarray(state.extra['chains']['buffer']))
+  assert int(state.extra['chains']['cursor']) == (3 * b) % n
+  for i in range(3):  # step i rewrote rows [i b, (i + 1) b) mod n and no others
+    rows = (np.arange(b) + i * b) % n
+    others = np.setdiff1d(np.arange(n), rows)
+    assert (buffers[i + 1][rows] != buffers[i][rows]).any(axis=(1, 2, 3)).all()
+    np.testing.assert_array_equal(buffers[i + 1][others], buffers[i][others])
+  assert np.abs(buffers[-1]).max() <= 1.0
+
+
+def test_cd_trains_under_pmap(tmp_path, data_dir):
+  from train import checkpoint, loop
+  args = ['--config', 'configs/ebm_digits.py:tiny', '--workdir', tmp_path,
+          '--config.parallelism=pmap', '--config.total_steps=1', '--config.eval_every=1',
+          '--config.ckpt_every=1', '--config.log_every=1', '--config.batch_size=8']
+  proc = run_cli(args, data_dir, devices=2)
+  assert proc.returncode == 0, proc.stderr
+  config, task, abstract, _ = _state('ebm_digits.py:tiny')
+  ckpt = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  state = ckpt.restore(1, abstract)[0]
+  ckpt.close()
+  # Both replicas' chains (rows 0-3 and 4-7) were written back: the saved replica's buffer
+  # differs from the initial one in all 8 rows and in no other.
+  changed = (np.asarray(state.extra['chains']['buffer'])
+             != np.asarray(abstract.extra['chains']['buffer'])).any(axis=(1, 2, 3))
+  np.testing.assert_array_equal(changed, np.arange(16) < 8)
+  assert int(state.extra['chains']['cursor']) == 8
+
+
+def test_nce_noise_density_and_fit():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(5, 5))
+  cov = a @ a.T + np.eye(5)
+  mean = rng.normal(size=5)
+  x = rng.normal(size=(7, 5))
+  got = ebm.gaussian_logpdf(jnp.asarray(x), jnp.asarray(mean), jnp.linalg.cholesky(cov))
+  np.testing.assert_allclose(got, scipy.stats.multivariate_normal(mean, cov).logpdf(x),
+                             rtol=1e-5)
+  config, task, state, step = _state('ebm_digits.py:tiny,method=nce')
+  first, _ = step(state, _batch(8))
+  second, _ = step(first, {**_batch(8), 'image': 255 - _batch(8)['image']})
+  assert bool(first.extra['noise']['ready'])
+  np.testing.assert_array_equal(first.extra['noise']['mean'], second.extra['noise']['mean'])
+  x = _batch(8)['image'].reshape(8, -1) / 127.5 - 1
+  np.testing.assert_allclose(first.extra['noise']['mean'], x.mean(0), atol=0.01)
+  assert 'log_z' in state.params
