@@ -58,7 +58,7 @@ def test_persistent_chains_continue_the_next_rows_of_the_buffer():
 
 
 def test_cd_trains_under_pmap(tmp_path, data_dir):
-  from train import checkpoint, loop
+  from train import checkpoint
   args = ['--config', 'configs/ebm_digits.py:tiny', '--workdir', tmp_path,
           '--config.parallelism=pmap', '--config.total_steps=1', '--config.eval_every=1',
           '--config.ckpt_every=1', '--config.log_every=1', '--config.batch_size=8']
