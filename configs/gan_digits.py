@@ -6,10 +6,19 @@ coverage) and the discriminator's mean output on real and generated images.
   python -m train --config configs/gan_digits.py --workdir runs/gan_digits
   python -m train.sample --config configs/gan_digits.py --workdir runs/gan_digits
 
-The paper's recipe: Adam at 2e-4 with beta1 = 0.5 for both networks, batch 128, N(0, 0.02)
-weights. Networks: 2x2x256 -> 4x4x128 -> 8x8x1 (variant 'digits'). Arguments: `tiny`
-(tests), `variant=digits|lsun64` (lsun64 is the paper's 64x64 architecture: for counting,
-it does not fit 8x8 digits).
+The paper's recipe: Adam at 2e-4 with beta1 = 0.5 for both networks (`config.optimizers`
+sets each), N(0, 0.02) weights; batch 64 here (the paper's 128 doubles the time for no gain
+on 1,437 images), 2,500 steps. Networks (variant 'digits'): 2x2x128 -> 4x4x64 -> 8x8x1
+generator, 1 -> 64 -> 128 -> logit discriminator, 5x5 kernels; 257,985 + 207,233 params.
+Arguments: `tiny` (tests), `variant=digits|lsun64` (the paper's 64x64 networks, 18,855,043
++ 17,232,897 params: for counting, they do not fit 8x8 digits).
+
+Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdir, while four other
+training jobs shared the machine (1-minute load average 10-14): 26.3 min wall, 7.5 min of
+CPU time (user). Test FD / class coverage at steps 500 / 1000 / 1500 / 2000 / 2500:
+11.01 / 8.24 / 7.84 / 7.90 / 6.56 (floor 4.77), coverage 1.0 throughout; the
+discriminator's mean P(real) on test digits 0.44 and on samples 0.23 at the end. The
+samples are clearly digits of every class, a little noisier than the data.
 """
 
 from arch.generative import gan

@@ -30,8 +30,8 @@ identity by `nce_shrinkage` so it is well conditioned; the 'noise' collection, s
 
 Samples (`sample`): Langevin from per-row starts, `sample_steps` steps (the sampler's
 --steps): with `sample_init='chains'` (CD's default) row r continues buffer row
-r mod buffer_size, as JEM samples; with 'noise' it starts from uniform noise. Pixels map
-from [-1, 1] back to uint8.
+r mod buffer_size, as JEM samples; with 'q' (NCE's default) it starts from a draw of the
+noise distribution; with 'noise' from uniform noise. Pixels map from [-1, 1] back to uint8.
 
 Dimension key: B batch, N buffer rows, H W C image, D = H * W * C.
 """
@@ -120,10 +120,12 @@ def make(config) -> Task:
   nce_ratio = int(kw.get('nce_ratio', 1))
   shrinkage = float(kw.get('nce_shrinkage', 0.1))
   sample_steps = int(kw.get('sample_steps', 100))
-  sample_init = kw.get('sample_init', 'chains' if method == 'cd' else 'noise')
-  if sample_init not in ('chains', 'noise') or (sample_init == 'chains' and method != 'cd'):
-    raise ConfigError(f"task_kwargs.sample_init {sample_init!r}: 'noise', or 'chains' "
-                      f"(method='cd' only: NCE keeps no chains)")
+  sample_init = kw.get('sample_init', 'chains' if method == 'cd' else 'q')
+  if sample_init not in ('chains', 'noise', 'q') or (
+      sample_init != 'noise' and sample_init != {'cd': 'chains', 'nce': 'q'}[method]):
+    raise ConfigError(f"task_kwargs.sample_init {sample_init!r}: 'noise', 'chains' "
+                      f"(method='cd': its persistent chains) or 'q' (method='nce': draws of "
+                      f"its noise distribution)")
   if method == 'cd' and config.batch_size > buffer_size:
     raise ConfigError(f'task_kwargs.buffer_size ({buffer_size}) must hold a batch '
                       f'({config.batch_size})')
@@ -225,6 +227,11 @@ def make(config) -> Task:
     keys = jax.vmap(jax.random.split)(row_keys(rng, row_ids))  # (B, 2): start, chain
     if sample_init == 'chains':
       start = variables['chains']['buffer'][row_ids % buffer_size]
+    elif sample_init == 'q':
+      q = variables['noise']
+      start = jax.vmap(lambda k: q['mean'] + q['chol'] @ jax.random.normal(k, (dims,)))(
+          keys[:, 0]).reshape(-1, *shape)
+      start = jnp.clip(start, -1.0, 1.0)
     else:
       start = jax.vmap(lambda k: uniform(k, 1)[0])(keys[:, 0])
     x = langevin(lambda v: energy(variables, v), start, keys[:, 1], steps or sample_steps,
