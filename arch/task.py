@@ -44,7 +44,9 @@ class Task(NamedTuple):
   # preprocess(example) -> example, on the host in the input pipeline (numpy in/out).
   preprocess: Optional[Callable[[dict], dict]] = None
   # sample(variables, batch, rng, *, row_ids, **options) -> {'tokens': (B, N)} for text,
-  # {'images': (B, H, W, C) uint8} for images: generative families, for the sampler
+  # {'images': (B, H, W, C) uint8} for images, {'videos': (B, T, H, W, C) uint8} for
+  # clips, {'audio': (B, N) float in [-1, 1] or int16, 'sample_rate': (B,)} for sound:
+  # generative families, for the sampler
   # driver (`train/sample.py`), which runs it under jit with the batch sharded. Options are
   # static (max_new_tokens, temperature, top_k, top_p, beam_size for text; steps, ... for
   # other families). row_ids (B,) is each row's sample index: a row's randomness comes
