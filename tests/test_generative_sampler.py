@@ -12,7 +12,8 @@ from conftest import load_config, read_metrics, run_cli
 FAMILIES = ['flow_digits.py:tiny', 'flow_digits.py:tiny,model=glow',
             'pixelcnn_digits.py:tiny,conditional', 'nade_digits.py:tiny',
             'nade_digits.py:tiny,model=fvsbn', 'vae_digits.py:tiny', 'vae_digits.py:tiny,model=kl',
-            'gan_digits.py:tiny', 'ebm_digits.py:tiny', 'ebm_digits.py:tiny,method=nce']
+            'gan_digits.py:tiny', 'ebm_digits.py:tiny', 'ebm_digits.py:tiny,method=nce',
+            'score_digits.py:tiny', 'ddpm_digits.py:tiny,conditional', 'dit_digits.py:tiny']
 
 
 def _train(spec, workdir, data_dir, **overrides):

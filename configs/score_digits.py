@@ -1,0 +1,52 @@
+"""A score-based model of the offline 8x8 digits through an SDE (arch/generative/score.py):
+denoising score matching over t in [0, 1] with the diffusion U-Net as the score network
+(arch/generative/diffusion_unet.py, variant 'digits'), sampled by the predictor-corrector
+sampler (reverse-diffusion predictor, one Langevin corrector step per step, snr 0.16).
+
+  python -m train --config configs/score_digits.py --workdir runs/score_digits
+  python -m train.sample --config configs/score_digits.py --workdir runs/score_digits
+
+Default: the VE SDE (NCSN's continuous limit) with sigma_max 10 (above the 9.63 largest
+distance between two digits in [-1, 1]^64, the paper's rule) and sigma_min 0.01; `sde=vp`:
+the VP SDE (beta 0.1 to 20). AdamW 5e-4, batch 64, 2,000 steps, EMA 0.999; samples with 250
+predictor-corrector steps (the 'fd' evaluator's too: `config.fd.steps`). Arguments: `sde`,
+`tiny` (tests).
+"""
+
+from arch.generative import diffusion_unet, score
+from train import config_lib
+from train.errors import UserError
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, sde='ve', tiny=False)
+  if a.sde not in score.SDES:
+    raise UserError(f'unknown sde {a.sde!r}; valid: {", ".join(score.SDES)}')
+  c = config_lib.base()
+  c.task = 'generative.score'
+  c.task_kwargs = dict(input_size=(8, 8), channels=1, sde=a.sde, sigma_min=0.01,
+                       sigma_max=10.0, beta_min=0.1, beta_max=20.0, eps=1e-5)
+  c.data.name = 'digits'
+  c.data.eval_split = 'test'
+  c.model_name = 'generative.diffusion_unet'
+  c.model = dict(diffusion_unet.VARIANTS['tiny' if a.tiny else 'digits'], num_classes=0,
+                 dropout=0.0 if a.tiny else 0.1)
+  c.batch_size = 8 if a.tiny else 64
+  c.total_steps = 2000
+  c.log_every = 100
+  c.eval_every = 2000  # the FD's 250 predictor-corrector steps cost about 500 train steps
+  c.ckpt_every = 1000
+  c.optax_name = 'adamw'
+  c.optax = dict(weight_decay=0.0)
+  c.lr = 5e-4
+  c.schedule = 'constant'
+  c.warmup_steps = 100
+  c.grad_clip_norm = 1.0
+  c.ema_decay = 0.999
+  c.evaluators = () if a.tiny else ('fd',)  # (tests opt in)
+  c.sample.num_samples = 64
+  c.sample.steps = 3 if a.tiny else 250
+  c.sample.snr = 0.16
+  c.sample.corrector_steps = 1
+  c.fd.steps = 3 if a.tiny else 250
+  return c
