@@ -9,7 +9,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from arch.generative import wavenet as wn
 from conftest import load_config as _config

@@ -76,7 +76,6 @@ Dimension key: B batch, H W C image (or latent), T timesteps, S sampler steps, O
 output channels.
 """
 
-import functools
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -85,6 +84,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
+from arch.generative import image_keys, to_uint8, to_unit  # noqa: F401 (re-exported)
 from arch.task import ConfigError, Task, row_keys, unconditional_rows
 from arch.vision.classification import labelled_images
 
@@ -276,23 +276,6 @@ def prior_bits(x0, abar_last):
 
 
 # -------------------------------------------------------------------------- objective
-
-
-def image_keys(image_BHWC, seed: int = 0):
-  """A PRNG key per image from its pixels alone (eval's fixed timestep and noise)."""
-  flat = image_BHWC.reshape(image_BHWC.shape[0], -1).astype(jnp.uint32)
-  weights = jnp.arange(flat.shape[1], dtype=jnp.uint32) * jnp.uint32(2654435761) + 1
-  ids = (flat * weights).sum(-1, dtype=jnp.uint32)
-  return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(ids)
-
-
-def to_unit(image_BHWC):
-  """uint8 pixels -> [-1, 1]."""
-  return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(x_BHWC):
-  return jnp.round((jnp.clip(x_BHWC, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
 
 
 def _options(config):

@@ -36,7 +36,6 @@ E context width, D time-embedding width.
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -45,6 +45,7 @@ import numpy as np
 import optax
 
 import arch
+from arch.generative import to_uint8, to_unit
 from arch.task import PMAP_AXIS, ConfigError, Task, row_keys, unconditional_rows
 from arch.vision.classification import labelled_images
 
@@ -87,14 +88,6 @@ def gaussian_logpdf(x_BD, mean_D, chol_DD):
   d = x_BD.shape[-1]
   return (-0.5 * (z ** 2).sum(-1) - jnp.log(jnp.diag(chol_DD)).sum()
           - 0.5 * d * np.log(2 * np.pi))
-
-
-def to_unit(image_BHWC):
-  return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(x_BHWC):
-  return jnp.clip(jnp.round((x_BHWC + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def make(config) -> Task:

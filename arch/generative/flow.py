@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
+from arch.generative import image_keys
 from arch.layers.conv import channel_init, kernel_init
 from arch.task import ConfigError, Task, row_keys, unconditional_rows
 from arch.vision.classification import labelled_images
@@ -480,14 +481,6 @@ def bits_per_dim(model, variables, image_BHWC, u_BHWC, transform: str, alpha: fl
   d = math.prod(image_BHWC.shape[1:])
   nll = -(std_normal_logpdf(z) + logdet + logdet_pre) + d * math.log(num_bins)
   return nll / (d * math.log(2.0)), updates
-
-
-def image_keys(image_BHWC, seed: int = 0):
-  """A PRNG key per image from its pixels alone (eval's fixed dequantization noise)."""
-  flat = image_BHWC.reshape(image_BHWC.shape[0], -1).astype(jnp.uint32)
-  weights = jnp.arange(flat.shape[1], dtype=jnp.uint32) * jnp.uint32(2654435761) + 1
-  ids = (flat * weights).sum(-1, dtype=jnp.uint32)
-  return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(ids)
 
 
 def make(config) -> Task:

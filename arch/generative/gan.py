@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 import arch
+from arch.generative import to_uint8, to_unit
 from arch.layers.conv import batch_norm
 from arch.task import ConfigError, Task, row_keys, unconditional_rows
 from arch.vision.classification import labelled_images
@@ -136,15 +137,6 @@ class Model(nn.Module):
   def __call__(self, z_BZ, *, train: bool = False):
     """Initialises both networks: D(G(z))."""
     return self.discriminate(self.generate(z_BZ, train=train), train=train)
-
-
-def to_unit(image_BHWC):
-  """uint8 [0, 255] -> float32 [-1, 1]."""
-  return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(x_BHWC):
-  return jnp.clip(jnp.round((x_BHWC + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def make(config) -> Task:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 import arch
-from arch.generative.diffusion import image_keys, to_uint8, to_unit
+from arch.generative import image_keys, to_uint8, to_unit
 from arch.task import ConfigError, Task, row_keys, unconditional_rows
 from arch.vision.classification import labelled_images
 

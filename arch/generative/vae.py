@@ -65,7 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
-from arch.generative.flow import image_keys
+from arch.generative import image_keys
 from arch.layers.conv import channel_init, kernel_init
 from arch.task import ConfigError, Task, row_keys, unconditional_rows
 from arch.vision.classification import labelled_images
