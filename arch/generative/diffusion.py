@@ -385,7 +385,9 @@ def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Calla
       metrics['vlb'] = vlb.mean() * big_t
       value = value + o['vlb_weight'] * big_t * vlb.mean()
     metrics['loss'] = value
-    return value, (metrics, {})
+    # The other collections (a frozen first stage) go back unchanged: the loop's state is
+    # whatever non-param variables the loss returns.
+    return value, (metrics, {k: variables[k] for k in extra_collections})
 
   def evaluate(variables, batch):
     keys = noise_key(batch)
