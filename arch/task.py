@@ -89,3 +89,14 @@ def unconditional_rows(prompts, num_samples: int) -> dict:
   if prompts is not None and any(len(p) for p in prompts):
     raise ConfigError('this model conditions on nothing and takes no prompt')
   return {'row': np.zeros((num_samples,), np.int32)}
+
+
+def class_rows(prompts, num_samples: int, num_classes: int) -> dict:
+  """`prompt_batch` of a family conditioned on a class label: {'label': 0, 1, ...
+  cycling over `num_classes`}; `unconditional_rows` when num_classes is 0. A text prompt
+  is a ConfigError."""
+  if not num_classes:
+    return unconditional_rows(prompts, num_samples)
+  if prompts is not None and any(len(p) for p in prompts):
+    raise ConfigError('this model conditions on class labels and takes no prompt')
+  return {'label': (np.arange(num_samples) % num_classes).astype(np.int32)}

@@ -85,7 +85,7 @@ import numpy as np
 
 import arch
 from arch.generative import image_keys, to_uint8, to_unit  # noqa: F401 (re-exported)
-from arch.task import ConfigError, Task, row_keys, unconditional_rows
+from arch.task import ConfigError, Task, class_rows, row_keys
 from arch.vision.classification import labelled_images
 
 SCHEDULES = ('linear', 'cosine')
@@ -400,12 +400,7 @@ def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Calla
     return {'loss': mse, 'bits_per_dim': bpd}
 
   def prompt_batch(prompts, num_samples):
-    """Class labels 0, 1, ..., cycling, for a class-conditional model."""
-    if not num_classes:
-      return unconditional_rows(prompts, num_samples)
-    if prompts is not None and any(len(p) for p in prompts):
-      raise ConfigError('this image model conditions on class labels and takes no prompt')
-    return {'label': (np.arange(num_samples) % num_classes).astype(np.int32)}
+    return class_rows(prompts, num_samples, num_classes)
 
   def denoise(variables, x_t, t_B, label, batch, guidance):
     """The network's (guided) output at x_t."""

@@ -51,7 +51,7 @@ import numpy as np
 
 import arch
 from arch.layers.conv import channel_init, kernel_init
-from arch.task import ConfigError, Task, row_keys, unconditional_rows
+from arch.task import ConfigError, Task, class_rows, row_keys
 
 Dtype = Any
 LEVELS = 256
@@ -353,12 +353,7 @@ def make(config) -> Task:
     return batch
 
   def prompt_batch(prompts, num_samples):
-    """Class labels 0, 1, ..., cycling, for a class-conditional model."""
-    if not num_classes:
-      return unconditional_rows(prompts, num_samples)
-    if prompts is not None and any(len(p) for p in prompts):
-      raise ConfigError('this image model conditions on class labels and takes no prompt')
-    return {'label': (np.arange(num_samples) % num_classes).astype(np.int32)}
+    return class_rows(prompts, num_samples, num_classes)
 
   def sample(variables, batch, rng, *, row_ids, temperature: float = 1.0, **unused):
     """Pixel by pixel: {'images': (B, H, W, 1) uint8}. Position p of row r draws with

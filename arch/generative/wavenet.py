@@ -65,7 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
-from arch.task import ConfigError, Task, row_keys, unconditional_rows
+from arch.task import ConfigError, Task, class_rows, row_keys
 
 Dtype = Any
 LEVELS = 256
@@ -333,12 +333,7 @@ def make(config) -> Task:
     return batch
 
   def prompt_batch(prompts, num_samples):
-    """Labels 0, 1, ..., cycling, for a conditioned model; else one empty row each."""
-    if not num_classes:
-      return unconditional_rows(prompts, num_samples)
-    if prompts is not None and any(len(p) for p in prompts):
-      raise ConfigError('this audio model conditions on class labels and takes no prompt')
-    return {'label': (np.arange(num_samples) % num_classes).astype(np.int32)}
+    return class_rows(prompts, num_samples, num_classes)
 
   def sample(variables, batch, rng, *, row_ids, temperature: float = 1.0,
              steps: Optional[int] = None, **unused):
