@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from arch.generative import diffusion as d
+from arch.layers.embed import timestep_embedding
 from arch.generative import diffusion_unet as du
 from conftest import load_config as _config
 
@@ -167,7 +168,7 @@ def test_sd15_unet_has_diffusers_parameter_count():
 
 
 def test_timestep_embedding_is_cos_then_sin():
-  emb = du.timestep_embedding(jnp.asarray([0.0, 7.0]), 8)
+  emb = timestep_embedding(jnp.asarray([0.0, 7.0]), 8)
   freqs = 10_000.0 ** (-np.arange(4) / 4)
   np.testing.assert_allclose(emb[1], np.concatenate([np.cos(7 * freqs), np.sin(7 * freqs)]),
                              rtol=1e-5)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from arch.generative import dit
+from arch.layers.embed import timestep_embedding
 
 # diffusers 0.42 DiTTransformer2DModel(num_attention_heads, attention_head_dim=width/heads,
 # in_channels=4, out_channels=8, num_layers, sample_size=32, patch_size, num_embeds_ada_norm=
@@ -161,7 +162,7 @@ def test_timestep_and_label_condition_the_output_and_rows_are_independent():
 
 
 def test_timestep_features_are_cos_then_sin():
-  f = dit.timestep_frequencies(jnp.asarray([0.0, 3.0]), 8)
+  f = timestep_embedding(jnp.asarray([0.0, 3.0]), 8)
   np.testing.assert_allclose(f[0], [1, 1, 1, 1, 0, 0, 0, 0])
   freqs = 10_000.0 ** (-np.arange(4) / 4)
   np.testing.assert_allclose(f[1], np.concatenate([np.cos(3 * freqs), np.sin(3 * freqs)]),

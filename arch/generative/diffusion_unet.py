@@ -37,22 +37,12 @@ from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from arch.layers.attention import Attention
 from arch.layers.conv import channel_init, kernel_init
+from arch.layers.embed import timestep_embedding
 
 Dtype = Any
-
-
-def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0):
-  """Sinusoids of (float) timesteps: (B, dim) = [cos(t f_i), sin(t f_i)], f_i =
-  max_period^(-i / (dim/2)) (diffusers' flip_sin_to_cos=True, freq_shift=0; DiT's too)."""
-  half = dim // 2
-  freqs = jnp.asarray(np.exp(-np.log(max_period) * np.arange(half) / half), jnp.float32)
-  angle_BF = jnp.asarray(t_B, jnp.float32)[:, None] * freqs[None]
-  emb = jnp.concatenate([jnp.cos(angle_BF), jnp.sin(angle_BF)], axis=-1)
-  return jnp.pad(emb, ((0, 0), (0, dim % 2)))
 
 
 def _conv(features, kernel=3, strides=1, zero=False, name=None, dtype=jnp.float32,

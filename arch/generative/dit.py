@@ -61,7 +61,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from arch.layers.attention import Attention
-from arch.layers.embed import Mlp, PatchEmbed, sincos_2d
+from arch.layers.embed import Mlp, PatchEmbed, sincos_2d, timestep_embedding
 
 Dtype = Any
 
@@ -83,15 +83,6 @@ def unpatchify(x_BTK, p: int, h: int, w: int):
   c = k // (p * p)
   x = x_BTK.reshape(b, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
   return x.reshape(b, h, w, c)
-
-
-def timestep_frequencies(t_B, dim: int = 256, max_period: float = 10_000.0):
-  """DiT's (= ADM's) sinusoidal timestep features (B, dim): cos half, then sin half."""
-  half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  angle_BF = jnp.asarray(t_B, jnp.float32)[:, None] * freqs[None]
-  out = jnp.concatenate([jnp.cos(angle_BF), jnp.sin(angle_BF)], axis=-1)
-  return jnp.pad(out, ((0, 0), (0, dim % 2)))
 
 
 def modulate(x_BTD, shift_BD, scale_BD):
@@ -122,7 +113,7 @@ class TimestepEmbed(nn.Module):
   @nn.compact
   def __call__(self, t_B):
     init = nn.initializers.normal(0.02)
-    f_BF = timestep_frequencies(t_B, self.frequency_dim)
+    f_BF = timestep_embedding(t_B, self.frequency_dim)
     h = dense(self.dim, (None, 'embed'), init, 'fc1', self.dtype, self.param_dtype)(f_BF)
     return dense(self.dim, ('embed', 'mlp'), init, 'fc2', self.dtype,
                  self.param_dtype)(nn.silu(h))

@@ -39,6 +39,17 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int,
   return np.concatenate([one(rows, dim // 2), one(cols, dim // 2)], 1).astype(np.float32)
 
 
+
+def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0):
+  """Sinusoids of (float) diffusion timesteps: (B, dim) = [cos(t f_i), sin(t f_i)],
+  f_i = max_period^(-i / (dim/2)) (ADM's, DiT's, diffusers' flip_sin_to_cos=True)."""
+  half = dim // 2
+  freqs = jnp.asarray(np.exp(-np.log(max_period) * np.arange(half) / half), jnp.float32)
+  angle_BF = jnp.asarray(t_B, jnp.float32)[:, None] * freqs[None]
+  emb = jnp.concatenate([jnp.cos(angle_BF), jnp.sin(angle_BF)], axis=-1)
+  return jnp.pad(emb, ((0, 0), (0, dim % 2)))
+
+
 def token_embed(vocab_size: int, dim: int, stddev: float = 0.02, dtype=jnp.float32,
                 param_dtype=jnp.float32, name: Optional[str] = None) -> nn.Embed:
   """nn.Embed with axes ('vocab', 'embed'); `.attend(x)` gives tied output logits."""
