@@ -307,7 +307,8 @@ def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Calla
           extra_collections: tuple = (), clip_x0: Optional[bool] = None) -> Task:
   """The diffusion objective over any x0 space of `shape` (H, W, C):
 
-  to_x0(variables, batch) -> x0 (B, H, W, C) float32; from_x0(variables, x0) -> the
+  to_x0(variables, batch, rng) -> x0 (B, H, W, C) float32 (rng: a key in training, e.g.
+  for a posterior draw; None in eval, which must be a fixed function of the batch); from_x0(variables, x0) -> the
   samples {'images': ...}; noise_key(batch) -> (B,) keys for eval's fixed timestep and
   noise; example_batch(n) -> the batch shapes; init_extra(rng, batch) -> the variable
   collections named `extra_collections`, which are not the network's (e.g. a frozen VAE's
@@ -359,7 +360,7 @@ def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Calla
 
   def terms(variables, batch, t_B, eps, train, rng=None):
     """(L_simple (B,), L_t bits/dim (B,) or None) at timesteps t_B with noise eps."""
-    x0 = to_x0(variables, batch)
+    x0 = to_x0(variables, batch, None if rng is None else jax.random.fold_in(rng, 1))
     idx = t_B[:, None, None, None]
     abar, abar_prev = full.abar[idx], full.abar_prev[idx]
     x_t = q_sample(x0, eps, abar)
@@ -457,8 +458,8 @@ def make(config) -> Task:
   o = _options(config)
   shape = (*o['input_size'], o['channels'])
 
-  def to_x0(variables, batch):
-    del variables
+  def to_x0(variables, batch, rng=None):
+    del variables, rng
     if tuple(batch['image'].shape[1:]) != shape:
       raise ValueError(f'images of shape {tuple(batch["image"].shape[1:])}; the task is built '
                        f'for {shape} (task_kwargs input_size, channels)')

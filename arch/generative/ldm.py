@@ -47,7 +47,6 @@ from arch.task import ConfigError, Task
 from arch.vision.classification import labelled_images
 
 VAE = 'vae'  # the collection the loop restores the frozen autoencoder run into
-POSTERIOR_EPS = '_posterior_eps'  # the training loss's posterior noise, passed in the batch
 POSTERIORS = ('sample', 'mean')
 
 
@@ -132,14 +131,15 @@ def make(config) -> Task:
     return jax.vmap(lambda k: jax.random.normal(k, shape))(
         diffusion.image_keys(image_BHWC, seed=1))
 
-  def to_x0(variables, batch):
+  def to_x0(variables, batch, rng=None):
     image = batch['image']
     if tuple(image.shape[1:]) != image_shape:
       raise ValueError(f'images of shape {tuple(image.shape[1:])}; the frozen autoencoder '
                        f'is built for {image_shape}')
     eps = None
     if posterior == 'sample':
-      eps = batch[POSTERIOR_EPS] if POSTERIOR_EPS in batch else fixed_eps(image)
+      eps = (fixed_eps(image) if rng is None
+             else jax.random.normal(rng, (image.shape[0], *shape)))
     return encode(net, variables[VAE], image, eps, fixed_scale)
 
   def from_x0(variables, x0):
@@ -155,13 +155,7 @@ def make(config) -> Task:
       example_batch=lambda n: labelled_images(n, image_shape[:2], image_shape[-1]),
       init_extra=init_extra, extra_collections=(VAE,), clip_x0=False)
 
-  def loss(variables, batch, rng):
-    k_post, k_diff = jax.random.split(rng)
-    eps = jax.random.normal(k_post, (batch['image'].shape[0], *shape))
-    value, (metrics, updates) = task.loss(variables, {**batch, POSTERIOR_EPS: eps}, k_diff)
-    return value, (metrics, updates)  # the frozen run comes back unchanged
-
   def evaluate(variables, batch):
     return {'loss': task.evaluate(variables, batch)['loss']}
 
-  return task._replace(loss=loss, evaluate=evaluate)
+  return task._replace(evaluate=evaluate)

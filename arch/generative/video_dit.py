@@ -323,7 +323,7 @@ def make(config) -> Task:
     return {name: fn(k, batch) for (name, fn), k in zip(inits.items(), keys)}
 
   base = diffusion.build(
-      config, shape=shape, to_x0=lambda v, b: to_x0(v, check(b)),
+      config, shape=shape, to_x0=lambda v, b, rng=None: to_x0(v, check(b)),
       from_x0=lambda v, x0: {'videos': to_uint8(decode(v, x0))},
       noise_key=lambda b: video_vae.video_keys(b['video']),
       example_batch=lambda n: video_vae.labelled_videos(n, vshape),
@@ -346,10 +346,4 @@ def make(config) -> Task:
       result.update({f'real_{k}': v for k, v in real.items()})
     return result
 
-  def loss(variables, batch, rng):
-    # The loop replaces the non-param variables by what the loss returns: hand the frozen
-    # runs back unchanged (diffusion.build's loss returns none).
-    value, (metrics, updated) = base.loss(variables, batch, rng)
-    return value, (metrics, {**{k: variables[k] for k in extra}, **updated})
-
-  return base._replace(loss=loss, evaluate=evaluate)
+  return base._replace(evaluate=evaluate)
