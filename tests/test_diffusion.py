@@ -308,3 +308,25 @@ def test_digits_config_trains_and_samples(tmp_path, data_dir):
   step, outputs = sample_lib.sample_arrays(config, str(tmp_path), opts)
   assert step == 2 and outputs['images'].shape == (5, *IMAGE)
   assert outputs['images'].dtype == np.uint8
+  # The sampler driver's --sampler/--eta/--guidance flags reach the task's sampler: they
+  # give what the same settings in config.sample give, and change the samples.
+  from train.errors import UserError
+  argv = ['--config', 'configs/ddpm_digits.py:tiny,conditional,prediction=v,schedule=cosine',
+          '--workdir', str(tmp_path), '--sampler', 'ddim', '--eta', '1', '--guidance', '0']
+  _, _, _, _, flags = sample_lib.parse(argv)
+  assert (flags['sampler'], flags['eta'], flags['guidance']) == ('ddim', 1.0, 0.0)
+  by_flags = sample_lib.sample_arrays(config, str(tmp_path), dict(opts, **{
+      k: flags[k] for k in ('sampler', 'eta', 'guidance')}))[1]['images']
+  set_config = config.copy_and_resolve_references()
+  set_config.sample.update(sampler='ddim', eta=1.0, guidance=0.0)
+  by_config = sample_lib.sample_arrays(set_config, str(tmp_path),
+                                       dict(opts, sampler=None, eta=None, guidance=None))[1]
+  np.testing.assert_array_equal(by_flags, by_config['images'])
+  assert not np.array_equal(by_flags, outputs['images'])
+  with pytest.raises(UserError, match='unknown sampler'):
+    sample_lib.sample_arrays(config, str(tmp_path), dict(opts, sampler='euler'))
+  flow = _config('flow_digits.py:tiny')
+  from train import loop
+  with pytest.raises(UserError, match='--guidance: this task.s sampler takes no guidance'):
+    sample_lib._sampler_kwargs(loop.load_task(flow), dict(opts, sampler=None, eta=None,
+                                                          guidance=2.0))

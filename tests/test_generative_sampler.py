@@ -1,6 +1,9 @@
 """The one sampler over the generative families: every image family's tiny config trains a
 step, then `python -m train.sample` writes the same samples on 1 and on 8 devices (a PNG
-grid and the raw npz); the 'fd' evaluator runs inside the loop."""
+grid and the raw npz); the 'fd' evaluator runs inside the loop. The diffusion U-Net with
+guidance (ddpm_digits) is checked on 1 and 8 devices by tests/test_ldm.py (the same
+network and sampler over latents), the video families by tests/test_video.py and WaveNet by
+tests/test_wavenet.py."""
 
 import os
 
@@ -13,7 +16,7 @@ FAMILIES = ['flow_digits.py:tiny', 'flow_digits.py:tiny,model=glow',
             'pixelcnn_digits.py:tiny,conditional', 'nade_digits.py:tiny',
             'nade_digits.py:tiny,model=fvsbn', 'vae_digits.py:tiny', 'vae_digits.py:tiny,model=kl',
             'gan_digits.py:tiny', 'ebm_digits.py:tiny', 'ebm_digits.py:tiny,method=nce',
-            'score_digits.py:tiny', 'ddpm_digits.py:tiny,conditional', 'dit_digits.py:tiny']
+            'score_digits.py:tiny', 'dit_digits.py:tiny']
 
 
 def _train(spec, workdir, data_dir, **overrides):

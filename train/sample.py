@@ -1,6 +1,6 @@
 """`python -m train.sample --config C --workdir W [--prompt TEXT ...] [--num_samples N]
 [--seed S] [--temperature T] [--top_k K] [--top_p P] [--beam_size B] [--max_new_tokens N]
-[--steps K]`
+[--steps K] [--sampler NAME] [--eta E] [--guidance W]`
 
 The one sampler driver. It restores the run's latest checkpoint (EMA params when the run
 kept them), asks the config's task for the batch to condition on (`Task.prompt_batch`:
@@ -15,7 +15,9 @@ to stdout and to WORKDIR/samples/step<STEP>_seed<SEED>.txt; each --prompt gets
 WORKDIR/samples/step<STEP>_seed<SEED>.png as one grid; videos to .gif (an animated grid)
 and .png (each clip's frames in a row); audio to _<i>.wav files, one per clip; every output
 array to step<STEP>_seed<SEED>.npz (--steps: the sampler's steps for families that take
-them, e.g. diffusion, Langevin). Flags default to the config's `sample` fields.
+them, e.g. diffusion, Langevin; --sampler ddpm|ddim, --eta and --guidance, classifier-free
+guidance's weight, for diffusion). Flags default to the config's `sample` fields; a flag the
+task's sampler does not take is an error.
 Bad input prints one `error:` line and exits with status 2.
 """
 
@@ -45,6 +47,10 @@ def parse(argv):
   p.add_argument('--beam_size', type=int, help='> 1: beam search')
   p.add_argument('--max_new_tokens', type=int)
   p.add_argument('--steps', type=int, help='sampler steps (diffusion, ...); 0 = the task\'s')
+  p.add_argument('--sampler', help='diffusion: ddpm (ancestral) or ddim')
+  p.add_argument('--eta', type=float, help='DDIM\'s eta (0 = deterministic)')
+  p.add_argument('--guidance', type=float,
+                 help='classifier-free guidance weight (1 = conditional, 0 = unconditional)')
   p.add_argument('--step', type=int, help='checkpoint step (default: latest)')
   args = p.parse_args(rest)
   config = config_lib.load(args.config)
@@ -53,9 +59,13 @@ def parse(argv):
   opts = {k: getattr(args, k) if getattr(args, k) is not None else config.sample[k]
           for k in ('num_samples', 'seed', 'temperature', 'top_k', 'top_p', 'beam_size',
                     'max_new_tokens', 'steps')}
+  opts.update({k: getattr(args, k) for k in SAMPLER_FLAGS})  # None: the task's default
   prompts = args.prompt if args.prompt is not None else (
       [config.sample.prompt] if config.sample.prompt else None)
   return config, os.path.abspath(args.workdir), prompts, args.step, opts
+
+
+SAMPLER_FLAGS = ('sampler', 'eta', 'guidance')  # passed only to samplers that name them
 
 
 def _check(opts):
@@ -74,6 +84,23 @@ def _check(opts):
     raise UserError(f'--beam_size must be >= 1, got {opts["beam_size"]}')
   if opts['steps'] < 0:
     raise UserError(f'--steps must be >= 0, got {opts["steps"]}')
+  if opts.get('eta') is not None and opts['eta'] < 0:
+    raise UserError(f'--eta must be >= 0, got {opts["eta"]}')
+
+
+def _sampler_kwargs(task, opts) -> dict:
+  """The --steps/--sampler/--eta/--guidance the user gave, checked against the keyword
+  parameters the task's `sample` names (a catch-all **kwargs does not count)."""
+  import inspect
+  from train.errors import UserError
+  named = inspect.signature(task.sample).parameters
+  given = {k: opts[k] for k in SAMPLER_FLAGS if opts.get(k) is not None}
+  if opts['steps']:
+    given['steps'] = opts['steps']
+  for k in given:
+    if k not in named or named[k].kind is inspect.Parameter.VAR_KEYWORD:
+      raise UserError(f'--{k}: this task\'s sampler takes no {k}')
+  return given
 
 
 def restore_variables(config, workdir, step=None):
@@ -154,6 +181,7 @@ def sample(config, workdir, prompts, opts, step=None):
     raise UserError('this sampler decodes text: config.data.tokenizer (or '
                     'config.sample.tokenizer) is not set')
   variables, step, mesh, rules, task = restore_variables(config, workdir, step)
+  _sampler_kwargs(task, opts)  # a text sampler takes none of them: an error if given
   tok = text.tokenizer(config, workdir, train_if_missing=False, kind=kind)
   prompts = [''] if prompts is None else prompts
   n = opts['num_samples']
@@ -202,12 +230,12 @@ def sample_arrays(config, workdir, opts, step=None):
     batch = task.prompt_batch(None, n)
   except (ConfigError, ValueError) as e:
     raise UserError(str(e)) from None
-  kwargs = {'temperature': opts['temperature']}
-  if opts['steps']:
-    kwargs['steps'] = opts['steps']
+  kwargs = {'temperature': opts['temperature'], **_sampler_kwargs(task, opts)}
   fn = jax.jit(functools.partial(task.sample, **kwargs))
-  return step, run_batch(fn, variables, batch, list(range(n)), mesh, rules,
-                         opts['seed'])
+  try:
+    return step, run_batch(fn, variables, batch, list(range(n)), mesh, rules, opts['seed'])
+  except ConfigError as e:  # e.g. an unknown --sampler, found when the sampler traces
+    raise UserError(str(e)) from None
 
 
 def image_grid(images_NHWC, scale: int = 0, pad: int = 1):

@@ -145,7 +145,7 @@ def spaced(abar_T: np.ndarray, timesteps: np.ndarray) -> Spaced:
 
 
 # --------------------------------------------------------------- the Gaussian algebra
-# `abar` arguments broadcast against x: (B, 1, 1, 1) or scalars.
+# `abar` arguments broadcast against x: (B, 1, ..., 1) or scalars.
 
 
 def q_sample(x0, eps, abar):
@@ -305,9 +305,10 @@ def sampler_defaults(config, num_timesteps: int) -> dict:
 def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Callable,
           example_batch: Callable, init_extra: Optional[Callable] = None,
           extra_collections: tuple = (), clip_x0: Optional[bool] = None) -> Task:
-  """The diffusion objective over any x0 space of `shape` (H, W, C):
+  """The diffusion objective over any x0 space of `shape` (H, W, C), or (T, H, W, C) for
+  video, or any other rank; the network gets x_t of shape (B, *shape):
 
-  to_x0(variables, batch, rng) -> x0 (B, H, W, C) float32 (rng: a key in training, e.g.
+  to_x0(variables, batch, rng) -> x0 (B, *shape) float32 (rng: a key in training, e.g.
   for a posterior draw; None in eval, which must be a fixed function of the batch); from_x0(variables, x0) -> the
   samples {'images': ...}; noise_key(batch) -> (B,) keys for eval's fixed timestep and
   noise; example_batch(n) -> the batch shapes; init_extra(rng, batch) -> the variable
@@ -361,7 +362,7 @@ def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Calla
   def terms(variables, batch, t_B, eps, train, rng=None):
     """(L_simple (B,), L_t bits/dim (B,) or None) at timesteps t_B with noise eps."""
     x0 = to_x0(variables, batch, None if rng is None else jax.random.fold_in(rng, 1))
-    idx = t_B[:, None, None, None]
+    idx = t_B.reshape(-1, *[1] * len(shape))  # broadcasts against x0 (B, *shape)
     abar, abar_prev = full.abar[idx], full.abar_prev[idx]
     x_t = q_sample(x0, eps, abar)
     k_drop, k_net = (None, None) if rng is None else jax.random.split(rng)

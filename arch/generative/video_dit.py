@@ -17,14 +17,6 @@ The network (`Model`, `config.model_name = 'generative.video_dit'`):
   attention within a frame and temporal attention across frames at one position);
 - unpatchify back to (B, T, H, W, out_channels).
 
-The diffusion objective (arch/generative/diffusion.py `build`) handles x0 of shape
-(H, W, C) only: its training and eval index the schedule as t_B[:, None, None, None],
-which broadcasts against a 4-D sample (T, H, W, C) along the wrong axes. So the objective
-here folds frames into the height axis, (T, H, W, C) -> (T * H, W, C), and the network
-unfolds it: given a 4-D input (B, T * H, W, C) it reads T from `frames` (0: square
-frames, T = (T * H) / W); a 5-D input (B, T, H, W, C) is used as is. The fold is a reshape,
-so the objective's Gaussian algebra is unchanged.
-
 The objective (`make`, `config.task = 'generative.video_dit'`):
 - latent diffusion when `config.frozen.vae` names a video VAE run (configs/
   video_vae_digits.py): x0 = the VAE posterior mean of the clip, standardised per latent
@@ -114,32 +106,16 @@ def unpatchify(x_BNK, pt: int, p: int, t: int, h: int, w: int):
   return x.reshape(b, t, h, w, c)
 
 
-def unfold(x_BHWC, frames: int):
-  """(B, T * H, W, C) -> (B, T, H, W, C); frames 0: square frames (H = W)."""
-  b, th, w, c = x_BHWC.shape
-  t = frames or th // w
-  if th % t:
-    raise ValueError(f'height {th} does not fold {t} frames')
-  return x_BHWC.reshape(b, t, th // t, w, c)
-
-
-def fold(x_BTHWC):
-  b, t, h, w, c = x_BTHWC.shape
-  return x_BTHWC.reshape(b, t * h, w, c)
-
-
 # ---------------------------------------------------------------------------- the network
 
 
 class Model(nn.Module):
-  """Video DiT: (x (B, T, H, W, C) or folded (B, T * H, W, C), t (B,), label (B,)) -> the
-  same shape with out_channels, float32."""
+  """Video DiT: (x (B, T, H, W, C), t (B,), label (B,)) -> (B, T, H, W, out_channels) with out_channels, float32."""
   hidden_dim: int = 1152
   depth: int = 28
   num_heads: int = 16
   patch_size: int = 2
   temporal_patch: int = 1
-  frames: int = 0  # the frame count of a folded 4-D input; 0: square frames
   attention: str = 'joint'  # or 'factorized' (Latte: spatial and temporal blocks alternate)
   mlp_ratio: float = 4.0
   num_classes: int = 1000  # 0: unconditional
@@ -157,8 +133,9 @@ class Model(nn.Module):
       raise ValueError('the video DiT conditions on the timestep and a class label only')
     if self.attention not in ATTENTION:
       raise ValueError(f'unknown attention {self.attention!r}; valid: {", ".join(ATTENTION)}')
-    folded = x.ndim == 4
-    x_BTHWC = unfold(x, self.frames) if folded else x
+    if x.ndim != 5:
+      raise ValueError(f'the video DiT takes videos (B, T, H, W, C), got shape {x.shape}')
+    x_BTHWC = x
     b, t, h, w, c = x_BTHWC.shape
     pt, p, d = self.temporal_patch, self.patch_size, self.hidden_dim
     if t % pt or h % p or w % p:
@@ -203,8 +180,7 @@ class Model(nn.Module):
     out_c = self.out_channels or (2 * c if self.learn_sigma else c)
     x_BNK = FinalLayer(pt * p * p * out_c, self.dtype, self.param_dtype,
                        name='final')(x_BND, c_BD)
-    out = unpatchify(x_BNK, pt, p, t, h, w).astype(jnp.float32)
-    return fold(out) if folded else out
+    return unpatchify(x_BNK, pt, p, t, h, w).astype(jnp.float32)
 
 
 def _dit(depth, width, heads, pt, p):
@@ -277,7 +253,7 @@ def make(config) -> Task:
     vae_config = frozen.vae.config
     vae, vshape, lshape = video_vae.build_vae(vae_config)
     inits['vae'] = video_vae.make(vae_config).init
-    shape = (lshape[0] * lshape[1], *lshape[2:])
+    shape = tuple(lshape)
     clip = False
 
     def moments(variables):
@@ -288,19 +264,19 @@ def make(config) -> Task:
       mean, _ = vae.apply({k: v for k, v in variables['vae'].items() if k == 'params'},
                           to_unit(batch['video']), method='encode')
       mu, std = moments(variables)
-      return fold((mean - mu) / std)
+      return (mean - mu) / std
 
     def decode(variables, x0):
       mu, std = moments(variables)
-      z = unfold(x0, lshape[0]) * std + mu
+      z = x0 * std + mu
       return vae.apply({'params': variables['vae']['params']}, z, method='decode')
   else:
     o = video_vae.options(config)
     vshape = (o['frames'], *o['input_size'], o['channels'])
-    shape = (vshape[0] * vshape[1], *vshape[2:])
+    shape = vshape
     clip = True
-    to_x0 = lambda variables, batch: fold(to_unit(batch['video']))
-    decode = lambda variables, x0: unfold(x0, vshape[0])
+    to_x0 = lambda variables, batch: to_unit(batch['video'])
+    decode = lambda variables, x0: x0
 
   classifier = None
   if 'classifier' in frozen:
