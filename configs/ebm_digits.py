@@ -15,13 +15,14 @@ steps. NCE: one noise draw per data image from a full-covariance Gaussian fitted
 first batch; samples start from that Gaussian and take 200 steps of unadjusted Langevin at
 temperature 1 (step 1e-3, noise sqrt(2e-3)), since NCE fits a normalised density.
 
-Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdirs, while four to six
-other training jobs shared the machine (1-minute load average 12-17):
+Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdirs:
   cd   fd 8.72 (floor 4.77; 13.82 / 8.18 at steps 1000 / 2000), class coverage 1.0;
-       26.8 min wall, 6.6 min of CPU time (user). The samples are clear digits.
+       8.6 min wall (6.0 min CPU, user) with one other training job beside it (1-minute
+       load average 3.3 at the start, 3.9 to 5.7 during the run); the same numbers in
+       26.8 min under four to six other jobs (load 12-17). The samples are clear digits.
   nce  fd 17.52 with the sampler above (its noise Gaussian alone: 20.46), coverage 0.6 at
        the training run's own evals (which sampled with CD's settings: fd 54.8); 10.5 min
-       wall, 3.0 min CPU; its data-vs-noise accuracy climbs to 0.93 (0.71 at step 1000).
+       wall at load 12-17, 3.0 min CPU; its data-vs-noise accuracy climbs to 0.93 (0.71 at step 1000).
        Against a Gaussian noise in 64 dimensions NCE's samples improve little on that
        Gaussian: once the two are easy to tell apart the loss says little more about
        the data (Gutmann & Hyvärinen's advice: noise close to the data).

@@ -13,9 +13,10 @@ generator, 1 -> 64 -> 128 -> logit discriminator, 5x5 kernels; 257,985 + 207,233
 Arguments: `tiny` (tests), `variant=digits|lsun64` (the paper's 64x64 networks, 18,855,043
 + 17,232,897 params: for counting, they do not fit 8x8 digits).
 
-Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdir, while four other
-training jobs shared the machine (1-minute load average 10-14): 26.3 min wall, 7.5 min of
-CPU time (user). Test FD / class coverage at steps 500 / 1000 / 1500 / 2000 / 2500:
+Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdir: 6.8 min wall (7.5 min
+of CPU, user) with one other training job beside it (1-minute load average 3.6 at the
+start, 3.9 to 4.3 during the run); an earlier run under four other jobs (load 10-14) took
+26.3 min wall and gave the same numbers (the run is deterministic). Test FD / class coverage at steps 500 / 1000 / 1500 / 2000 / 2500:
 11.01 / 8.24 / 7.84 / 7.90 / 6.56 (floor 4.77), coverage 1.0 throughout; the
 discriminator's mean P(real) on test digits 0.44 and on samples 0.23 at the end. The
 samples are clearly digits of every class, a little noisier than the data.

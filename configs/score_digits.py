@@ -12,11 +12,12 @@ the VP SDE (beta 0.1 to 20). AdamW 5e-4, batch 64, 2,000 steps, EMA 0.999; sampl
 predictor-corrector steps (the 'fd' evaluator's too: `config.fd.steps`). Arguments: `sde`,
 `tiny` (tests).
 
-Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdir, while three to five
-other training jobs shared it (1-minute load average 8-15): the VE default reaches fd 9.16
-(floor 4.77), class coverage 1.0, test loss 0.317 (the denoising score-matching loss at a
-fixed per-image t and noise); 38.2 min wall, 12.6 min of CPU time (user; 2.2 sys), of
-which the one FD eval (360 samples x 250 steps x 2 network calls) is about a quarter. The
+Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdir: the VE default reaches
+fd 9.16 (floor 4.77), class coverage 1.0, test loss 0.317 (the denoising score-matching
+loss at a fixed per-image t and noise); 14.6 min wall (12.2 min CPU user, 2.2 sys) with one
+other training job beside it (1-minute load average 4.2 at the start, 3.6 to 4.7 during
+the run), of which the one FD eval (360 samples x 250 steps x 2 network calls) is about a
+quarter; the same numbers in 38.2 min under three to five other jobs (load 8-15). The
 samples are digits on slightly grey, speckled backgrounds. 1.35 M params (the U-Net).
 """
 

@@ -11,10 +11,10 @@ about 17 periods of the lowest note), residual/dilation channels 32, skip 64 (13
 params); random crops of 500 scored samples fed with their 255 samples of context, batch 8,
 1,000 steps, Adam 2e-3, cosine, clip 1.
 
-Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdir /tmp, while other jobs
-loaded it heavily (1-minute load average 15-17 for the whole run): test bits/sample 4.555
-at step 500, 4.169 at step 1000 (nll 11,560 nats per clip); 25.3 min wall but 7.3 min of
-CPU (6.1 user + 1.2 sys), so well under 20 min on an idle machine. Reference points
+Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdir /tmp: test bits/sample
+4.555 at step 500, 4.169 at step 1000 (nll 11,560 nats per clip); 6.7 min wall (6.0 min
+CPU: 4.9 user + 1.1 sys) with one other training job beside it (1-minute load average 5.6
+at the start, 4.1 to 5.2 during the run); the same numbers in 25.3 min under load 15-17. Reference points
 (exact): uniform 8 bits/sample; an i.i.d. categorical over the 256 mu-law levels fitted
 to the train split 7.422 (mu-law makes the level histogram nearly flat); the noise floor
 2.358, the mean of -log2 P(level | the clean signal) under the data's Gaussian noise
