@@ -181,7 +181,7 @@ def test_crop_finds_the_digit():
 
 def test_pixel_dit_one_step(video_data_dir, tmp_path):
   from train import loop
-  config = load_config('video_dit_digits.py:tiny', data__data_dir=video_data_dir,
+  config = load_config('video_dit_digits.py:tiny,space=pixels', data__data_dir=video_data_dir,
                        total_steps=1, eval_every=1, log_every=1, ckpt_every=1)
   result = loop.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(result['loss']) and np.isfinite(result['bits_per_dim'])
