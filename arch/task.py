@@ -62,6 +62,10 @@ class Task(NamedTuple):
   # one eval-split example per sample row (the split's first rows, preprocessed): what a
   # prompt is about, e.g. the image Flamingo answers a question on.
   prompt_examples: bool = False
+  # True: `sample` continues its prompt's text (an LM; Flamingo's answer after its
+  # question), so the sampler prints prompt + completion; False: the output stands apart
+  # from its input (a translation of a source sentence), printed as 'input => output'.
+  continues_prompt: bool = False
   # features(variables, batch) -> (B, F) float: the representation that evaluators named
   # in `config.evaluators` (linear probe, k-NN; train/evaluators.py) read, frozen; or a
   # dict {'features': (B, F), 'logits': (B, K)} from a classifier (the Fréchet distance's

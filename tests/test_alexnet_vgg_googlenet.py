@@ -315,10 +315,10 @@ def test_googlenet_aux_heads_train_through_the_classification_loss():
   task = loop.load_task(c)
   batch = {'image': jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 8, 8, 1)), jnp.uint8),
            'label': jnp.arange(4) % 10}
-  variables = task.init(jax.random.key(0, impl='rbg'), batch)
+  variables = jax.jit(task.init)(jax.random.key(0, impl='rbg'), batch)
   params = variables.pop('params')
-  (loss, (m, _)), grads = jax.value_and_grad(
-      lambda p: task.loss({'params': p, **variables}, batch, jax.random.key(1)), has_aux=True)(params)
+  (loss, (m, _)), grads = jax.jit(jax.value_and_grad(
+      lambda p: task.loss({'params': p, **variables}, batch, jax.random.key(1)), has_aux=True))(params)
   assert set(m) >= {'loss_aux1_logits', 'loss_aux2_logits', 'main_loss'}
   np.testing.assert_allclose(
       loss, m['main_loss'] + 0.3 * (m['loss_aux1_logits'] + m['loss_aux2_logits']), rtol=1e-6)

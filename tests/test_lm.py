@@ -54,7 +54,11 @@ def test_sampler_same_text_on_1_and_8_devices(trained, data_dir):
   eight = _sample(trained, data_dir, 8)
   assert eight.returncode == 0, eight.stderr[-3000:]
   assert one.stdout == eight.stdout
-  assert one.stdout.count('--- sample') == 3 and one.stdout.count('The ') >= 3
+  assert one.stdout.count('--- sample') == 3
+  # An LM continues its prompt: each sample's text is the prompt, then the completion.
+  for body in one.stdout.split('--- sample')[1:]:
+    text = body.split('---\n', 1)[1]
+    assert text.startswith('The ') and '\n=> ' not in text, text
   with open(os.path.join(trained, 'samples', 'step40_seed7.txt')) as f:
     assert f.read().strip() == one.stdout.strip()
   # Another seed, other text; greedy rows are all the same.

@@ -7,6 +7,9 @@
   devices per process, against one process with 4 CPU devices; same per-step train loss
   (to 1e-5 relative: the cross-process all-reduce may sum in another order, so a few
   steps differ in the last bit) and the same final eval. Both `parallelism` modes.
+- `test_two_processes_train_missing_frozen_runs_together`: a run that trains its frozen
+  first stage and its FD classifier on first use trains them collectively, once, and
+  every process restores them.
 """
 
 import json
@@ -201,3 +204,55 @@ def test_two_processes_match_single_process(data_dir, tmp_path, parallelism):
   assert len(m_eval) == len(s_eval) == 1 and m_eval[0]['step'] == s_eval[0]['step'] == STEPS
   assert m_eval[0]['accuracy'] == pytest.approx(s_eval[0]['accuracy'], abs=1e-9)
   assert m_eval[0]['loss'] == pytest.approx(s_eval[0]['loss'], rel=RTOL)
+
+
+# A first stage and an FD classifier cut short, written as config files the run names.
+_FROZEN_KL = '''from train import config_lib
+def get_config(arg=None):
+  c = config_lib.load('configs/vae_digits.py:model=kl,tiny')
+  c.total_steps, c.eval_every, c.log_every, c.ckpt_every = 3, 0, 1, 3
+  return c
+'''
+_FD_CLASSIFIER = '''from train import config_lib
+def get_config(arg=None):
+  c = config_lib.load('configs/mlp_digits.py')
+  c.total_steps, c.eval_every, c.log_every, c.ckpt_every = 20, 0, 1, 20
+  return c
+'''
+
+
+def test_two_processes_train_missing_frozen_runs_together(data_dir, tmp_path):
+  """A latent diffusion run whose frozen autoencoder and FD classifier are not trained yet:
+  `restore_run` trains each first, inside the run, as a collective `train_and_evaluate` of
+  both processes (one checkpoint, metrics written once), and both processes restore it."""
+  (tmp_path / 'kl.py').write_text(_FROZEN_KL)
+  (tmp_path / 'clf.py').write_text(_FD_CLASSIFIER)
+  workdir = tmp_path / 'multi'
+  port = _free_port()
+
+  def cmd(i):
+    return [sys.executable, '-m', 'train', '--config', 'configs/ldm_digits.py:tiny',
+            '--workdir', str(workdir), '--config.total_steps=2', '--config.log_every=1',
+            '--config.eval_every=2', '--config.ckpt_every=2',
+            f'--config.frozen.vae.spec={tmp_path / "kl.py"}', "--config.evaluators=('fd',)",
+            f'--config.fd.classifier={tmp_path / "clf.py"}', f'--config.fd.workdir={workdir}/clf',
+            '--config.fd.num_samples=16',
+            f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+            '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}']
+
+  _run_all([(f'process{i}', cmd(i), _env(data_dir, devices=2)) for i in (0, 1)], tmp_path)
+
+  for sub, steps, label in (('frozen_vae', 3, "frozen 'vae'"), ('clf', 20, 'fd classifier'),
+                            ('.', 2, None)):
+    devices = _devices(workdir / sub)
+    assert devices['process_count'] == 2 and devices['device_count'] == 4, sub
+    assert os.listdir(workdir / sub / 'checkpoints') == [str(steps)], sub
+    train, _ = _metrics(workdir / sub)
+    assert [r['step'] for r in train] == list(range(1, steps + 1)), sub  # written once
+    assert all(np.isfinite(r['loss']) for r in train), sub
+    if label:
+      for i in (0, 1):  # every process trained it and restored the same step
+        err = (tmp_path / f'process{i}.err').read_text()
+        assert f'{label}: no checkpoint in' in err and f'{label}: restored step {steps}' in err
+  (final,) = _metrics(workdir)[1]
+  assert final['step'] == 2 and final['fd'] > final['fd_floor'] > 0

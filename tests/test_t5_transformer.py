@@ -263,6 +263,7 @@ def test_seq2seq_sampler_greedy_and_beam_search(name):
   with config.unlocked():
     config.model = dict(FAMILIES[name][1])
   task = seq2seq.make(config)
+  assert not task.continues_prompt  # printed 'source => translation'
   model = seq2seq.arch.model_from_config(config)
   src, n = _source(), 8
   variables = jax.jit(task.init)(_key(), {'source': src, 'target': _target(n)})

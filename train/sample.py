@@ -169,8 +169,8 @@ def run_batch(fn, variables, batch, rows, mesh, rules, seed):
 def sample(config, workdir, prompts, opts, step=None):
   """Runs the text sampler; returns (step, [(prompt, completion_text, about), ...],
   continuation): `about` names the eval example a sample conditions on (or None);
-  continuation is True when the task continues its prompt (a 'prompt' batch) rather than
-  mapping it to an output (e.g. a translation's 'source')."""
+  continuation is the task's `continues_prompt`: True when it continues its prompt rather
+  than mapping it to an output (e.g. a translation of its source)."""
   import jax
   from arch.task import ConfigError
   from train import text
@@ -198,7 +198,7 @@ def sample(config, workdir, prompts, opts, step=None):
   fn = jax.jit(functools.partial(
       task.sample, max_new_tokens=opts['max_new_tokens'], temperature=opts['temperature'],
       top_k=opts['top_k'], top_p=opts['top_p'], beam_size=opts['beam_size']))
-  tokens, continuation = [None] * len(rows), False
+  tokens = [None] * len(rows)
   # One batch per prompt length (a causal LM's prompts in a batch share their length);
   # row ids stay global, so a sample does not depend on which batch it ran in.
   for length in sorted({len(i) for i in ids}):
@@ -209,12 +209,11 @@ def sample(config, workdir, prompts, opts, step=None):
       batch = task.prompt_batch([ids[r] for r in group], len(group), **kwargs)
     except (ConfigError, ValueError) as e:
       raise UserError(str(e)) from None
-    continuation = 'prompt' in batch
     got = run_batch(fn, variables, batch, group, mesh, rules, opts['seed'])['tokens']
     for r, t in zip(group, got):
       tokens[r] = t
   results = [(p, tok.decode(_until_eos(t)), a) for p, t, a in zip(rows, tokens, about)]
-  return step, results, continuation
+  return step, results, task.continues_prompt
 
 
 def sample_arrays(config, workdir, opts, step=None):

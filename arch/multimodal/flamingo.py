@@ -356,4 +356,4 @@ def make(config) -> Task:
     return {'tokens': tokens}
 
   return Task(init=init, loss=loss, evaluate=evaluate, example_batch=setup.example_batch,
-              sample=sample, prompt_batch=prompt_batch, prompt_examples=True)
+              sample=sample, prompt_batch=prompt_batch, prompt_examples=True, continues_prompt=True)

@@ -96,4 +96,5 @@ def make(config) -> Task:
     return {'tokens': tokens}
 
   return Task(init=init, loss=loss, evaluate=evaluate, finalize_eval=finalize_eval,
-              example_batch=example_batch, sample=sample, prompt_batch=prompt_batch)
+              example_batch=example_batch, sample=sample, prompt_batch=prompt_batch,
+              continues_prompt=True)
