@@ -55,6 +55,81 @@ def test_pixelcnn_sees_exactly_the_past(name):
     assert jac[3 * 8 + 3, 2 * 8 + 7] == 0 and jac[3 * 8 + 3, 2 * 8 + 6] != 0
 
 
+@pytest.mark.parametrize('name', ['gated', 'pixelcnn'])
+@pytest.mark.parametrize('output', ['softmax', 'logistic_mix'])
+def test_colour_pixelcnn_sees_the_past_and_the_pixels_earlier_colours(name, output):
+  """RGB: with the softmax, colour c of pixel p reads the pixels before p and colours < c
+  of p itself (masked colour groups); the mixture reads only whole earlier pixels."""
+  cls, kw = (pc.GatedPixelCNN, pc.TINY) if name == 'gated' else (pc.PixelCNN, pc.TINY_PIXELCNN)
+  model = cls(**dict(kw, output=output, features=12))  # 12 features: 4 per colour group
+  h = w = 4
+  x = jax.random.uniform(jax.random.key(0), (3, h, w, 3), minval=-1, maxval=1)
+  variables = _random_variables(model.init, x)
+  out_dim = pc.output_features(output, model.num_mixtures, 3)
+  assert model.apply(variables, x).shape == (3, h, w, out_dim)
+  # J[(i, j), o, (a, b), c'] = |d(output o at (i, j)) / d(pixel (a, b), colour c')|,
+  # summed over 3 inputs (so a ReLU that happens to be off at one does not hide a path).
+  jac = jax.jacrev(lambda x: model.apply(variables, x).sum(0))(x)
+  jac = np.abs(np.asarray(jac)).sum(3).reshape(h * w, out_dim, h * w, 3)
+  past = np.tril(np.ones((h * w, h * w), bool), k=-1)  # [p, q]: q before p
+  if output == 'softmax':
+    colour_of = np.arange(out_dim) // pc.LEVELS  # the block of 256 logits of colour c
+    earlier = colour_of[:, None] > np.arange(3)[None]  # [o, c']: c' < the colour of o
+    allowed = (past[:, None, :, None]
+               | (np.eye(h * w, dtype=bool)[:, None, :, None] & earlier[None, :, None, :]))
+  else:
+    allowed = np.broadcast_to(past[:, None, :, None], jac.shape)
+  assert (jac[~allowed] == 0).all()
+  # Summed over each colour's outputs (the mixture's: over all of them):
+  groups = 3 if output == 'softmax' else 1
+  reach = jac.reshape(h * w, groups, -1, h * w, 3).sum(2)
+  allowed = allowed.reshape(h * w, groups, -1, h * w, 3).any(2)
+  if output == 'softmax':  # each colour really reads the pixel's earlier colours
+    for p in range(h * w):
+      assert reach[p, 1, p, 0] and reach[p, 2, p, 0] and reach[p, 2, p, 1], p
+  if name == 'gated':  # no blind spot: every allowed input reaches every output
+    assert (reach[allowed] != 0).all()
+  else:
+    assert (reach[allowed] != 0).mean() > 0.5
+
+
+def test_rgb_mixture_couples_channels_and_its_conditionals_chain_to_the_joint():
+  """PixelCNN++'s RGB mixture: each channel's conditional is a distribution over the 256
+  levels, their chain-rule product is the joint `log_prob`, and with one component the
+  blue conditional is the discretized logistic at mu_b + tanh(a_br) x_r + tanh(a_bg) x_g."""
+  n, m = 300, 4
+  rng = np.random.default_rng(0)
+  params = jnp.asarray(np.concatenate([
+      2 * rng.standard_normal((n, m)), rng.uniform(-1.3, 1.3, (n, 3 * m)),
+      rng.uniform(-6.0, 0.5, (n, 3 * m)), 2 * rng.standard_normal((n, 3 * m))], -1),
+      jnp.float32)
+  assert params.shape[-1] == pc.output_features('logistic_mix', m, 3) == 10 * m
+  levels = jnp.asarray(rng.integers(0, 256, (n, 3)), jnp.int32)
+  cond = jax.jit(pc.channel_log_probs, static_argnums=(2, 3))
+  chain = 0.0
+  for c in range(3):
+    logp = np.asarray(cond(params, levels, c, 'logistic_mix'), np.float64)
+    np.testing.assert_allclose(np.exp(logp).sum(-1), 1.0, atol=1e-4)
+    chain = chain + logp[np.arange(n), np.asarray(levels[:, c])]
+  joint = np.asarray(jax.jit(pc.log_prob, static_argnums=2)(params, levels, 'logistic_mix'))
+  np.testing.assert_allclose(joint, chain, rtol=1e-4, atol=1e-4)
+  # One component: the coupled means, by hand.
+  one = np.asarray(params[:, [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]])  # component 0's ten
+  x = np.asarray(levels, np.float64) / 127.5 - 1
+  mean_b = one[:, 3] + np.tanh(one[:, 8]) * x[:, 0] + np.tanh(one[:, 9]) * x[:, 1]
+  grey = np.stack([np.zeros(n), mean_b, one[:, 6]], -1)  # a grey pixel's 3 M outputs
+  np.testing.assert_allclose(
+      cond(jnp.asarray(one, jnp.float32), levels, 2, 'logistic_mix'),
+      jax.jit(pc.level_log_probs, static_argnums=1)(jnp.asarray(grey, jnp.float32),
+                                                    'logistic_mix'), rtol=1e-4, atol=1e-4)
+  mean_g = one[:, 2] + np.tanh(one[:, 7]) * x[:, 0]
+  grey = np.stack([np.zeros(n), mean_g, one[:, 5]], -1)
+  np.testing.assert_allclose(
+      cond(jnp.asarray(one, jnp.float32), levels, 1, 'logistic_mix'),
+      jax.jit(pc.level_log_probs, static_argnums=1)(jnp.asarray(grey, jnp.float32),
+                                                    'logistic_mix'), rtol=1e-4, atol=1e-4)
+
+
 def test_gated_pixelcnn_is_class_conditional_at_every_pixel():
   model = pc.GatedPixelCNN(**pc.TINY, num_classes=10)
   x = jnp.zeros((2, 8, 8, 1))
@@ -131,7 +206,7 @@ def test_discretized_logistic_mixture_is_a_distribution_over_256_levels():
   # log_prob at given levels agrees with the table over all levels.
   levels = jax.random.randint(jax.random.key(1), (500,), 0, 256)
   np.testing.assert_allclose(
-      jax.jit(pc.log_prob, static_argnums=2)(params, levels, 'logistic_mix'),
+      jax.jit(pc.log_prob, static_argnums=2)(params, levels[:, None], 'logistic_mix'),
       np.log(p[np.arange(500), np.asarray(levels)]), rtol=1e-4, atol=1e-4)
 
 
@@ -213,6 +288,35 @@ def test_pixelcnn_samples_follow_the_models_distribution(output):
   np.testing.assert_allclose(got, want, atol=0.03)
 
 
+@pytest.mark.parametrize('output', ['softmax', 'logistic_mix'])
+def test_rgb_samples_follow_the_models_joint_over_a_pixels_channels(output):
+  """One RGB pixel: the sampler's red, green, blue draws follow p(r) p(g | r) p(b | r, g),
+  each factor computed from the network run on images holding the earlier channels."""
+  import arch
+  from train import loop
+  config = _config(f'pixelcnn_digits.py:tiny,output={output}',
+                   task_kwargs__input_size='(1, 1)', task_kwargs__channels=3,
+                   model__features=12)
+  task, model = loop.load_task(config), arch.model_from_config(config)
+  variables = _random_variables(task.init, task.example_batch(2), scale=2.0)
+
+  def conditional(levels_NC, c):  # (N, 256): p(channel c | the earlier channels given)
+    out = model.apply(variables, pc.to_input(levels_NC[:, None, None]))[:, 0, 0]
+    return np.exp(np.asarray(pc.channel_log_probs(out, levels_NC, c, output), np.float64))
+
+  grid = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing='ij'), -1)
+  p_r = conditional(jnp.zeros((1, 3), jnp.int32), 0)[0]
+  p_g = conditional(jnp.asarray(np.pad(np.arange(256)[:, None], ((0, 0), (0, 2)))), 1)
+  p_b = conditional(jnp.asarray(np.pad(grid.reshape(-1, 2), ((0, 0), (0, 1)))), 2)
+  joint = p_r[:, None, None] * p_g[:, :, None] * p_b.reshape(256, 256, 256)
+  want = joint.reshape(4, 64, 4, 64, 4, 64).sum((1, 3, 5))  # 4 coarse levels a channel
+  np.testing.assert_allclose(want.sum(), 1.0, atol=1e-4)
+  assert want.max() < 0.5  # not trivially concentrated
+  images = _draw(task, variables, 4000).reshape(4000, 3).astype(int) // 64
+  got = np.bincount(images @ np.array([16, 4, 1]), minlength=64).reshape(4, 4, 4) / 4000
+  np.testing.assert_allclose(got, want, atol=0.025)  # about 4 standard errors at most
+
+
 def test_prompt_batches():
   cond = _config('pixelcnn_digits.py:tiny,conditional')
   from train import loop
@@ -241,8 +345,8 @@ def test_bad_choices_name_the_valid_ones():
 
 
 @pytest.mark.parametrize('spec', ['pixelcnn_digits.py:tiny', 'nade_digits.py:tiny',
-                                  'nade_digits.py:tiny,model=fvsbn'])
-def test_digits_config_trains_a_step_and_evaluates(spec, tmp_path, data_dir):
+                                  'nade_digits.py:tiny,model=fvsbn', 'pixelcnn_shapes.py:tiny'])
+def test_config_trains_a_step_and_evaluates(spec, tmp_path, data_dir):
   from train import loop
   config = _config(spec, total_steps=1, eval_every=1, log_every=1, eval_batch_size=120,
                    data__data_dir=data_dir)
@@ -250,4 +354,5 @@ def test_digits_config_trains_a_step_and_evaluates(spec, tmp_path, data_dir):
   assert set(result) == {'bits_per_dim', 'nll'}
   bound = 8.0 if spec.startswith('pixelcnn') else 1.5  # an untrained model, roughly
   assert 0 < result['bits_per_dim'] < bound + 2
-  np.testing.assert_allclose(result['nll'], result['bits_per_dim'] * 64 * np.log(2), rtol=1e-5)
+  dims = 8 * 8 * (3 if 'shapes' in spec else 1)  # the shapes pooled 48x48 -> 8x8 RGB
+  np.testing.assert_allclose(result['nll'], result['bits_per_dim'] * dims * np.log(2), rtol=1e-5)
