@@ -142,6 +142,14 @@ def test_batch_not_divisible_by_devices(workdir, digits_dir):
           'batch_size=12', '8 data-parallel devices', 'multiple of 8', devices=8)
 
 
+def test_task_config_error_from_the_input_pipeline(tmp_path, digits_dir):
+  # The PixelCNN task pools data images to its input size in its preprocess (run by the
+  # data loader): 8x8 digits do not pool to 3x3, and that says so in one line.
+  run_bad(str(tmp_path / 'w'), digits_dir,
+          ['--config', 'configs/pixelcnn_digits.py:tiny', '--config.task_kwargs.input_size=(3, 3)'],
+          'images of 8x8 do not pool to task_kwargs.input_size 3x3')
+
+
 def test_unknown_config_argument(workdir, digits_dir):
   run_bad(workdir, digits_dir, ['--config', f'{MLP}:nosuch=1'], "'nosuch'", 'width', 'depth')
 

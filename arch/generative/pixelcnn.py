@@ -463,7 +463,7 @@ def make(config) -> Task:
     if (ih, iw) == (h, w):
       return example
     if fh < 1 or fw < 1 or (fh * h, fw * w) != (ih, iw):
-      raise ValueError(f'images of {ih}x{iw} do not pool to task_kwargs.input_size {h}x{w}')
+      raise ConfigError(f'images of {ih}x{iw} do not pool to task_kwargs.input_size {h}x{w}')
     pooled = image.reshape(h, fh, w, fw, -1).astype(np.float32).mean((1, 3))
     return {**example, 'image': np.round(pooled).astype(np.uint8)}
 
