@@ -121,20 +121,19 @@ def _check_odd(k: int, what: str):
 # ------------------------------------------------------------------------------ PixelCNN
 
 
-def causal_mask(k: int, include_centre: bool) -> np.ndarray:
-  """(k, k) 0/1 taps of a masked convolution: the rows above the centre and the centre
-  row left of the centre, plus the centre itself for mask B."""
+def causal_mask(k: int) -> np.ndarray:
+  """(k, k) 0/1 taps before the centre of a masked convolution: the rows above it and the
+  centre row left of it (`pixel_mask` sets the centre tap per colour group)."""
   m = np.zeros((k, k), np.float32)
   m[:k // 2] = 1
   m[k // 2, :k // 2] = 1
-  m[k // 2, k // 2] = float(include_centre)
   return m
 
 
 def pixel_mask(k: int, in_groups, out_groups, include_centre: bool) -> np.ndarray:
   """(k, k, in, out) 0/1 kernel mask: every channel at the taps before the centre
   (`causal_mask`), `centre_mask` at the centre."""
-  m = np.broadcast_to(causal_mask(k, False)[:, :, None, None],
+  m = np.broadcast_to(causal_mask(k)[:, :, None, None],
                       (k, k, len(in_groups), len(out_groups))).copy()
   m[k // 2, k // 2] = centre_mask(in_groups, out_groups, include_centre)
   return m
@@ -385,6 +384,18 @@ def coupled_mean(mean_XCM, coeff_XKM, levels_XC, c: int):
   return out_XM
 
 
+def _joint_log_weights(out_XO, levels_XC, upto: int):
+  """(log pi_m + sum_{c < upto} log P_m(channel c's level)) (..., M): each mixture
+  component's log-weight times its likelihood of the pixel's first `upto` channels, and
+  the mixture's (means, log-scales, coefficients)."""
+  log_w_XM, mean_XCM, log_scale_XCM, coeff_XKM = mixture_parts(out_XO, levels_XC.shape[-1])
+  for c in range(upto):
+    log_w_XM = log_w_XM + discretized_logistic_log_prob(
+        levels_XC[..., c, None], coupled_mean(mean_XCM, coeff_XKM, levels_XC, c),
+        log_scale_XCM[..., c, :])
+  return log_w_XM, (mean_XCM, log_scale_XCM, coeff_XKM)
+
+
 def channel_log_probs(out_XO, levels_XC, c: int, output: str):
   """(..., L) log P(channel c = each of the 256 levels | the pixels before, the pixel's
   channels before c, given in levels_XC (..., C); its channels from c on are ignored)."""
@@ -393,11 +404,7 @@ def channel_log_probs(out_XO, levels_XC, c: int, output: str):
     lead = out_XO.shape[:-1]
     logits_XL = out_XO.reshape(*lead, channels, LEVELS)[..., c, :]
     return jax.nn.log_softmax(logits_XL.astype(jnp.float32), axis=-1)
-  log_w_XM, mean_XCM, log_scale_XCM, coeff_XKM = mixture_parts(out_XO, channels)
-  for prev in range(c):  # each component reweighted by the earlier channels' likelihood
-    log_w_XM = log_w_XM + discretized_logistic_log_prob(
-        levels_XC[..., prev, None], coupled_mean(mean_XCM, coeff_XKM, levels_XC, prev),
-        log_scale_XCM[..., prev, :])
+  log_w_XM, (mean_XCM, log_scale_XCM, coeff_XKM) = _joint_log_weights(out_XO, levels_XC, c)
   log_w_XM = log_w_XM - jax.nn.logsumexp(log_w_XM, axis=-1, keepdims=True)
   log_p_XLM = discretized_logistic_log_prob(
       jnp.arange(LEVELS)[:, None], coupled_mean(mean_XCM, coeff_XKM, levels_XC, c)[..., None, :],
@@ -419,12 +426,7 @@ def log_prob(out_XO, levels_XC, output: str):
     logits_XCL = out_XO.reshape(*out_XO.shape[:-1], channels, LEVELS).astype(jnp.float32)
     logp_XCL = jax.nn.log_softmax(logits_XCL, axis=-1)
     return jnp.take_along_axis(logp_XCL, levels_XC[..., None], -1)[..., 0].sum(-1)
-  log_w_XM, mean_XCM, log_scale_XCM, coeff_XKM = mixture_parts(out_XO, channels)
-  for c in range(channels):
-    log_w_XM = log_w_XM + discretized_logistic_log_prob(
-        levels_XC[..., c, None], coupled_mean(mean_XCM, coeff_XKM, levels_XC, c),
-        log_scale_XCM[..., c, :])
-  return jax.nn.logsumexp(log_w_XM, axis=-1)
+  return jax.nn.logsumexp(_joint_log_weights(out_XO, levels_XC, channels)[0], axis=-1)
 
 
 # ----------------------------------------------------------------------------- objective
