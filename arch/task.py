@@ -7,6 +7,8 @@ Shapes: every function takes and returns pytrees of arrays; `batch` is a dict of
 arrays whose leading axis is the (local or global) batch.
 """
 
+import dataclasses
+import difflib
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -104,3 +106,43 @@ def class_rows(prompts, num_samples: int, num_classes: int) -> dict:
   if prompts is not None and any(len(p) for p in prompts):
     raise ConfigError('this model conditions on class labels and takes no prompt')
   return {'label': (np.arange(num_samples) % num_classes).astype(np.int32)}
+
+
+def parse_options(options_cls, config, key: str = 'task_kwargs'):
+  """`options_cls(**config[key])`: a task's typed options (a frozen dataclass whose fields
+  are the option names with their defaults) from the config. An unknown name is a
+  ConfigError naming the valid ones, so `c.task_kwargs.label_smothing = 0.1` in a config
+  file fails as loudly as `--config.task_kwargs.label_smothing=0.1` does; a value whose
+  type cannot be the field's (a string for a number, a number for a bool) is one too."""
+  given = dict((config.get(key) if hasattr(config, 'get') else config[key]) or {})
+  fields = {f.name: f for f in dataclasses.fields(options_cls)}
+  for name, value in given.items():
+    if name not in fields:
+      hits = difflib.get_close_matches(str(name), list(fields), n=3)
+      hint = f' (did you mean {", ".join(hits)}?)' if hits else ''
+      raise ConfigError(f'unknown config.{key}.{name}{hint}; valid for '
+                        f'{options_cls.__module__.removeprefix("arch.")}: '
+                        f'{", ".join(sorted(fields)) or "(none)"}')
+    _check_type(key, name, value, fields[name])
+  return options_cls(**{k: _plain(v) for k, v in given.items()})
+
+
+def _plain(value):
+  """ConfigDict / FrozenConfigDict values as plain dicts (options are plain data)."""
+  return value.to_dict() if hasattr(value, 'to_dict') else value
+
+
+def _check_type(key, name, value, field):
+  default = field.default if field.default is not dataclasses.MISSING else None
+  if default is None or value is None:
+    return
+  numbers = (int, float)
+  wrong = (
+      (isinstance(default, bool) and not isinstance(value, (bool, np.bool_)))
+      or (isinstance(default, numbers) and not isinstance(default, bool)
+          and (isinstance(value, (bool, str)) or not isinstance(value, (numbers, np.number))))
+      or (isinstance(default, str) and not isinstance(value, str))
+      or (isinstance(default, (tuple, list)) and not isinstance(value, (tuple, list))))
+  if wrong:
+    raise ConfigError(f'config.{key}.{name}={value!r}: expected a {type(default).__name__} '
+                      f'like its default {default!r}')

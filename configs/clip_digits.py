@@ -21,7 +21,7 @@ linear probe 0.9833, k-NN 0.9806; 330,369 parameters (image tower 202,368, text 
 """
 
 from arch.multimodal import clip
-from arch.sequence import vocab
+from arch import vocab
 from arch.vision import resnet
 from train import config_lib
 from train.errors import UserError

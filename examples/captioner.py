@@ -21,7 +21,8 @@ import numpy as np
 from arch.layers.attention import token_positions
 from arch.layers.embed import LearnedPositions, PatchEmbed, norm, token_embed
 from arch.layers.transformer import Block, EncoderDecoder, run_blocks
-from arch.sequence import seq2seq, vocab
+from arch import vocab
+from arch.sequence import seq2seq
 from arch.vision.classification import scale_images
 from arch.vision.vit import Encoder
 

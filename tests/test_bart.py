@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arch.sequence import bart, denoise, vocab
+from arch import vocab
+from arch.sequence import bart, denoise
 from arch.task import ConfigError
 from train import config_lib
 

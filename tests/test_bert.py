@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arch.sequence import bert, mlm, vocab
+from arch import vocab
+from arch.sequence import bert, mlm
 from arch.task import ConfigError
 from train import config_lib, summary
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from arch.multimodal import clip
-from arch.sequence import vocab
+from arch import vocab
 from arch.task import ConfigError
 from conftest import REPO
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from arch.multimodal import flamingo
-from arch.sequence import gpt, vocab
+from arch import vocab
+from arch.sequence import gpt
 from conftest import load_config, read_metrics, run_cli
 
 LM = dict(vocab_size=vocab.BYTE_VOCAB_SIZE, num_layers=2, num_heads=2, embed_dim=16,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from arch.layers.attention import relative_position_bucket
-from arch.sequence import t5, transformer, vocab
+from arch import vocab
+from arch.sequence import t5, transformer
 
 # Hugging Face transformers 5.23 (torch), no weights downloaded:
 #   m = T5ForConditionalGeneration(T5Config(vocab_size=32128, feed_forward_proj='relu',

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from arch.sequence import tagging, vocab
+from arch import vocab
+from arch.sequence import tagging
 from train import text
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from arch.sequence import vocab
+from arch import vocab
 from train import text
 
 

@@ -335,7 +335,7 @@ def eval_examples(config, task, n: int) -> dict:
 
 
 def _until_eos(ids):
-  from arch.sequence import vocab
+  from arch import vocab
   ids = list(ids)
   return ids[:ids.index(vocab.EOS)] if vocab.EOS in ids else ids
 

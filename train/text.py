@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from arch.sequence import vocab
+from arch import vocab
 from train.errors import UserError
 
 TOKENIZER_FILE = 'tokenizer.json'

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from arch.layers.attention import Attention, key_mask
 from arch.layers.conv import DropPath
 from arch.layers.embed import Mlp, norm
-from arch.sequence.vocab import PAD
+from arch.vocab import PAD
 
 Dtype = Any
 

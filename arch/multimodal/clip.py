@@ -76,7 +76,7 @@ from arch.layers.conv import classifier_head
 from arch.layers.embed import LearnedPositions, PatchEmbed, norm, token_embed
 from arch.layers.transformer import Block
 from arch.multimodal.contrastive import ImageSetup, clip_loss, gather, l2_normalize
-from arch.sequence import vocab
+from arch import vocab
 from arch.task import ConfigError, Task
 
 Dtype = Any

@@ -55,7 +55,8 @@ import optax
 import arch
 from arch.layers.attention import Attention
 from arch.layers.embed import Mlp, norm
-from arch.sequence import gpt, vocab
+from arch import vocab
+from arch.sequence import gpt
 from arch.task import ConfigError, Task
 
 Dtype = Any

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from arch.layers.attention import token_positions
 from arch.layers.embed import LearnedPositions, norm, token_embed
 from arch.layers.transformer import Block, EncoderDecoder, run_blocks
-from arch.sequence import vocab
+from arch import vocab
 
 Dtype = Any
 POSITION_OFFSET = 2  # BART's learned position table starts at row 2 (fairseq's padding_idx + 1)

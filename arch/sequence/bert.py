@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from arch.layers.attention import key_mask
 from arch.layers.embed import ACTIVATIONS, LearnedPositions, norm, token_embed
 from arch.layers.transformer import Block
-from arch.sequence import vocab
+from arch import vocab
 
 Dtype = Any
 INIT_STDDEV = 0.02

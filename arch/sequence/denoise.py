@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 import arch
-from arch.sequence import vocab
+from arch import vocab
 from arch.task import ConfigError, Task
 
 BYTE_FULL_STOP = ord('.') + vocab.NUM_SPECIAL

@@ -17,7 +17,8 @@ import numpy as np
 import optax
 
 import arch
-from arch.sequence import decoding, vocab
+from arch import vocab
+from arch.sequence import decoding
 from arch.task import ConfigError, Task
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 import arch
-from arch.sequence import vocab
+from arch import vocab
 from arch.task import ConfigError, Task
 
 DEFAULTS = dict(mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1, nsp=True,

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from arch.sequence import vocab
+from arch import vocab
 
 Dtype = Any
 Initializer = Callable[..., Any]

@@ -28,7 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from arch.sequence import rnn, vocab
+from arch import vocab
+from arch.sequence import rnn
 
 Dtype = Any
 NEG_INF = -1e9

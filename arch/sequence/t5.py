@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from arch.layers.attention import RelativePositionBias, token_positions
 from arch.layers.embed import norm, token_embed
 from arch.layers.transformer import Block, EncoderDecoder, run_blocks
-from arch.sequence import vocab
+from arch import vocab
 
 Dtype = Any
 

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 import arch
-from arch.sequence import vocab
+from arch import vocab
 from arch.task import ConfigError, Task
 
 WHITESPACE = tuple(ord(c) + vocab.NUM_SPECIAL for c in ' \t\n\r')

@@ -32,7 +32,7 @@ import numpy as np
 from arch.layers.attention import token_positions
 from arch.layers.embed import sinusoids, token_embed
 from arch.layers.transformer import Block, EncoderDecoder, run_blocks
-from arch.sequence import vocab
+from arch import vocab
 
 Dtype = Any
 
