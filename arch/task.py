@@ -82,6 +82,54 @@ class Task(NamedTuple):
   # sees the params and non-param variables the phases before it produced; a group may
   # appear more than once (k discriminator steps per generator step). `loss` is unused.
   phases: tuple = ()
+  # make_step(builders) -> step(state, batch, rng) -> (state, metrics): a task that owns its
+  # update (an RL agent's rollout and epochs of minibatch updates in one jitted step). The
+  # loop passes its step builders (train/steps.py `Builders`: `supervised(loss)` for one
+  # gradient step with the config's optimizer, `phased(phases)`, `mean(tree)` over
+  # devices); the step composes them and returns metrics with at least `loss`,
+  # `grad_norm` and `learning_rate`. The loop still draws the step's rng, advances
+  # `state.step`, keeps the EMA and guards against non-finite steps. `state` is the loop's
+  # TrainState (`.params`, `.extra`, `.opt_state`, `.step`; `.replace(...)`).
+  make_step: Optional[Callable[[Any], Callable[..., Any]]] = None
+  # input(process_index, process_count) -> this process's train batches in place of the
+  # config's dataset: an iterator with `get_state() -> JSON-able` and `set_state(state)`
+  # (saved with every checkpoint, so a resumed run continues exactly), yielding dicts of
+  # host arrays with a leading axis of batch_size / process_count. `arch.task.no_input`
+  # is the one for a task that reads no data (an RL agent): empty batches, the step is
+  # the state's.
+  input: Optional[Callable[[int, int], Any]] = None
+  # collate(examples) -> batch: how the loop batches examples that are not a stack of
+  # equal shapes (graphs of different sizes concatenated into static padded budgets).
+  # The loop splits each process's batch into one group per local data-parallel device and
+  # stacks the collated groups on a new leading axis, so `loss` and `evaluate` see (S, ...)
+  # arrays of S shards (the shard axis is sharded over the devices); `evaluate` returns
+  # per-example metrics shaped (S, G) for G examples per shard.
+  collate: Optional[Callable[[list], dict]] = None
+  # evaluate_run(variables, rng) -> {metric: scalar}: an evaluation that reads no split
+  # (episode returns, ODE trajectories), run under jit at every eval beside `evaluate`.
+  evaluate_run: Optional[Callable[..., dict]] = None
+
+
+class NoInput:
+  """The train input of a task that reads no data: endless empty batches."""
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return {}
+
+  def get_state(self):
+    return {}
+
+  def set_state(self, state):
+    del state
+
+
+def no_input(process_index: int, process_count: int) -> NoInput:
+  """`Task.input` for a task that reads no data (its step gets empty batches)."""
+  del process_index, process_count
+  return NoInput()
 
 
 def row_keys(rng, row_ids_B):

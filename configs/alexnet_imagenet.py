@@ -10,13 +10,14 @@ momentum 0.9, lr 0.01, global batch 256, 90 epochs), with cosine decay in place 
 step decay, and torchvision's weight decay 1e-4 (`weight_decay`; the paper used 5e-4).
 """
 
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   config_lib.parse_arg(arg)
   c = config_lib.base()
-  config_lib.imagenet(c, size=224, batch_size=256, epochs=90)
+  recipes.imagenet(c, size=224, batch_size=256, epochs=90)
   c.weight_decay = 1e-4
   c.model_name = 'vision.alexnet'
   c.model = dict(num_classes=1000)

@@ -22,6 +22,7 @@ since dropped); the temperature went from 1 to 1/2.33.
 
 from arch.multimodal import clip
 from arch.sequence import bert
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -29,7 +30,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='digits', tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=16)
+  recipes.digits(c, size=16)
   c.task = 'multimodal.clip'
   c.task_kwargs = dict(input_size=(16, 16), channels=1, augment={}, embed_dim=80,
                        image_projection=False, text_model_name='sequence.bert',
@@ -40,7 +41,8 @@ def get_config(arg=None):
                        eval_templates=clip.DIGIT_EVAL_TEMPLATES)
   c.model_name = 'vision.efficientnet'
   c.model = dict(width_mult=0.25, depth_mult=0.5, stochastic_depth=0.1, head_ratio=0)
-  c.evaluators = ('linear_probe', 'knn')
+  c.evals.linear_probe = dict(type='linear_probe')
+  c.evals.knn = dict(type='knn')
   c.batch_size = 128
 
   if a.tiny:

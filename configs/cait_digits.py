@@ -12,13 +12,14 @@ accuracy 0.9889 (356/360); 207,786 parameters.
 """
 
 from arch.vision import cait
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=32, shift=2)
+  recipes.digits(c, size=32, shift=2)
   c.model_name = 'vision.cait'
   model = dict(cait.TINY)
   if a.tiny:

@@ -14,6 +14,7 @@ prepared in `data.data_dir`, and no measurement was made.
 """
 
 from arch.vision import cait
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -25,7 +26,7 @@ def get_config(arg=None):
   if a.variant not in cait.VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(cait.VARIANTS)}')
   c = config_lib.base()
-  epoch = config_lib.transformer_imagenet(c, epochs=400, batch_size=1024, lr=5e-4 * 1024 / 512,
+  epoch = recipes.transformer_imagenet(c, epochs=400, batch_size=1024, lr=5e-4 * 1024 / 512,
                                           warmup_epochs=5)
   c.model_name = 'vision.cait'
   c.model = dict(cait.VARIANTS[a.variant], num_classes=1000,

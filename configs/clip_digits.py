@@ -23,6 +23,7 @@ linear probe 0.9833, k-NN 0.9806; 330,369 parameters (image tower 202,368, text 
 from arch.multimodal import clip
 from arch import vocab
 from arch.vision import resnet
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -30,7 +31,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='digits', image='vit', tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=16)
+  recipes.digits(c, size=16)
   c.task = 'multimodal.clip'
   text = dict(vocab_size=vocab.BYTE_VOCAB_SIZE, max_length=48, width=64, depth=2,
               num_heads=4, mlp_dim=256)
@@ -48,7 +49,8 @@ def get_config(arg=None):
     c.model = dict(resnet.TINY, num_classes=0)
   elif a.image != 'vit':
     raise UserError(f"unknown image tower {a.image!r}; valid: vit, resnet")
-  c.evaluators = ('linear_probe', 'knn')
+  c.evals.linear_probe = dict(type='linear_probe')
+  c.evals.knn = dict(type='knn')
   c.batch_size = 128
 
   if a.tiny:

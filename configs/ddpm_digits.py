@@ -59,13 +59,13 @@ def diffusion_digits(c, *, schedule='linear', prediction='eps', variance='fixed_
                        cfg_dropout=0.1 if conditional else 0.0, clip_x0=True)
   c.data.name = 'digits'
   c.data.eval_split = 'test'
-  c.evaluators = () if tiny else ('fd',)  # (tests opt in)
+  c.evals.fd = dict(type='fd', every=-1 if tiny else 0,  # (tests switch it on)
+                    steps=4 if tiny else steps)
   c.sample.num_samples = 16
   c.sample.steps = 4 if tiny else steps
   c.sample.sampler = sampler
   c.sample.eta = 0.0
   c.sample.guidance = 1.0
-  c.fd.steps = 4 if tiny else steps
 
 
 def get_config(arg=None):

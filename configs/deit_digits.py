@@ -22,13 +22,17 @@ already fits the labels. 140,756 parameters (and the frozen teacher's 309,978 va
 """
 
 from arch.vision import vit
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, distillation='hard', tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=32, shift=2)
+  recipes.digits(c, size=32, shift=2)
+  # the recipe's label_smoothing is classification's; distillation has none
+  if 'label_smoothing' in c.task_kwargs:
+    del c.task_kwargs['label_smoothing']
   c.task = 'vision.distillation'
   c.task_kwargs.distillation = a.distillation
   c.task_kwargs.alpha = 0.1

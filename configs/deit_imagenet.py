@@ -15,6 +15,7 @@ RandAugment/Mixup/CutMix/repeated augmentation). Not trained here: it needs
 """
 
 from arch.vision import vit
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -24,10 +25,13 @@ def get_config(arg=None):
   if a.variant not in vit.DEIT_VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(vit.DEIT_VARIANTS)}')
   c = config_lib.base()
-  config_lib.transformer_imagenet(c, epochs=300, batch_size=1024, lr=5e-4 * 1024 / 512,
+  recipes.transformer_imagenet(c, epochs=300, batch_size=1024, lr=5e-4 * 1024 / 512,
                                   warmup_epochs=5, label_smoothing=0.0)
   c.task = 'vision.distillation'
   c.task_kwargs.update(distillation=a.distillation, alpha=0.1, tau=3.0)
+  # the recipe's label_smoothing is classification's; distillation has none
+  if 'label_smoothing' in c.task_kwargs:
+    del c.task_kwargs['label_smoothing']
   c.model_name = 'vision.vit'
   c.model = dict(vit.DEIT_VARIANTS[a.variant], num_classes=1000)
   if a.distillation != 'none':

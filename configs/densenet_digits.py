@@ -14,6 +14,7 @@ accuracy 0.9972 (359/360); 58,786 parameters.
 """
 
 from arch.vision import densenet
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -21,7 +22,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny', tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=32, shift=2)
+  recipes.digits(c, size=32, shift=2)
   c.model_name = 'vision.densenet'
   if a.tiny:
     model = dict(densenet.TINY, block_config=(1, 1), growth_rate=4, num_init_features=8)

@@ -13,6 +13,7 @@ decay 1e-4 (`weight_decay`). Not trained here: it needs
 """
 
 from arch.vision import densenet
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -22,7 +23,7 @@ def get_config(arg=None):
   if a.variant not in densenet.VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(densenet.VARIANTS)}')
   c = config_lib.base()
-  config_lib.imagenet(c, size=224, batch_size=256, epochs=90)
+  recipes.imagenet(c, size=224, batch_size=256, epochs=90)
   c.weight_decay = 1e-4
   c.model_name = 'vision.densenet'
   c.model = dict(densenet.VARIANTS[a.variant], num_classes=1000)

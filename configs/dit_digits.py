@@ -59,7 +59,7 @@ def get_config(arg=None):
   c.warmup_steps = 200
   c.grad_clip_norm = 1.0
   c.ema_decay = 0.999
-  c.evaluators = () if a.tiny else ('fd',)  # (tests opt in)
+  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 16
   c.sample.steps = 8 if a.tiny else 100
   c.sample.sampler = 'ddpm'

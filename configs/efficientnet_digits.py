@@ -14,13 +14,14 @@ load 8), final test accuracy 0.9889 (356/360). `width=0.5`: 0.9778 in 356 s at l
 """
 
 from arch.vision import efficientnet
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, width=0.25, depth=0.5, size=16, tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=a.size, shift=a.size // 16)
+  recipes.digits(c, size=a.size, shift=a.size // 16)
   c.model_name = 'vision.efficientnet'
   model = dict(efficientnet.TINY) if a.tiny else dict(width_mult=a.width, depth_mult=a.depth,
                                                       dropout=0.2)

@@ -14,6 +14,7 @@ Not run here (no ImageNet, no accelerator).
 """
 
 from arch.vision import efficientnet
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -23,7 +24,7 @@ def get_config(arg=None):
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(efficientnet.VARIANTS)}')
   size = efficientnet.RESOLUTIONS[a.variant]
   c = config_lib.base()
-  epoch = config_lib.imagenet(c, size=size, batch_size=4096, epochs=350)
+  epoch = recipes.imagenet(c, size=size, batch_size=4096, epochs=350)
   c.task_kwargs.label_smoothing = 0.1
   c.model_name = 'vision.efficientnet'
   c.model = dict(efficientnet.VARIANTS[a.variant], num_classes=1000, stochastic_depth=0.2)

@@ -49,6 +49,6 @@ def get_config(arg=None):
   c.lr = 2e-4
   c.schedule = 'constant'
   c.optimizers = dict(discriminator=dict(lr=2e-4), generator=dict(lr=2e-4))
-  c.evaluators = () if a.tiny else ('fd',)  # (tests opt in)
+  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 64
   return c

@@ -15,13 +15,14 @@ start-up, compilation and evaluation), final test accuracy 0.9833 (354/360). At 
 """
 
 from arch.vision import googlenet
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=48, shift=3)
+  recipes.digits(c, size=48, shift=3)
   c.model_name = 'vision.googlenet'
   c.model = dict(googlenet.TINY if a.tiny else googlenet.SMALL, num_classes=10)
 

@@ -91,11 +91,11 @@ def get_config(arg=None):
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
   c.ema_decay = 0.999
-  c.evaluators = () if a.tiny else ('fd',)  # (tests opt in)
+  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 16
   c.sample.sampler = 'ddpm' if a.model == 'dit' else 'ddim'
   c.sample.steps = 4 if a.tiny else (100 if a.model == 'dit' else 50)
   c.sample.eta = 0.0
   c.sample.guidance = 2.0 if conditional else 1.0
-  c.fd.steps = c.sample.steps
+  c.evals.fd.steps = c.sample.steps
   return c

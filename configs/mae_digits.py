@@ -18,6 +18,7 @@ gives 0.9611 / 0.7528, raw 16x16 pixels 0.9611 / 0.9861.
 """
 
 from arch.multimodal import mae
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -25,7 +26,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny', tiny=False)
   c = config_lib.base()
-  config_lib.selfsup_digits(c, 'multimodal.mae')
+  recipes.selfsup_digits(c, 'multimodal.mae')
   c.task_kwargs.augment = {}
   c.task_kwargs.norm_pix_loss = True
   c.model_name = 'multimodal.mae'
@@ -36,7 +37,7 @@ def get_config(arg=None):
   elif a.variant == 'tiny':
     c.model = dict(mae.TINY, pool='mean')
   elif a.variant in mae.VARIANTS:
-    config_lib.imagenet(c, size=224, batch_size=4096, epochs=800)
+    recipes.imagenet(c, size=224, batch_size=4096, epochs=800)
     c.task = 'multimodal.mae'
     c.task_kwargs = dict(input_size=(224, 224), channels=3, host_size=224,
                          norm_pix_loss=True, augment=dict(crop_scale=(0.2, 1.0), flip=True,

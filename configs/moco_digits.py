@@ -17,16 +17,17 @@ Baselines on the same split: the randomly initialised backbone probes at 0.9694 
 over the untrained network is the measure here.
 """
 
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny', tiny=False)
   c = config_lib.base()
-  config_lib.selfsup_digits(c, 'multimodal.moco')
+  recipes.selfsup_digits(c, 'multimodal.moco')
   c.task_kwargs.update(temperature=0.2, momentum=0.99, queue_size=1024, proj_hidden=128,
                        proj_dim=64)
-  config_lib.selfsup_variant(c, a.variant, a.tiny)
+  recipes.selfsup_variant(c, a.variant, a.tiny)
   if a.variant == 'resnet50':
     c.task_kwargs.update(momentum=0.999, queue_size=65536)
   c.total_steps = 1000

@@ -79,6 +79,6 @@ def get_config(arg=None):
   c.lr = 2e-3
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
-  c.evaluators = () if a.tiny else ('fd',)  # (tests opt in)
+  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 16
   return c

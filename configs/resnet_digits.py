@@ -13,6 +13,7 @@ accuracy 0.9972 (359/360); 308,538 parameters.
 """
 
 from arch.vision import resnet
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -20,7 +21,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny', tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=32, shift=2)
+  recipes.digits(c, size=32, shift=2)
   c.model_name = 'vision.resnet'
   if a.tiny:
     model = dict(resnet.TINY, stage_sizes=(1, 1), widths=(4, 8), stem_features=4)

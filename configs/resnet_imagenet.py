@@ -13,6 +13,7 @@ parameter counts exactly: 11,689,512 / 21,797,672 / 25,557,032 / 44,549,160 /
 """
 
 from arch.vision import resnet
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -22,7 +23,7 @@ def get_config(arg=None):
   if a.variant not in resnet.VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(resnet.VARIANTS)}')
   c = config_lib.base()
-  config_lib.imagenet(c, size=224, batch_size=256, epochs=90)
+  recipes.imagenet(c, size=224, batch_size=256, epochs=90)
   c.weight_decay = 1e-4
   c.model_name = 'vision.resnet'
   c.model = dict(resnet.VARIANTS[a.variant], num_classes=1000)

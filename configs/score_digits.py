@@ -51,10 +51,10 @@ def get_config(arg=None):
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
   c.ema_decay = 0.999
-  c.evaluators = () if a.tiny else ('fd',)  # (tests opt in)
+  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 64
   c.sample.steps = 3 if a.tiny else 250
   c.sample.snr = 0.16
   c.sample.corrector_steps = 1
-  c.fd.steps = 3 if a.tiny else 250
+  c.evals.fd.steps = 3 if a.tiny else 250
   return c

@@ -17,6 +17,7 @@ wall including two evals; test `exact_match` 0.9995 (1,999 of 2,000; greedy deco
 `token_accuracy` 0.99997, `loss` 0.0005. At step 1,000: exact_match 0.80.
 """
 
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -24,7 +25,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='cpu')
   c = config_lib.base()
-  config_lib.translation(c)
+  recipes.translation(c)
   c.model_name = 'sequence.rnnsearch'
   if a.variant == 'cpu':
     c.model = dict(variant='tiny', src_vocab_size=260, tgt_vocab_size=260, embed_dim=64,

@@ -18,15 +18,19 @@ Baselines on the same split: the randomly initialised backbone probes at 0.9694 
 over the untrained network is the measure here.
 """
 
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny', tiny=False)
   c = config_lib.base()
-  config_lib.selfsup_digits(c, 'multimodal.simclr')
+  recipes.selfsup_digits(c, 'multimodal.simclr')
   c.task_kwargs.update(temperature=0.2, proj_hidden=128, proj_dim=64)
-  config_lib.selfsup_variant(c, a.variant, a.tiny)
+  recipes.selfsup_variant(c, a.variant, a.tiny)
+  # the recipe sizes MoCo's queue too; SimCLR has none
+  if 'queue_size' in c.task_kwargs:
+    del c.task_kwargs['queue_size']
   c.total_steps = 1000
   c.log_every = 100
   c.eval_every = 500

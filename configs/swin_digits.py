@@ -16,13 +16,14 @@ load 10) 1000 steps of lr 1e-3 reached 0.9111 in 592 s.
 """
 
 from arch.vision import swin
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, size=16, tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=a.size, shift=a.size // 16)
+  recipes.digits(c, size=a.size, shift=a.size // 16)
   c.model_name = 'vision.swin'
   # tiny: one stage, a plain and a shifted block (each block adds ~10 s of XLA-CPU compile)
   model = dict(swin.TINY, embed_dim=8, depths=(2,), num_heads=(1,)) if a.tiny else swin.TINY

@@ -14,6 +14,7 @@ in `data.data_dir`, and no measurement was made.
 """
 
 from arch.vision import swin
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -23,7 +24,7 @@ def get_config(arg=None):
   if a.variant not in swin.VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(swin.VARIANTS)}')
   c = config_lib.base()
-  config_lib.transformer_imagenet(c, epochs=300, batch_size=1024, lr=1e-3, warmup_epochs=20)
+  recipes.transformer_imagenet(c, epochs=300, batch_size=1024, lr=1e-3, warmup_epochs=20)
   c.model_name = 'vision.swin'
   c.model = dict(swin.VARIANTS[a.variant], num_classes=1000)
   c.grad_clip_norm = 5.0

@@ -13,13 +13,14 @@ random features). `tokens_type=transformer` was not measured.
 """
 
 from arch.vision import t2t
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, tokens_type='performer', tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=64, shift=4)
+  recipes.digits(c, size=64, shift=4)
   c.model_name = 'vision.t2t'
   model = dict(t2t.TINY, tokens_type=a.tokens_type)
   if a.tiny:

@@ -17,6 +17,7 @@ here: it needs `imagenet2012` prepared in `data.data_dir`, and no measurement wa
 """
 
 from arch.vision import t2t
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -27,7 +28,7 @@ def get_config(arg=None):
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(t2t.VARIANTS)}')
   c = config_lib.base()
   # lr 5e-4 for batch 512 (64 on each of 8 GPUs)
-  epoch = config_lib.transformer_imagenet(c, epochs=310, batch_size=512, lr=5e-4,
+  epoch = recipes.transformer_imagenet(c, epochs=310, batch_size=512, lr=5e-4,
                                           warmup_epochs=10)
   c.model_name = 'vision.t2t'
   c.model = dict(t2t.VARIANTS[a.variant], num_classes=1000, stochastic_depth=0.1)

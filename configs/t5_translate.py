@@ -20,6 +20,7 @@ eval. (The same at 1200 steps and lr 3e-3: exact_match 0.959 in 17.8 min under h
 load; with dropout 0.1 a step took ~1.5x as long.)
 """
 
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -27,7 +28,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny')
   c = config_lib.base()
-  config_lib.translation(c)
+  recipes.translation(c)
   c.task_kwargs = dict(label_smoothing=0.0)
   c.model_name = 'sequence.t5'
 

@@ -18,6 +18,7 @@ load ~5): eval on the test split exact_match 0.962, token_accuracy 0.9978, loss 
 of a 2000-step schedule: exact_match 0.9475.)
 """
 
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -25,7 +26,7 @@ from train.errors import UserError
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='tiny')
   c = config_lib.base()
-  config_lib.translation(c)
+  recipes.translation(c)
   c.task_kwargs = dict(label_smoothing=0.1)
   c.model_name = 'sequence.transformer'
 

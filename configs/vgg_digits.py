@@ -13,13 +13,14 @@ accuracy 0.9944 (358/360).
 """
 
 from arch.vision import vgg
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=32, shift=2)
+  recipes.digits(c, size=32, shift=2)
   c.model_name = 'vision.vgg'
   c.model = dict(vgg.TINY if a.tiny else vgg.SMALL, num_classes=10)
 

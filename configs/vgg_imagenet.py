@@ -14,6 +14,7 @@ step decay, and torchvision's weight decay 1e-4 (`weight_decay`; the paper used 
 """
 
 from arch.vision import vgg
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -23,7 +24,7 @@ def get_config(arg=None):
   if a.variant not in vgg.VARIANTS:
     raise UserError(f'unknown VGG variant {a.variant!r}; valid: {", ".join(vgg.VARIANTS)}')
   c = config_lib.base()
-  config_lib.imagenet(c, size=224, batch_size=256, epochs=90)
+  recipes.imagenet(c, size=224, batch_size=256, epochs=90)
   c.weight_decay = 1e-4
   c.model_name = 'vision.vgg'
   c.model = dict(vgg.VARIANTS[a.variant], num_classes=1000)  # convs per stage (A/B/D/E), norm

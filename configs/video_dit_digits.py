@@ -107,7 +107,6 @@ def get_config(arg=None):
   c.warmup_steps = 200
   c.grad_clip_norm = 1.0
   c.ema_decay = 0.995
-  c.evaluators = ()  # 'fd' embeds images; the digit metric above is the clips' measure
   c.sample.num_samples = 16
   c.sample.steps = 8 if a.tiny else 100
   c.sample.sampler = 'ddpm'

@@ -13,13 +13,14 @@ accuracy 0.9917 (357/360; 0.9806 at step 1,000); 139,978 parameters.
 """
 
 from arch.vision import vit
+from configs import recipes
 from train import config_lib
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, pool='cls', tiny=False)
   c = config_lib.base()
-  config_lib.digits(c, size=32, shift=2)
+  recipes.digits(c, size=32, shift=2)
   c.model_name = 'vision.vit'
   model = dict(vit.TINY, depth=1, embed_dim=16, num_heads=2, mlp_dim=32) if a.tiny else vit.TINY
   c.model = dict(model, pool=a.pool, num_classes=10)

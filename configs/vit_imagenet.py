@@ -14,6 +14,7 @@ RandAugment/Mixup/CutMix/repeated augmentation. Not trained here: it needs
 """
 
 from arch.vision import vit
+from configs import recipes
 from train import config_lib
 from train.errors import UserError
 
@@ -23,7 +24,7 @@ def get_config(arg=None):
   if a.variant not in vit.VARIANTS:
     raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(vit.VARIANTS)}')
   c = config_lib.base()
-  config_lib.transformer_imagenet(c, epochs=300, batch_size=1024, lr=5e-4 * 1024 / 512,
+  recipes.transformer_imagenet(c, epochs=300, batch_size=1024, lr=5e-4 * 1024 / 512,
                                   warmup_epochs=5)
   c.model_name = 'vision.vit'
   c.model = dict(vit.VARIANTS[a.variant], num_classes=1000, stochastic_depth=0.1)

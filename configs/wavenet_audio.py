@@ -73,6 +73,5 @@ def get_config(arg=None):
   c.schedule = 'cosine'
   c.warmup_steps = 50
   c.grad_clip_norm = 1.0
-  c.evaluators = ()
   c.sample.num_samples = 16
   return c

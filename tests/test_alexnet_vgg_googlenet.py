@@ -306,13 +306,13 @@ def test_digits_config_trains_one_step(family, data_dir, tmp_path):
 def test_googlenet_aux_heads_train_through_the_classification_loss():
   """With aux_logits on, the loss is main + 0.3 * (aux1 + aux2) and the aux heads learn."""
   import os
-  from train import config_lib, loop
+  from train import config_lib, core
   from conftest import REPO
   c = config_lib.load(os.path.join(REPO, 'configs/googlenet_digits.py:tiny'))
   config_lib.override(c, 'task_kwargs.input_size', '(48, 48)')
   with c.unlocked():
     c.model.aux_logits = True
-  task = loop.load_task(c)
+  task = core.load_task(c)
   batch = {'image': jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 8, 8, 1)), jnp.uint8),
            'label': jnp.arange(4) % 10}
   variables = jax.jit(task.init)(jax.random.key(0, impl='rbg'), batch)

@@ -228,8 +228,9 @@ SAMPLERS = {'gated_conditional': 'pixelcnn_digits.py:tiny,conditional',
 @pytest.mark.parametrize('name', SAMPLERS)
 def test_a_rows_sample_depends_on_its_row_id_only(name):
   from train import loop
+  from train import core
   config = _config(SAMPLERS[name])
-  task = loop.load_task(config)
+  task = core.load_task(config)
   variables = _random_variables(task.init, task.example_batch(2))
   rng = jax.random.key(5)
   sample = jax.jit(task.sample)
@@ -258,8 +259,9 @@ def _draw(task, variables, n, seed=0):
 def test_binary_samples_follow_the_models_distribution(spec):
   import arch
   from train import loop
+  from train import core
   config = _config(spec, task_kwargs__input_size='(1, 3)', model__num_pixels=3)
-  task, model = loop.load_task(config), arch.model_from_config(config)
+  task, model = core.load_task(config), arch.model_from_config(config)
   variables = _random_variables(task.init, task.example_batch(2), scale=2.0)
   every_x = jnp.asarray(list(itertools.product([0.0, 1.0], repeat=3)))
   want = np.exp(np.asarray(ar.log_likelihood(model.apply(variables, every_x), every_x)))
@@ -272,9 +274,10 @@ def test_binary_samples_follow_the_models_distribution(spec):
 def test_pixelcnn_samples_follow_the_models_distribution(output):
   import arch
   from train import loop
+  from train import core
   config = _config(f'pixelcnn_digits.py:tiny,output={output}',
                    task_kwargs__input_size='(1, 2)')
-  task, model = loop.load_task(config), arch.model_from_config(config)
+  task, model = core.load_task(config), arch.model_from_config(config)
   variables = _random_variables(task.init, task.example_batch(2), scale=2.0)
   # Exact joint of the two pixels: p(x0) p(x1 | x0) for every x0, in 4 x 4 coarse cells.
   first = jnp.stack([jnp.arange(256), jnp.zeros(256, jnp.int32)], -1)[:, None, :, None]
@@ -294,10 +297,11 @@ def test_rgb_samples_follow_the_models_joint_over_a_pixels_channels(output):
   each factor computed from the network run on images holding the earlier channels."""
   import arch
   from train import loop
+  from train import core
   config = _config(f'pixelcnn_digits.py:tiny,output={output}',
                    task_kwargs__input_size='(1, 1)', task_kwargs__channels=3,
                    model__features=12)
-  task, model = loop.load_task(config), arch.model_from_config(config)
+  task, model = core.load_task(config), arch.model_from_config(config)
   variables = _random_variables(task.init, task.example_batch(2), scale=2.0)
 
   def conditional(levels_NC, c):  # (N, 256): p(channel c | the earlier channels given)
@@ -320,9 +324,10 @@ def test_rgb_samples_follow_the_models_joint_over_a_pixels_channels(output):
 def test_prompt_batches():
   cond = _config('pixelcnn_digits.py:tiny,conditional')
   from train import loop
-  np.testing.assert_array_equal(loop.load_task(cond).prompt_batch(None, 12)['label'],
+  from train import core
+  np.testing.assert_array_equal(core.load_task(cond).prompt_batch(None, 12)['label'],
                                 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
-  batch = loop.load_task(_config('nade_digits.py:tiny')).prompt_batch(None, 3)
+  batch = core.load_task(_config('nade_digits.py:tiny')).prompt_batch(None, 3)
   assert batch['row'].shape == (3,)
 
 
@@ -331,6 +336,7 @@ def test_prompt_batches():
 
 def test_bad_choices_name_the_valid_ones():
   from train import loop
+  from train import core
   from train.errors import UserError
   with pytest.raises(UserError, match='gated, pixelcnn'):
     _config('pixelcnn_digits.py:model=lstm')
@@ -339,7 +345,7 @@ def test_bad_choices_name_the_valid_ones():
   with pytest.raises(UserError, match='nade, fvsbn'):
     _config('nade_digits.py:model=rbm')
   with pytest.raises(UserError, match='logistic_mix, softmax'):  # the task's ConfigError
-    loop.load_task(_config('pixelcnn_digits.py:tiny', model__output='gauss'))
+    core.load_task(_config('pixelcnn_digits.py:tiny', model__output='gauss'))
   with pytest.raises(ConfigError, match='logistic_mix, softmax'):
     pc.output_features('gauss', 3)
 
@@ -348,6 +354,7 @@ def test_bad_choices_name_the_valid_ones():
                                   'nade_digits.py:tiny,model=fvsbn', 'pixelcnn_shapes.py:tiny'])
 def test_config_trains_a_step_and_evaluates(spec, tmp_path, data_dir):
   from train import loop
+  from train import core
   config = _config(spec, total_steps=1, eval_every=1, log_every=1, eval_batch_size=120,
                    data__data_dir=data_dir)
   result = loop.train_and_evaluate(config, str(tmp_path))

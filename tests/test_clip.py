@@ -224,7 +224,8 @@ def test_towers_compose(spec):
 def test_digits_config_trains_and_evaluates(tmp_path, data_dir):
   from train import loop
   config = _config('clip_digits.py:tiny', total_steps=2, eval_every=2, log_every=1,
-                   data__data_dir=data_dir, probe__max_train_examples=64, probe__probe_steps=20)
+                   data__data_dir=data_dir, evals__linear_probe__max_train_examples=64,
+                   evals__knn__max_train_examples=64, evals__linear_probe__steps=20)
   result = loop.train_and_evaluate(config, str(tmp_path))
   assert {'zeroshot_accuracy', 'linear_probe_accuracy', 'knn_accuracy'} <= set(result)
   assert 0 <= result['zeroshot_accuracy'] <= 1

@@ -8,8 +8,10 @@ step and sampling through the loop and the sampler driver."""
 
 import functools
 import math
+import os
 
 import flax.linen as nn
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,7 @@ import pytest
 from arch.generative import diffusion as d
 from arch.layers.embed import timestep_embedding
 from arch.generative import diffusion_unet as du
-from conftest import load_config as _config
+from conftest import REPO, load_config as _config
 
 IMAGE = (8, 8, 1)
 
@@ -199,8 +201,9 @@ def test_tiny_unet_shapes_and_its_conditioning():
 @functools.cache
 def task_and_variables(spec='tiny', **overrides):
   from train import loop
+  from train import core
   config = _config(f'ddpm_digits.py:{spec}', **overrides)
-  task = loop.load_task(config)
+  task = core.load_task(config)
   batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in task.example_batch(2).items()}
   return task, random_variables(task.init, batch)
 
@@ -264,9 +267,10 @@ def test_loss_is_the_target_mse_and_learned_variance_adds_the_bound():
   image = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, *IMAGE)), jnp.uint8)
   batch = {'image': image, 'label': jnp.zeros(4, jnp.int32)}
   from train import loop
+  from train import core
   for prediction in d.PREDICTIONS:
     config = _config(f'ddpm_digits.py:tiny,prediction={prediction}')
-    task = loop.load_task(config)
+    task = core.load_task(config)
     variables = task.init(jax.random.key(0), batch)  # zero output at init
     value, (metrics, _) = task.loss(variables, batch, jax.random.key(1))  # eager: no compile
     # A zero prediction's MSE: E[eps^2] = 1 for eps; E[x0^2] for x0; in between for v.
@@ -275,7 +279,7 @@ def test_loss_is_the_target_mse_and_learned_variance_adds_the_bound():
     lo, hi = expect[prediction]
     assert lo < float(value) < hi and set(metrics) == {'loss', 'mse'}
   config = _config('ddpm_digits.py:tiny', task_kwargs__variance='learned_range')
-  task = loop.load_task(config)
+  task = core.load_task(config)
   variables = task.init(jax.random.key(0), batch)
   assert nn.meta.unbox(variables['params']['conv_out']['kernel']).shape[-1] == 2  # eps and the variance
   value, (metrics, _) = task.loss(variables, batch, jax.random.key(1))
@@ -288,10 +292,11 @@ def test_loss_is_the_target_mse_and_learned_variance_adds_the_bound():
 def test_bad_config_values_fail_clearly():
   from train.errors import UserError
   from train import loop
+  from train import core
   with pytest.raises(UserError, match='valid: linear, cosine'):
     _config('ddpm_digits.py:schedule=quadratic')
   with pytest.raises(UserError, match='valid: eps, v, x0'):
-    loop.load_task(_config('ddpm_digits.py:tiny', task_kwargs__prediction='score'))
+    core.load_task(_config('ddpm_digits.py:tiny', task_kwargs__prediction='score'))
   task, variables = task_and_variables()
   with pytest.raises(Exception, match='valid: ddim, ddpm'):
     _sample(task, variables, [0], sampler='euler')
@@ -304,29 +309,32 @@ def test_digits_config_trains_and_samples(tmp_path, data_dir):
                    ckpt_every=2, data__data_dir=data_dir)
   result = loop.train_and_evaluate(config, str(tmp_path))
   assert set(result) == {'loss', 'bits_per_dim'} and np.isfinite(result['loss'])
-  opts = dict(config.sample.to_dict(), num_samples=5)
-  step, outputs = sample_lib.sample_arrays(config, str(tmp_path), opts)
+  spec = os.path.join(REPO, 'configs/ddpm_digits.py:tiny,conditional,prediction=v,schedule=cosine')
+
+  def parsed(*flags, spec=spec):
+    return sample_lib.parse(['--config', spec, '--workdir', str(tmp_path), '--num_samples',
+                             '5', *flags])
+
+  *_, n, seed, options = parsed()
+  # The options are the task sampler's keyword parameters, defaulting to config.sample.
+  assert options == {k: config.sample[k] for k in ('steps', 'sampler', 'eta', 'guidance')}
+  step, outputs = sample_lib.sample_arrays(config, str(tmp_path), n, seed, options)
   assert step == 2 and outputs['images'].shape == (5, *IMAGE)
   assert outputs['images'].dtype == np.uint8
   # The sampler driver's --sampler/--eta/--guidance flags reach the task's sampler: they
   # give what the same settings in config.sample give, and change the samples.
   from train.errors import UserError
-  argv = ['--config', 'configs/ddpm_digits.py:tiny,conditional,prediction=v,schedule=cosine',
-          '--workdir', str(tmp_path), '--sampler', 'ddim', '--eta', '1', '--guidance', '0']
-  _, _, _, _, flags = sample_lib.parse(argv)
+  *_, flags = parsed('--sampler', 'ddim', '--eta', '1', '--guidance', '0')
   assert (flags['sampler'], flags['eta'], flags['guidance']) == ('ddim', 1.0, 0.0)
-  by_flags = sample_lib.sample_arrays(config, str(tmp_path), dict(opts, **{
-      k: flags[k] for k in ('sampler', 'eta', 'guidance')}))[1]['images']
+  by_flags = sample_lib.sample_arrays(config, str(tmp_path), n, seed, flags)[1]['images']
   set_config = config.copy_and_resolve_references()
   set_config.sample.update(sampler='ddim', eta=1.0, guidance=0.0)
-  by_config = sample_lib.sample_arrays(set_config, str(tmp_path),
-                                       dict(opts, sampler=None, eta=None, guidance=None))[1]
+  by_config = sample_lib.sample_arrays(set_config, str(tmp_path), n, seed, {})[1]
   np.testing.assert_array_equal(by_flags, by_config['images'])
   assert not np.array_equal(by_flags, outputs['images'])
   with pytest.raises(UserError, match='unknown sampler'):
-    sample_lib.sample_arrays(config, str(tmp_path), dict(opts, sampler='euler'))
-  flow = _config('flow_digits.py:tiny')
-  from train import loop
-  with pytest.raises(UserError, match='--guidance: this task.s sampler takes no guidance'):
-    sample_lib._sampler_kwargs(loop.load_task(flow), dict(opts, sampler=None, eta=None,
-                                                          guidance=2.0))
+    sample_lib.sample_arrays(config, str(tmp_path), n, seed, dict(options, sampler='euler'))
+  # A flag the task's sampler does not name is refused with the ones it does.
+  with pytest.raises(UserError, match='--guidance: this task.s sampler takes no guidance; '
+                                      'its options: --temperature'):
+    parsed('--guidance', '2', spec=os.path.join(REPO, 'configs/flow_digits.py:tiny'))

@@ -194,7 +194,8 @@ def _config(**overrides):
 
 def test_samples_with_guidance_depend_only_on_their_row():
   from train import loop
-  task = loop.load_task(_config())
+  from train import core
+  task = core.load_task(_config())
   model = dit.Model(**{**_config().model, 'out_channels': 2})
   variables = random_variables(model, (8, 8, 1))
   rng = jax.random.key(3)
@@ -211,6 +212,7 @@ def test_samples_with_guidance_depend_only_on_their_row():
 
 def test_digits_config_trains(tmp_path, data_dir):
   from train import loop
+  from train import core
   config = _config(total_steps=2, eval_every=2, log_every=1, data__data_dir=data_dir)
   result = loop.train_and_evaluate(config, str(tmp_path))
   assert set(result) == {'loss', 'bits_per_dim'} and np.isfinite(result['loss'])

@@ -27,13 +27,14 @@ def test_langevin_samples_a_gaussian_energy():
 
 def _state(spec, **overrides):
   import flax.linen as nn
-  from train import loop
+  from train import core
+  from train import steps as steps_lib
   config = load_config(spec, **overrides)
-  task = loop.load_task(config)
-  tx, schedule = loop.make_tx(config, task)
-  state = jax.jit(lambda r: nn.meta.unbox(loop.make_init_fn(config, task, tx)(r)))(
+  task = core.load_task(config)
+  tx, schedule = core.make_tx(config, task)
+  state = jax.jit(lambda r: nn.meta.unbox(core.make_init_fn(config, task, tx)(r)))(
       jax.random.key(0))
-  return config, task, state, jax.jit(loop.make_train_step(config, task, tx, schedule))
+  return config, task, state, jax.jit(steps_lib.make_train_step(config, task, tx, schedule))
 
 
 def _batch(n):

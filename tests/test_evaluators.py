@@ -74,18 +74,18 @@ def test_fd_evaluator_ranks_real_digits_far_above_noise_and_counts_classes(
   from train import data as data_lib
   from train import loop
   config = load_config('lenet_digits.py', data__data_dir=data_dir)
-  config.fd.classifier = 'configs/lenet_digits.py'
-  config.fd.workdir = str(tmp_path / 'clf')
+  opts = evaluators.FdOptions(type='fd', classifier='configs/lenet_digits.py',
+                              workdir=str(tmp_path / 'clf'))
   # The classifier the evaluator restores (trained briefly here; unset, it trains its config).
   clf = load_config('lenet_digits.py', data__data_dir=data_dir, total_steps=300,
                     eval_every=300, log_every=300, ckpt_every=300)
-  loop.train_and_evaluate(clf, config.fd.workdir)
+  loop.train_and_evaluate(clf, opts.workdir)
   src = data_lib.source(config.data, 'train')
   train = np.stack([np.asarray(src[i]['image']) for i in range(360)])
   labels = np.asarray([int(src[i]['label']) for i in range(360)])
   noise = np.random.default_rng(0).integers(0, 256, train.shape).astype(np.uint8)
   threes = np.repeat(train[labels == 3][:1], 360, axis=0)
-  result = {name: evaluators.fd_metrics(config, lambda n, x=x: {'images': x[:n]})
+  result = {name: evaluators.fd_metrics(config, opts, lambda n, x=x: {'images': x[:n]})
             for name, x in (('train', train), ('noise', noise), ('threes', threes))}
   # The first 360 train images are exactly what the floor measures.
   assert np.isclose(result['train']['fd'], result['train']['fd_floor'])

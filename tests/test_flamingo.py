@@ -119,19 +119,22 @@ def test_qa_table_marks_exactly_the_answer_and_its_end():
 
 def _tiny(tmp_path, data_dir, **overrides):
   from train import loop
+  from train import core
   config = load_config('flamingo_digits.py:tiny', data__data_dir=data_dir, **overrides)
-  loop.resolve_frozen(config)
+  core.resolve_frozen(config)
   for name in ('vision', 'lm'):
     for k, v in dict(total_steps=2, eval_every=2, log_every=2, ckpt_every=2).items():
       config.frozen[name].config[k] = v
-  config.frozen.vision.config.evaluators = ()
+  for name in config.frozen.vision.config.evals:
+    config.frozen.vision.config.evals[name].every = -1
   return config
 
 
 def test_frozen_networks_get_no_gradient_and_stay_in_their_collections(tmp_path, data_dir):
   from train import loop
+  from train import core
   config = _tiny(tmp_path, data_dir)
-  task = loop.load_task(config)
+  task = core.load_task(config)
   batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in task.example_batch(4).items()}
   variables = jax.jit(task.init)(jax.random.key(0), batch)
   assert set(variables) == {'params', 'lm', 'vision'}
@@ -148,6 +151,7 @@ def test_frozen_networks_get_no_gradient_and_stay_in_their_collections(tmp_path,
 def test_flamingo_digits_trains_its_frozen_runs_then_answers_through_the_sampler(
     tmp_path, data_dir):
   from train import loop
+  from train import core
   config = _tiny(tmp_path, data_dir, total_steps=2, eval_every=2, log_every=1, ckpt_every=2)
   result = loop.train_and_evaluate(config, str(tmp_path))
   kinds = {f'accuracy_{k}' for k, _, _ in flamingo.QUESTIONS}

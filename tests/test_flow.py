@@ -205,7 +205,8 @@ def test_17_bins_are_the_digits_pixel_values_one_to_one():
 
 def _task(model, **overrides):
   from train import loop
-  return loop.load_task(_config(f'flow_digits.py:tiny,model={model}', **overrides))
+  from train import core
+  return core.load_task(_config(f'flow_digits.py:tiny,model={model}', **overrides))
 
 
 @pytest.mark.parametrize('model', ['realnvp', 'glow'])
@@ -257,6 +258,7 @@ def test_bad_config_values_fail_clearly():
 @pytest.mark.parametrize('model', ['realnvp', 'glow'])
 def test_digits_config_trains(tmp_path, data_dir, model):
   from train import loop
+  from train import core
   config = _config(f'flow_digits.py:tiny,model={model}', total_steps=2, eval_every=2,
                    log_every=1, data__data_dir=data_dir)
   result = loop.train_and_evaluate(config, str(tmp_path))

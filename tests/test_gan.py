@@ -40,10 +40,12 @@ def test_lsun_dcgan_has_the_papers_layers():
 
 def _setup(spec='gan_digits.py:tiny', **overrides):
   from train import loop
+  from train import core
+  from train import steps as steps_lib
   config = load_config(spec, **overrides)
-  task = loop.load_task(config)
-  tx, schedule = loop.make_tx(config, task)
-  init = jax.jit(lambda r: nn.meta.unbox(loop.make_init_fn(config, task, tx)(r)))
+  task = core.load_task(config)
+  tx, schedule = core.make_tx(config, task)
+  init = jax.jit(lambda r: nn.meta.unbox(core.make_init_fn(config, task, tx)(r)))
   return config, task, tx, schedule, init(jax.random.key(0))
 
 
@@ -58,9 +60,11 @@ def _differs(a, b):
 
 def test_each_phase_updates_only_its_network():
   from train import loop
+  from train import core
+  from train import steps as steps_lib
   config, task, tx, schedule, state = _setup()
   batch = _batch()
-  step = lambda t: jax.jit(loop.make_train_step(config, t, tx, schedule))
+  step = lambda t: jax.jit(steps_lib.make_train_step(config, t, tx, schedule))
   d_only, _ = step(task._replace(phases=task.phases[:1]))(state, batch)
   g_only, _ = step(task._replace(phases=task.phases[1:]))(state, batch)
   both, metrics = step(task)(state, batch)
@@ -90,24 +94,26 @@ def test_each_phase_updates_only_its_network():
 
 def test_per_group_optimizer_overrides():
   from train import loop
+  from train import core
+  from train import steps as steps_lib
   from train.errors import UserError
   config, task, tx, schedule, state = _setup(optimizers__generator__lr=0.5)
   assert float(schedule['generator'](0)) == 0.5 and float(schedule['discriminator'](0)) == 2e-4
   with config.unlocked():
     config.optimizers.critic = dict(lr=1.0)
   with pytest.raises(UserError, match='critic, not a parameter group'):
-    loop.make_tx(config, task)
+    core.make_tx(config, task)
   with config.unlocked():
     del config.optimizers['critic']
     config.optimizers.generator.lrr = 1.0
   with pytest.raises(UserError, match='lrr is not an optimizer field'):
-    loop.make_tx(config, task)
+    core.make_tx(config, task)
 
 
 def test_both_optimizers_resume_bitwise(tmp_path, data_dir):
   from train import checkpoint, loop
   common = dict(data__data_dir=data_dir, log_every=1, eval_every=0, ckpt_every=2,
-                evaluators='()')
+                )
   loop.train_and_evaluate(load_config('gan_digits.py:tiny', total_steps=4, **common),
                           str(tmp_path / 'straight'))
   loop.train_and_evaluate(load_config('gan_digits.py:tiny', total_steps=2, **common),

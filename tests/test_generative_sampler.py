@@ -28,11 +28,11 @@ def _train(spec, workdir, data_dir, **overrides):
 
 @pytest.mark.parametrize('spec', FAMILIES)
 def test_samples_are_the_same_on_one_and_eight_devices(spec, tmp_path, data_dir):
-  _train(spec, tmp_path, data_dir, evaluators='()')
+  _train(spec, tmp_path, data_dir)
   arrays = []
   for devices in (1, 8):
     proc = run_cli(['--config', f'configs/{spec}', '--workdir', tmp_path, '--num_samples',
-                    '10', '--seed', '3', '--config.evaluators=()'], data_dir, devices=devices,
+                    '10', '--seed', '3'], data_dir, devices=devices,
                    module='train.sample')
     assert proc.returncode == 0, proc.stderr
     stem = tmp_path / 'samples' / 'step1_seed3'
@@ -45,7 +45,7 @@ def test_samples_are_the_same_on_one_and_eight_devices(spec, tmp_path, data_dir)
 
 
 def test_image_sampler_refuses_a_prompt(tmp_path, data_dir):
-  _train('flow_digits.py:tiny', tmp_path, data_dir, evaluators='()')
+  _train('flow_digits.py:tiny', tmp_path, data_dir)
   proc = run_cli(['--config', 'configs/flow_digits.py:tiny', '--workdir', tmp_path,
                   '--prompt', 'a seven'], data_dir, module='train.sample')
   assert proc.returncode == 2 and 'takes no --prompt' in proc.stderr
@@ -57,7 +57,8 @@ def test_fd_is_reported_by_the_loop(tmp_path, data_dir):
   from train import loop
   loop.train_and_evaluate(clf, str(tmp_path / 'clf'))
   result = _train('flow_digits.py:tiny', tmp_path / 'run', data_dir,
-                  evaluators="('fd',)", fd__workdir=tmp_path / 'clf', fd__num_samples=64)
+                  evals__fd__every=0, evals__fd__workdir=tmp_path / 'clf',
+                  evals__fd__num_samples=64)
   assert {'fd', 'fd_floor', 'class_coverage', 'bits_per_dim'} <= set(result)
   assert result['fd'] > result['fd_floor'] > 0 and 0 <= result['class_coverage'] <= 1
   assert read_metrics(tmp_path / 'run', 'eval')[1]['fd'] == pytest.approx(result['fd'])

@@ -34,10 +34,11 @@ def _tiny(data_dir='', arg='', **overrides):
   """The tiny LDM config with its frozen spec resolved, the tiny KL run cut to 2 steps
   without evals (compiles are what these tests spend their time on)."""
   from train import loop
+  from train import core
   config = load_config('ldm_digits.py:tiny' + arg, **overrides)
   if data_dir:
     config.data.data_dir = data_dir
-  loop.resolve_frozen(config)
+  core.resolve_frozen(config)
   for k, v in dict(total_steps=2, eval_every=0, log_every=2, ckpt_every=2).items():
     config.frozen.vae.config[k] = v
   return config
@@ -78,7 +79,8 @@ def test_latents_are_the_scaled_posterior_and_decode_through_the_frozen_decoder(
 def test_frozen_autoencoder_gets_no_gradient_and_passes_through_the_loss():
   # (the DiT denoiser here, the default U-Net in the loop test below)
   from train import loop
-  task = loop.load_task(_tiny(arg=',model=dit'))
+  from train import core
+  task = core.load_task(_tiny(arg=',model=dit'))
   images = _images(4)
   batch = {'image': images, 'label': jnp.arange(4, dtype=jnp.int32)}
   variables = random_variables(task.init, batch)
@@ -112,13 +114,14 @@ def test_frozen_autoencoder_gets_no_gradient_and_passes_through_the_loss():
 def test_loop_trains_the_frozen_run_first_and_samples_match_on_one_and_eight_devices(
     tmp_path, data_dir):
   from train import loop
+  from train import core
   config = _tiny(data_dir, total_steps=1, eval_every=0, log_every=1, ckpt_every=1)
   loop.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(read_metrics(tmp_path)[1]['loss'])
   assert sorted(read_metrics(tmp_path / 'frozen_vae')) == [2]  # trained first, by the loop
   # The run's frozen collection is the KL run's variables, untouched by the training step.
-  frozen = loop.restore_frozen(config, 'vae', str(tmp_path))
-  mine = loop.restore_run(config, str(tmp_path), 'ldm', 'tiny')
+  frozen, _ = core.restore_variables(config.frozen.vae.config, str(tmp_path / 'frozen_vae'))
+  mine, _ = core.restore_variables(config, str(tmp_path))
   jax.tree.map(np.testing.assert_array_equal, mine[ldm.VAE], frozen)
   arrays = []
   for devices in (1, 8):

@@ -70,7 +70,9 @@ def test_sampler_same_text_on_1_and_8_devices(trained, data_dir):
 
 
 @pytest.mark.parametrize('args,message', [
-    (['--top_p', '0'], '--top_p must be in (0, 1]'),
+    (['--top_p', '0'], 'top_p must be in (0, 1]'),
+    (['--top_k', '5', '--steps', '3'], '--steps: this task\'s sampler takes no steps; its '
+                                       'options: --max_new_tokens, --temperature'),
     (['--num_samples', '0'], '--num_samples must be >= 1'),
     (['--step', '3'], 'no checkpoint at step 3'),
 ])

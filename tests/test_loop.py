@@ -127,15 +127,16 @@ def _toy_task(fail_at_sum=None):
 
 
 def _setup(task, **overrides):
-  from train import config_lib, loop
+  from train import config_lib, core
+  from train import steps as steps_lib
   config = config_lib.base()
   config.optax_name, config.schedule, config.lr = 'sgd', 'constant', 0.1
   config.update(overrides)
-  schedule = loop.make_schedule(config)
-  tx = loop.make_optimizer(config, schedule)
+  schedule = core.make_schedule(config)
+  tx = core.make_optimizer(config, schedule)
   state = jax.jit(lambda r: __import__('flax').linen.meta.unbox(
-      loop.make_init_fn(config, task, tx)(r)))(jax.random.key(0))
-  return state, jax.jit(loop.make_train_step(config, task, tx, schedule))
+      core.make_init_fn(config, task, tx)(r)))(jax.random.key(0))
+  return state, jax.jit(steps_lib.make_train_step(config, task, tx, schedule))
 
 
 def _batch(n=8, seed=0):
@@ -185,7 +186,7 @@ def test_gradient_clipping_bounds_the_update():
 def test_lenet_trains_through_the_loop_in_process(tmp_path, data_dir):
   """One real run of the default experiment's model (tiny) through train_and_evaluate,
   with bf16 compute, EMA and gradient accumulation switched on."""
-  from train import config_lib, loop
+  from train import config_lib, core, loop
   config = config_lib.load(os.path.join(REPO, 'configs/lenet_digits.py:tiny'))
   for k, v in dict(total_steps=3, eval_every=3, log_every=1, ckpt_every=3, batch_size=16,
                    compute_dtype='bfloat16', ema_decay=0.9, grad_accum_steps=2).items():

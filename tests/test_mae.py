@@ -57,6 +57,7 @@ def test_predictions_never_see_masked_pixels_and_only_masked_patches_count():
 def test_digits_config_trains_and_probes(tmp_path, data_dir):
   from train import loop
   config = _config('mae_digits.py:tiny', total_steps=2, eval_every=2, log_every=1,
-                   data__data_dir=data_dir, probe__max_train_examples=64, probe__probe_steps=20)
+                   data__data_dir=data_dir, evals__linear_probe__max_train_examples=64,
+                   evals__knn__max_train_examples=64, evals__linear_probe__steps=20)
   result = loop.train_and_evaluate(config, str(tmp_path))
   assert set(result) == {'linear_probe_accuracy', 'knn_accuracy'}

@@ -234,9 +234,10 @@ def test_two_processes_train_missing_frozen_runs_together(data_dir, tmp_path):
     return [sys.executable, '-m', 'train', '--config', 'configs/ldm_digits.py:tiny',
             '--workdir', str(workdir), '--config.total_steps=2', '--config.log_every=1',
             '--config.eval_every=2', '--config.ckpt_every=2',
-            f'--config.frozen.vae.spec={tmp_path / "kl.py"}', "--config.evaluators=('fd',)",
-            f'--config.fd.classifier={tmp_path / "clf.py"}', f'--config.fd.workdir={workdir}/clf',
-            '--config.fd.num_samples=16',
+            f'--config.frozen.vae.spec={tmp_path / "kl.py"}', '--config.evals.fd.every=0',
+            f'--config.evals.fd.classifier={tmp_path / "clf.py"}',
+            f'--config.evals.fd.workdir={workdir}/clf',
+            '--config.evals.fd.num_samples=16',
             f'--config.distributed.coordinator_address=127.0.0.1:{port}',
             '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}']
 

@@ -89,12 +89,11 @@ def test_batchnorm_statistics_across_8_devices_equal_one(tmp_path, data_dir, par
 
 def test_batch_stats_are_checkpointed_and_restored(tmp_path):
   """BatchNorm running statistics are part of the train state: saved and restored."""
-  from train import checkpoint, config_lib, loop, mesh as mesh_lib
+  from train import checkpoint, config_lib, core, mesh as mesh_lib
+  from train.runner import Runner
   c = config_lib.load(os.path.join(REPO, 'configs/unet_segment.py:tiny'))
-  task = loop.load_task(c)
-  schedule = loop.make_schedule(c)
-  tx = loop.make_optimizer(c, schedule)
-  runner = loop.JitRunner(c, task, tx, schedule, mesh_lib.make_mesh(c))
+  task = core.load_task(c)
+  runner = Runner(c, task, mesh_lib.make_mesh(c))
   state = runner.init(jax.random.key(0))
   assert jax.tree.leaves(state.extra['batch_stats'])
   stats = jax.tree.map(lambda x: x + jnp.arange(x.size, dtype=x.dtype).reshape(x.shape),

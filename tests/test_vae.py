@@ -131,7 +131,8 @@ def test_reparameterised_gradient_reaches_the_encoder():
 
 def _task(model, **overrides):
   from train import loop
-  return loop.load_task(_config(f'vae_digits.py:tiny,model={model}', **overrides))
+  from train import core
+  return core.load_task(_config(f'vae_digits.py:tiny,model={model}', **overrides))
 
 
 @functools.cache
@@ -238,6 +239,7 @@ def test_bad_config_values_fail_clearly():
 def test_digits_config_trains(tmp_path, data_dir):
   # (the kl config trains through the loop in tests/test_generative_sampler.py)
   from train import loop
+  from train import core
   config = _config('vae_digits.py:tiny', total_steps=2, eval_every=2,
                    log_every=1, data__data_dir=data_dir)
   result = loop.train_and_evaluate(config, str(tmp_path))

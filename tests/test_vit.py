@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
+from arch.images import random_translate
 from arch.vision import distillation, vit
-from arch.vision.classification import random_translate
 from conftest import load_config as _config, read_metrics
 
 # torchvision (vit_*) and timm (Ti, S and the distilled DeiTs) parameter counts.
@@ -96,8 +96,9 @@ def test_deit_returns_both_heads_in_training_and_their_mean_otherwise():
 
 def _task(mode):
   from train import loop
+  from train import core
   config = _config(f'deit_digits.py:tiny,distillation={mode}')  # random shifts of 2 px
-  loop.resolve_frozen(config)
+  core.resolve_frozen(config)
   return distillation.make(config)
 
 
@@ -123,8 +124,9 @@ def test_distillation_loss_is_deits(mode):
   else:
     from arch.vision import resnet
     from train import loop
+    from train import core
     config = _config('deit_digits.py:tiny')
-    loop.resolve_frozen(config)
+    core.resolve_frozen(config)
     teacher = resnet.Model(**config.frozen.teacher.config.model)
     t = teacher.apply(variables['teacher'], x, train=False)
     if mode == 'hard':
@@ -151,6 +153,7 @@ def test_missing_teacher_is_a_config_error():
 
 def test_vit_digits_trains_one_step(tmp_path, data_dir):
   from train import loop
+  from train import core
   config = _config('vit_digits.py:tiny', total_steps=1, eval_every=1, log_every=1,
                    batch_size=8, data__data_dir=data_dir)
   result = loop.train_and_evaluate(config, str(tmp_path))
@@ -161,9 +164,10 @@ def test_deit_digits_trains_its_teacher_then_restores_it(tmp_path, data_dir):
   """A fresh workdir: the loop trains the frozen teacher in WORKDIR/frozen_teacher, then
   the student's eval reports that teacher's accuracy exactly (the restored weights)."""
   from train import loop
+  from train import core
   config = _config('deit_digits.py:tiny', total_steps=2, eval_every=2, log_every=1,
                    batch_size=8, data__data_dir=data_dir)
-  loop.resolve_frozen(config)
+  core.resolve_frozen(config)
   for k, v in dict(total_steps=3, eval_every=3, log_every=3, batch_size=8).items():
     config.frozen.teacher.config[k] = v
   result = loop.train_and_evaluate(config, str(tmp_path))

@@ -150,7 +150,8 @@ def test_a_crop_with_its_context_equals_the_whole_clip():
 
 def test_a_rows_sample_depends_on_its_row_id_only():
   from train import loop
-  task = loop.load_task(_config('wavenet_audio.py:tiny,conditional'))
+  from train import core
+  task = core.load_task(_config('wavenet_audio.py:tiny,conditional'))
   variables = _random_variables(task.init, task.example_batch(2))
   sample = jax.jit(task.sample)
   labels = task.prompt_batch(None, 10)['label']
@@ -175,6 +176,7 @@ def test_a_rows_sample_depends_on_its_row_id_only():
 def test_config_trains_evaluates_and_samples_the_same_on_one_and_eight_devices(
     tmp_path, data_dir):
   from train import loop
+  from train import core
   config = _config('wavenet_audio.py:tiny', total_steps=1, eval_every=1, log_every=1,
                    ckpt_every=1, eval_batch_size=100, data__data_dir=data_dir)
   result = loop.train_and_evaluate(config, str(tmp_path))

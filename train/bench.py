@@ -71,12 +71,13 @@ def bench_decoding(config, lengths, steps, reps):
 
 def bench_training(config, steps):
   import jax
-  from train import loop
+  from train import core
   from train import mesh as mesh_lib
   from train import metrics as metrics_lib
+  from train.runner import Runner
   mesh = mesh_lib.make_mesh(config)
-  task = loop.load_task(config)
-  runner = loop.JitRunner(config, task, *loop.make_tx(config, task), mesh)
+  task = core.load_task(config)
+  runner = Runner(config, task, mesh)
   state = runner.init(jax.random.key(0))
   spec = task.example_batch(config.batch_size)
   vocab = int(config.model.get('vocab_size', 256))

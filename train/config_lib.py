@@ -7,6 +7,7 @@ argument is free-form; `parse_arg` turns the usual `variant=50,runlocal` into fi
 import ast
 import importlib.util
 import os
+import sys
 
 import ml_collections
 
@@ -44,6 +45,12 @@ def load(spec: str) -> ml_collections.ConfigDict:
     names = sorted(f for f in os.listdir(here) if f.endswith('.py')) if os.path.isdir(here) else []
     raise UserError(f'config file {path!r} not found'
                     + (f'; configs in {here}/: {", ".join(names)}' if names else ''))
+  # A config imports its neighbours as a package (`from configs import recipes`).
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isfile(os.path.join(folder, '__init__.py')):
+    root = os.path.dirname(folder)
+    if root not in sys.path:
+      sys.path.append(root)
   module_spec = importlib.util.spec_from_file_location(
       f'_archzoo_config_{os.path.basename(path)[:-3]}', path)
   module = importlib.util.module_from_spec(module_spec)
@@ -171,18 +178,9 @@ def base() -> ml_collections.ConfigDict:
   # teacher, a frozen encoder): NAME -> dict(spec='configs/X.py[:args]', workdir='')
   # (workdir '' = WORKDIR/frozen_NAME, trained there first if it holds no checkpoint).
   c.frozen = ml_collections.ConfigDict()
-  # Representation evaluators run at every eval on the task's `features`
-  # (train/evaluators.py): 'linear_probe', 'knn'.
-  c.evaluators = ()
-  c.probe = ml_collections.ConfigDict(dict(
-      train_split='train', max_train_examples=0, label_key='label', l2=1e-4,
-      probe_steps=300, knn_k=20, knn_temperature=0.07))
-  # The 'fd' evaluator (generative tasks): Fréchet distance between `num_samples` samples
-  # (0 = as many as the eval split has) and the eval split in the feature space of the
-  # `classifier` run, trained on first use in `workdir` ('' = DATA_DIR/fd_classifiers/<name>).
-  c.fd = ml_collections.ConfigDict(dict(
-      classifier='configs/lenet_digits.py', workdir='', num_samples=0, steps=0))
-
+  # Evaluators (train/evaluators.py): NAME -> dict(type=..., every=..., options), e.g.
+  # evals.fd = dict(type='fd', steps=50); every 0 = at every eval, -1 = off.
+  c.evals = ml_collections.ConfigDict()
   c.data = ml_collections.ConfigDict(dict(
       name='', train_split='train', eval_split='test', data_dir='', shuffle=True,
       num_threads=2, prefetch=4,
@@ -196,108 +194,3 @@ def base() -> ml_collections.ConfigDict:
       prompt='', seed=0, steps=0,
       tokenizer=''))  # '' = data.tokenizer; e.g. 'byte' where the data is not text
   return c
-
-
-IMAGENET_TRAIN_EXAMPLES = 1_281_167
-
-
-def imagenet(c: ml_collections.ConfigDict, size: int = 224, batch_size: int = 256,
-             epochs: int = 90) -> int:
-  """Sets `c` up for ImageNet-1k classification from TFDS `imagenet2012` (prepared in
-  `data.data_dir`): 1000 classes, RGB at `size`, each image centre-cropped and resized to
-  `size` on the host; step counts from `epochs`. Returns the steps per epoch."""
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(size, size), channels=3, num_classes=1000, host_size=size)
-  c.data.name = 'imagenet2012'
-  c.data.train_split = 'train'
-  c.data.eval_split = 'validation'
-  c.batch_size = batch_size
-  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // batch_size
-  c.total_steps = epochs * steps_per_epoch
-  c.log_every = 100
-  c.eval_every = steps_per_epoch
-  c.ckpt_every = steps_per_epoch
-  return steps_per_epoch
-
-
-def transformer_imagenet(c: ml_collections.ConfigDict, *, epochs: int, batch_size: int,
-                         lr: float, warmup_epochs: int, label_smoothing: float = 0.1,
-                         weight_decay: float = 0.05) -> int:
-  """ImageNet at 224x224 with the vision-transformer recipe of DeiT and its successors:
-  AdamW (decoupled weight decay), cosine decay after a linear warm-up, label smoothing
-  (without their RandAugment/Mixup/CutMix/repeated augmentation). Returns the steps per
-  epoch."""
-  epoch = imagenet(c, size=224, batch_size=batch_size, epochs=epochs)
-  c.task_kwargs.label_smoothing = label_smoothing
-  c.optax_name = 'adamw'
-  c.optax = dict(weight_decay=weight_decay)
-  c.lr = lr
-  c.schedule = 'cosine'
-  c.warmup_steps = warmup_epochs * epoch
-  return epoch
-
-
-def digits(c: ml_collections.ConfigDict, size: int = 32, shift: int = 0) -> None:
-  """Sets `c` up for classifying the offline `digits` (8x8 images, resized on device to
-  size x size; random +-`shift` px translations in training), batch 64, test split."""
-  c.task = 'vision.classification'
-  c.task_kwargs = dict(input_size=(size, size), channels=1, num_classes=10, shift=shift,
-                       label_smoothing=0.0)
-  c.data.name = 'digits'
-  c.data.eval_split = 'test'
-  c.batch_size = 64
-
-
-def selfsup_digits(c: ml_collections.ConfigDict, task: str, size: int = 16) -> None:
-  """Sets `c` up for self-supervised learning on the offline `digits` (labels unused in
-  training; 8x8 images resized on device to size x size) with the tiny CIFAR-style ResNet
-  as the backbone, and the linear-probe and k-NN evaluators (train split -> test split)."""
-  c.task = task
-  c.task_kwargs = dict(input_size=(size, size), channels=1,
-                       augment=dict(crop_scale=(0.35, 1.0), flip=False, jitter=0.4,
-                                    noise=0.05))
-  c.data.name = 'digits'
-  c.data.eval_split = 'test'
-  c.model_name = 'vision.resnet'
-  from arch.vision import resnet
-  c.model = dict(resnet.TINY, num_classes=0)
-  c.evaluators = ('linear_probe', 'knn')
-  c.batch_size = 128
-
-
-def selfsup_variant(c: ml_collections.ConfigDict, variant: str, tiny: bool) -> None:
-  """The backbone of a self-supervised digits config: 'tiny' (as set), or the papers'
-  'resnet50' (torchvision's trunk, 2048-2048-128 head) on ImageNet at 224x224; `tiny`
-  shrinks everything for tests."""
-  from arch.vision import resnet
-  if tiny:
-    c.model = dict(resnet.TINY, stage_sizes=(1, 1), widths=(4, 8), stem_features=4,
-                   num_classes=0)
-    c.task_kwargs.update(proj_hidden=16, proj_dim=8, queue_size=32)
-    c.batch_size = 8
-  elif variant == 'resnet50':
-    task, kwargs = c.task, c.task_kwargs.to_dict()
-    imagenet(c, size=224, batch_size=256, epochs=200)
-    c.task = task
-    c.task_kwargs = dict(kwargs, input_size=(224, 224), channels=3, host_size=224,
-                         proj_hidden=2048, proj_dim=128,
-                         augment=dict(crop_scale=(0.08, 1.0), flip=True, jitter=0.4,
-                                      noise=0.0))
-    c.model = dict(resnet.VARIANTS['50'], num_classes=0)
-  elif variant != 'tiny':
-    raise UserError(f"unknown variant {variant!r}; valid: tiny, resnet50")
-
-
-def translation(c: ml_collections.ConfigDict) -> None:
-  """Sets `c` up for the offline `translation` pairs (dates and numbers between renderings;
-  train/datasets/translation.py): byte-level tokens, sources padded to 56 and targets to
-  52 (the data's at most 54 / 50 bytes + </s>), the seq2seq
-  objective, eval (loss, token_accuracy, greedy exact_match) on the test split."""
-  c.task = 'sequence.seq2seq'
-  c.data.name = 'translation'
-  c.data.eval_split = 'test'
-  c.data.tokenizer = 'byte'
-  c.data.max_lengths = dict(source=56, target=52)
-  c.sample.max_new_tokens = 52
-  c.sample.temperature = 0.0
-  c.sample.prompt = 'the 21st of September 1904'

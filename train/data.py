@@ -115,7 +115,8 @@ def records(config, split: str, workdir: str | None = None):
     return src
   key = (split, workdir, repr(sorted(config.data.to_dict().items())))
   if key not in _TEXT_CACHE:
-    tok = text.tokenizer(config, workdir)
+    tok = text.tokenizer(config, workdir,
+                         train_source=lambda: source(config.data, config.data.train_split))
     _TEXT_CACHE[key] = text.tokenized_source(config, src, tok)
   return _TEXT_CACHE[key]
 
@@ -131,16 +132,22 @@ def stack(examples):
 
 
 class _HostBatches(grain.MapDataset):
-  """Batch `i` of this process: its contiguous slice of global batch `i` of `parent`."""
+  """Batch `i` of this process: its contiguous slice of global batch `i` of `parent`,
+  stacked, or with `collate` split into `shards` equal groups, each collated, the groups
+  stacked on a new leading axis (the row mask then has shape (shards, group size))."""
 
   def __init__(self, parent, global_batch: int, num_batches: int, process_index: int,
-               process_count: int, pad_to: int | None = None):
+               process_count: int, pad_to: int | None = None, collate=None, shards: int = 1):
     super().__init__(parent)
     self._global = global_batch
     self._local = global_batch // process_count
     self._offset = process_index * self._local
     self._num_batches = num_batches
     self._pad_to = pad_to  # number of real examples; indices beyond are padding
+    self._collate, self._shards = collate, shards
+    if collate is not None and self._local % shards:
+      raise UserError(f'a batch of {self._local} examples per process does not split into '
+                      f'{shards} shards of equal size for the task\'s collate')
 
   def __len__(self):
     return self._num_batches
@@ -153,17 +160,28 @@ class _HostBatches(grain.MapDataset):
       return self.slice(index)
     start = index * self._global + self._offset
     ids = np.arange(start, start + self._local)
-    if self._pad_to is None:
-      return stack([self._parent[int(i)] for i in ids])
-    mask = ids < self._pad_to
-    batch = stack([self._parent[int(i) if m else 0] for i, m in zip(ids, mask)])
-    batch[VALID] = mask
+    mask = None if self._pad_to is None else ids < self._pad_to
+    if mask is None:
+      examples = [self._parent[int(i)] for i in ids]
+    else:  # padding rows repeat example 0
+      examples = [self._parent[int(i) if m else 0] for i, m in zip(ids, mask)]
+    if self._collate is None:
+      batch = stack(examples)
+    else:
+      size = self._local // self._shards
+      batch = stack([self._collate(examples[s * size:(s + 1) * size])
+                     for s in range(self._shards)])
+      if mask is not None:
+        mask = mask.reshape(self._shards, size)
+    if mask is not None:
+      batch[VALID] = mask
     return batch
 
 
 def train_iterator(config, preprocess=None, process_index: int = 0, process_count: int = 1,
-                   workdir: str | None = None):
-  """An endless grain iterator of this process's train batches, shuffled every epoch."""
+                   workdir: str | None = None, collate=None, shards: int = 1):
+  """An endless grain iterator of this process's train batches, shuffled every epoch
+  (with `collate`: see _HostBatches)."""
   data_cfg = config.data
   ds = grain.MapDataset.source(records(config, data_cfg.train_split, workdir))
   if data_cfg.get('shuffle', True):
@@ -172,14 +190,15 @@ def train_iterator(config, preprocess=None, process_index: int = 0, process_coun
   if preprocess is not None:
     ds = ds.map(preprocess)
   batches = _HostBatches(ds, config.batch_size, sys.maxsize // config.batch_size,
-                         process_index, process_count)
+                         process_index, process_count, collate=collate, shards=shards)
   options = grain.ReadOptions(num_threads=int(data_cfg.get('num_threads', 2)),
                               prefetch_buffer_size=int(data_cfg.get('prefetch', 4)))
   return iter(batches.to_iter_dataset(options))
 
 
 def eval_batches(config, split: str, preprocess=None, process_index: int = 0,
-                 process_count: int = 1, workdir: str | None = None):
+                 process_count: int = 1, workdir: str | None = None, collate=None,
+                 shards: int = 1):
   """One deterministic pass over `split`, padded to full batches; `_valid` marks real rows."""
   src = records(config, split, workdir)
   ds = grain.MapDataset.source(src)
@@ -187,4 +206,5 @@ def eval_batches(config, split: str, preprocess=None, process_index: int = 0,
     ds = ds.map(preprocess)
   size = config.get('eval_batch_size') or config.batch_size
   n = len(src)
-  return _HostBatches(ds, size, -(-n // size), process_index, process_count, pad_to=n)
+  return _HostBatches(ds, size, -(-n // size), process_index, process_count, pad_to=n,
+                      collate=collate, shards=shards)

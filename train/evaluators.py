@@ -1,26 +1,34 @@
-"""Evaluators that any config can name in `config.evaluators`.
+"""Evaluators that a config names in `config.evals`, big_vision style:
+
+    c.evals.probe = dict(type='linear_probe', every=0, train_split='train')
+    c.evals.fd = dict(type='fd', classifier='configs/lenet_digits.py', steps=50)
+
+Each entry NAME has a `type` (default: NAME itself), `every` (0: at every eval of the loop,
+N: at the evals whose step is a multiple of N and the last, -1: off, so a config can carry
+an entry that a test or user switches on with `--config.evals.NAME.every=0`) and its
+type's options, validated like task options (a typo is an error naming the valid ones).
+Metrics are reported under their own names (`linear_probe_accuracy`, `fd`, ...). A new
+evaluator is one function and its options class in `REGISTRY`; the loop does not change.
 
 Of a frozen representation (a task that exposes `features(variables, batch) -> (B, F)`,
-e.g. a backbone's pooled output): at every eval the loop embeds `config.probe.train_split`
-(at most `max_train_examples`, 0 = all) and the eval split with the current (EMA) params
-and reports
+e.g. a backbone's pooled output): the loop embeds `train_split` (at most
+`max_train_examples`, 0 = all) and the eval split with the current (EMA) params:
 
-  linear_probe_accuracy  multinomial logistic regression on the standardised train
-                         features (L2 penalty `l2` on the weights, full-batch L-BFGS,
-                         `probe_steps` iterations), accuracy on the eval split;
-  knn_accuracy           weighted k-nearest-neighbour vote in cosine similarity (Wu et al.
-                         2018, "Unsupervised feature learning via non-parametric instance
-                         discrimination": k = `knn_k`, weights exp(sim / `knn_temperature`)).
+  linear_probe  `linear_probe_accuracy`: multinomial logistic regression on the
+                standardised train features (L2 penalty `l2` on the weights, full-batch
+                L-BFGS, `steps` iterations), accuracy on the eval split;
+  knn           `knn_accuracy`: weighted k-nearest-neighbour vote in cosine similarity
+                (Wu et al. 2018, "Unsupervised feature learning via non-parametric instance
+                discrimination": k = `k`, weights exp(sim / `temperature`)).
 
-Labels come from the batch key `config.probe.label_key`; the classes are 0..max label. Both
-run on one device over the gathered features (the representation is small next to the
-network); every process computes the same numbers.
+Labels come from the batch key `label_key`; the classes are 0..max label. Both run on one
+device over the gathered features; every process computes the same numbers.
 
-Of a generative model (`'fd'`, a task with `sample`): samples drawn as `train.sample`
-draws them (config seed, row ids 0..N-1) are embedded by a classifier run of this
-codebase (`config.fd.classifier`, default LeNet on digits; trained deterministically
-on first use and cached in `config.fd.workdir`) whose task's `features` gives
-{'features', 'logits'}, and compared with the eval split:
+Of a generative model (`fd`, a task with `sample`): samples drawn as `train.sample` draws
+them (config seed, row ids 0..N-1; the sample key `sample_key`, `steps` sampler steps) are
+embedded by a classifier run of this codebase (`classifier`, default LeNet on digits) whose
+task's `features` gives {'features', 'logits'}, and compared with the eval split's
+`data_key` images:
 
   fd              Fréchet distance (Heusel et al. 2017) between Gaussians fitted to the
                   samples' and the eval split's classifier features: the FID recipe with
@@ -29,8 +37,12 @@ on first use and cached in `config.fd.workdir`) whose task's `features` gives
                   what a perfect generator would score at this sample size;
   class_coverage  the fraction of classes that the classifier assigns at least half
                   their fair share (N / 2K) of the samples to (1 = no class missing).
+
+The classifier is a run like any `config.frozen` one: the loop trains it before this run
+starts when `workdir` ('' = DATA_DIR/fd_classifiers/<name>) holds none, never in an eval.
 """
 
+import dataclasses
 import functools
 import os
 import re
@@ -40,23 +52,49 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from arch.task import ConfigError, parse_options
 from train.errors import UserError
 
-EVALUATORS = ('linear_probe', 'knn', 'fd')
-PROBES = ('linear_probe', 'knn')
+
+# --------------------------------------------------------------------------- options
 
 
-def check(config, task):
-  names = tuple(config.get('evaluators') or ())
-  unknown = [n for n in names if n not in EVALUATORS]
-  if unknown:
-    raise UserError(f'unknown evaluator {unknown[0]!r}; valid: {", ".join(EVALUATORS)}')
-  if set(names) & set(PROBES) and task.features is None:
-    raise UserError(f'config.evaluators={names} needs a task with `features`; '
-                    f'{config.task!r} has none')
-  if 'fd' in names and (task.sample is None or task.prompt_batch is None):
-    raise UserError(f"the 'fd' evaluator needs a task that samples; {config.task!r} does not")
-  return names
+@dataclasses.dataclass(frozen=True)
+class _Common:
+  type: str = ''
+  every: int = 0  # 0: every eval; N: evals at multiples of N (and the last); -1: off
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeOptions(_Common):
+  train_split: str = 'train'
+  max_train_examples: int = 0  # 0: the whole split
+  label_key: str = 'label'
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearProbeOptions(ProbeOptions):
+  l2: float = 1e-4
+  steps: int = 300  # L-BFGS iterations
+
+
+@dataclasses.dataclass(frozen=True)
+class KnnOptions(ProbeOptions):
+  k: int = 20
+  temperature: float = 0.07
+
+
+@dataclasses.dataclass(frozen=True)
+class FdOptions(_Common):
+  classifier: str = 'configs/lenet_digits.py'
+  workdir: str = ''       # '' = DATA_DIR/fd_classifiers/<classifier name>
+  num_samples: int = 0    # 0: as many as the eval split has
+  steps: int = 0          # the sampler's steps (0: the task's default)
+  data_key: str = 'image'
+  sample_key: str = 'images'
+
+
+# ------------------------------------------------------------------------ the metrics
 
 
 def linear_probe_accuracy(train_x, train_y, test_x, test_y, num_classes: int,
@@ -126,39 +164,73 @@ def frechet_distance(x_NF, y_MF) -> float:
   return float(((mu_x - mu_y) ** 2).sum() + np.trace(s_x) + np.trace(s_y) - 2 * tr_sqrt)
 
 
+# ------------------------------------------------------------------------ evaluators
+#
+# An evaluator is `fn(opts, run) -> {metric: float}`; `run` is the loop's Run: its
+# `config`, `embed_split(split, max_examples) -> (features, labels)` and
+# `generate(n, **sampler_options) -> {output: array}` (host numpy).
+
+
+def _probe_data(opts, run):
+  train_x, train_y = run.embed_split(opts.train_split, opts.max_train_examples)
+  test_x, test_y = run.embed_split(run.config.data.eval_split, 0)
+  return train_x, train_y, test_x, test_y, int(max(train_y.max(), test_y.max())) + 1
+
+
+def linear_probe(opts, run):
+  return {'linear_probe_accuracy': linear_probe_accuracy(*_probe_data(opts, run), opts.l2,
+                                                         opts.steps)}
+
+
+def knn(opts, run):
+  return {'knn_accuracy': knn_accuracy(*_probe_data(opts, run), opts.k, opts.temperature)}
+
+
+def fd_workdir(config, opts):
+  from train import data as data_lib
+  if opts.workdir:
+    return opts.workdir
+  data_dir = config.data.get('data_dir') or data_lib.default_data_dir()
+  slug = re.sub(r'[^A-Za-z0-9]+', '_', os.path.basename(opts.classifier)).strip('_')
+  return os.path.join(data_dir, 'fd_classifiers', slug)
+
+
+def _fd_config(config, opts):
+  from train import config_lib
+  sub = config_lib.load(opts.classifier)
+  if not sub.data.get('data_dir'):
+    sub.data.data_dir = config.data.get('data_dir') or ''
+  return sub
+
+
 _FD_REFERENCE = {}
 
 
-def fd_reference(config):
+def fd_reference(config, opts):
   """(embed(images) -> {'features', 'logits'}, eval-split features, fd_floor) of the
-  config's FD classifier, restored (trained first if need be) once per process."""
-  from train import config_lib
+  classifier run (prepared before training), restored once per process."""
+  from train import core
   from train import data as data_lib
-  from train import loop
-  fd = config.fd
-  data_dir = config.data.get('data_dir') or data_lib.default_data_dir()
-  slug = re.sub(r'[^A-Za-z0-9]+', '_', os.path.basename(fd.classifier)).strip('_')
-  workdir = fd.workdir or os.path.join(data_dir, 'fd_classifiers', slug)
-  key = (fd.classifier, workdir, config.data.name, config.data.eval_split)
+  workdir = fd_workdir(config, opts)
+  key = (opts.classifier, workdir, opts.data_key, config.data.name, config.data.eval_split)
   if key not in _FD_REFERENCE:
-    sub = config_lib.load(fd.classifier)
-    if not sub.data.get('data_dir'):
-      sub.data.data_dir = data_dir
-    variables = loop.restore_run(sub, workdir, 'fd classifier', fd.classifier)
-    clf = loop.load_task(sub)
+    sub = _fd_config(config, opts)
+    clf = core.load_task(sub)
     if clf.features is None:
-      raise UserError(f'the fd classifier {fd.classifier!r} has no features')
+      raise UserError(f'the fd classifier {opts.classifier!r} has no features')
+    variables, step = core.restore_variables(sub, workdir, task=clf)
+    core.log(f'fd classifier: restored step {step} of {workdir}')
     fn = jax.jit(clf.features)
 
     def embed(images, chunk=256):
-      outs = [jax.device_get(fn(variables, {'image': jnp.asarray(images[i:i + chunk])}))
+      outs = [jax.device_get(fn(variables, {opts.data_key: jnp.asarray(images[i:i + chunk])}))
               for i in range(0, len(images), chunk)]
       return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
     def split_images(split, n=None):
       src = data_lib.source(config.data, split)
       n = len(src) if n is None else min(n, len(src))
-      return np.stack([np.asarray(src[i]['image']) for i in range(n)])
+      return np.stack([np.asarray(src[i][opts.data_key]) for i in range(n)])
 
     real = embed(split_images(config.data.eval_split))['features']
     train = embed(split_images(config.data.train_split, len(real)))['features']
@@ -166,38 +238,84 @@ def fd_reference(config):
   return _FD_REFERENCE[key]
 
 
-def fd_metrics(config, generate) -> dict:
-  embed, real, floor = fd_reference(config)
-  n = int(config.fd.num_samples) or len(real)
-  options = {'steps': int(config.fd.steps)} if config.fd.steps else {}
-  images = generate(n, **options)['images']
-  out = embed(images)
+def fd_metrics(config, opts, generate) -> dict:
+  """fd, fd_floor and class_coverage of `generate(n, **options)`'s samples."""
+  embed, real, floor = fd_reference(config, opts)
+  n = int(opts.num_samples) or len(real)
+  options = {'steps': int(opts.steps)} if opts.steps else {}
+  out = embed(generate(n, **options)[opts.sample_key])
   k = out['logits'].shape[-1]
   counts = np.bincount(out['logits'].argmax(-1), minlength=k)
   return {'fd': frechet_distance(out['features'], real), 'fd_floor': floor,
           'class_coverage': float((counts >= n / (2 * k)).mean())}
 
 
-def evaluate(config, names, embed_split, generate=None) -> dict:
-  """Runs the named evaluators; `embed_split(split, max_examples)` -> (features, labels)
-  as host numpy arrays of the real rows; `generate(n, **options)` -> the task's samples
-  {'images': (n, ...)} as host numpy arrays."""
-  out = {}
-  if 'fd' in names:
-    out.update(fd_metrics(config, generate))
-  if not set(names) & set(PROBES):
-    return out
-  probe = config.get('probe') or {}
-  train_x, train_y = embed_split(probe.get('train_split', config.data.train_split),
-                                 int(probe.get('max_train_examples', 0)))
-  test_x, test_y = embed_split(config.data.eval_split, 0)
-  num_classes = int(max(train_y.max(), test_y.max())) + 1
-  if 'linear_probe' in names:
-    out['linear_probe_accuracy'] = linear_probe_accuracy(
-        train_x, train_y, test_x, test_y, num_classes, probe.get('l2', 1e-4),
-        probe.get('probe_steps', 300))
-  if 'knn' in names:
-    out['knn_accuracy'] = knn_accuracy(train_x, train_y, test_x, test_y, num_classes,
-                                       probe.get('knn_k', 20),
-                                       probe.get('knn_temperature', 0.07))
+def fd(opts, run):
+  return fd_metrics(run.config, opts, run.generate)
+
+
+def _needs_features(config, task, name):
+  if task.features is None:
+    raise UserError(f'config.evals.{name} needs a task with `features`; {config.task!r} '
+                    f'has none')
+
+
+def _needs_sampler(config, task, name):
+  if task.sample is None or task.prompt_batch is None:
+    raise UserError(f'config.evals.{name} needs a task that samples; {config.task!r} does not')
+
+
+# type -> (options class, fn(opts, run) -> metrics, check(config, task, name))
+REGISTRY = {
+    'linear_probe': (LinearProbeOptions, linear_probe, _needs_features),
+    'knn': (KnnOptions, knn, _needs_features),
+    'fd': (FdOptions, fd, _needs_sampler),
+}
+
+
+def entries(config):
+  """[(name, options)] of the config's active evaluators, validated."""
+  out = []
+  for name, entry in (config.get('evals') or {}).items():
+    entry = dict(entry)
+    kind = entry.get('type') or name
+    if kind not in REGISTRY:
+      raise UserError(f'config.evals.{name}: unknown evaluator type {kind!r}; valid: '
+                      f'{", ".join(REGISTRY)}')
+    entry['type'] = kind
+    try:
+      opts = parse_options(REGISTRY[kind][0], {f'evals.{name}': entry}, f'evals.{name}')
+    except ConfigError as e:
+      raise UserError(str(e)) from None
+    if opts.every >= 0:
+      out.append((name, opts))
   return out
+
+
+def build(config, task):
+  """Callables `evaluator(run, step) -> metrics` of the config's active evaluators."""
+  evaluators = []
+  for name, opts in entries(config):
+    _, fn, check = REGISTRY[opts.type]
+    check(config, task, name)
+
+    def evaluator(run, step, fn=fn, opts=opts):
+      due = (not opts.every or step % opts.every == 0 or step == run.config.total_steps)
+      return fn(opts, run) if due else {}
+    evaluators.append(evaluator)
+  return evaluators
+
+
+def label_key(config) -> str:
+  """The label key of the probes (the features step returns that batch key)."""
+  keys = {opts.label_key for _, opts in entries(config) if isinstance(opts, ProbeOptions)}
+  if len(keys) > 1:
+    raise UserError(f'config.evals: the probes name different label keys {sorted(keys)}')
+  return keys.pop() if keys else 'label'
+
+
+def runs(config):
+  """[(label, config, workdir, spec)] of the runs the evaluators read (the FD classifier),
+  which the loop trains before this run starts where they hold no checkpoint."""
+  return [('fd classifier', _fd_config(config, opts), fd_workdir(config, opts), opts.classifier)
+          for _, opts in entries(config) if opts.type == 'fd']

@@ -73,6 +73,11 @@ def data_parallel_size(mesh) -> int:
   return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
 
 
+def local_data_parallel_size(mesh) -> int:
+  """How many data-parallel shards this process's part of a global batch spans."""
+  return max(1, data_parallel_size(mesh) // jax.process_count())
+
+
 def batch_sharding(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 

@@ -1,136 +1,154 @@
 """`python -m train.sample --config C --workdir W [--prompt TEXT ...] [--num_samples N]
-[--seed S] [--temperature T] [--top_k K] [--top_p P] [--beam_size B] [--max_new_tokens N]
-[--steps K] [--sampler NAME] [--eta E] [--guidance W]`
+[--seed S] [--step K] [--OPTION VALUE ...]`
 
-The one sampler driver. It restores the run's latest checkpoint (EMA params when the run
-kept them), asks the config's task for the batch to condition on (`Task.prompt_batch`:
-an LM's prompt, a translation's source sentence, a class label, or nothing) and runs the
-task's pure `sample` under jit over the run's mesh with the sample batch sharded along
-the data axes. Randomness is per sample index, so the same seed gives the same samples on
-1 or 8 devices.
+The one sampler driver. It restores the run's checkpoint (the latest, or --step; EMA params
+when the run kept them), asks the config's task for the batch to condition on
+(`Task.prompt_batch`: an LM's prompt, a translation's source sentence, a class label, or
+nothing) and runs the task's pure `sample` under jit over the run's mesh with the sample
+batch sharded along the data axes. Randomness is per sample index, so the same seed gives
+the same samples on 1 or 8 devices.
 
-Text (tasks with a tokenizer: `config.data.tokenizer` or `config.sample.tokenizer`) goes
-to stdout and to WORKDIR/samples/step<STEP>_seed<SEED>.txt; each --prompt gets
---num_samples samples (without --prompt an LM samples from <s>). Images go to
-WORKDIR/samples/step<STEP>_seed<SEED>.png as one grid; videos to .gif (an animated grid)
-and .png (each clip's frames in a row); audio to _<i>.wav files, one per clip; every output
-array to step<STEP>_seed<SEED>.npz (--steps: the sampler's steps for families that take
-them, e.g. diffusion, Langevin; --sampler ddpm|ddim, --eta and --guidance, classifier-free
-guidance's weight, for diffusion). Flags default to the config's `sample` fields; a flag the
-task's sampler does not take is an error.
-Bad input prints one `error:` line and exits with status 2.
+The sampler's options are the keyword parameters of the task's `sample` (e.g. an LM's
+max_new_tokens, temperature, top_k, top_p, beam_size; a diffusion model's steps, sampler,
+eta, guidance): each is a flag `--NAME VALUE`, typed by its default; its default is the
+config's `sample.NAME` where the config has one, else the task's own. A flag the task's
+sampler does not name is an error that lists the ones it does, so each family's options
+need no edit here. `--help` with a --config lists that task's options.
+
+Outputs go to WORKDIR/samples/step<STEP>_seed<SEED>.*, written by the writer registered for
+each output the sampler returns (`WRITERS`): text ('tokens', decoded with the run's
+tokenizer: `config.data.tokenizer` or `config.sample.tokenizer`) to stdout and .txt, each
+--prompt getting --num_samples samples; 'images' as one PNG grid; 'videos' as an animated
+GIF grid and a PNG of each clip's frames in a row; 'audio' (with 'sample_rate') as one WAV
+a clip; every array also to .npz. Bad input prints one `error:` line and exits with 2.
 """
 
 import argparse
+import ast
 import functools
+import inspect
 import os
 import sys
 
 import numpy as np
 
+# Flags of the driver itself; every other flag is an option of the task's sampler.
+DRIVER_FLAGS = ('config', 'workdir', 'prompt', 'num_samples', 'seed', 'step')
 
-def parse(argv):
-  from train import config_lib
-  overrides, rest = config_lib.split_overrides(argv)
+
+def _driver_parser(add_help):
   p = argparse.ArgumentParser(
-      prog='python -m train.sample', description='Sample from a trained archzoo run.',
-      epilog='Defaults come from the config\'s `sample` fields; --config.KEY=VALUE overrides '
-             'any config field.')
+      prog='python -m train.sample', add_help=add_help,
+      description='Sample from a trained archzoo run.',
+      epilog='Any other --NAME VALUE is an option of the task\'s sampler (with --config, '
+             '--help lists them); defaults come from the config\'s `sample` fields; '
+             '--config.KEY=VALUE overrides any config field.')
   p.add_argument('--config', required=True, help='configs/NAME.py[:arg=val,...]')
   p.add_argument('--workdir', required=True, help='the run\'s workdir (checkpoints)')
   p.add_argument('--prompt', action='append', help='conditioning text; repeat for several')
   p.add_argument('--num_samples', type=int, help='samples per prompt')
   p.add_argument('--seed', type=int)
-  p.add_argument('--temperature', type=float, help='0 = greedy')
-  p.add_argument('--top_k', type=int, help='0 = off')
-  p.add_argument('--top_p', type=float, help='1 = off')
-  p.add_argument('--beam_size', type=int, help='> 1: beam search')
-  p.add_argument('--max_new_tokens', type=int)
-  p.add_argument('--steps', type=int, help='sampler steps (diffusion, ...); 0 = the task\'s')
-  p.add_argument('--sampler', help='diffusion: ddpm (ancestral) or ddim')
-  p.add_argument('--eta', type=float, help='DDIM\'s eta (0 = deterministic)')
-  p.add_argument('--guidance', type=float,
-                 help='classifier-free guidance weight (1 = conditional, 0 = unconditional)')
   p.add_argument('--step', type=int, help='checkpoint step (default: latest)')
-  args = p.parse_args(rest)
+  return p
+
+
+def sampler_options(task):
+  """{name: default} of the keyword options the task's `sample` takes (not row_ids, not a
+  catch-all **kwargs)."""
+  out = {}
+  for name, p in inspect.signature(task.sample).parameters.items():
+    if name == 'row_ids' or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+      continue
+    if name in ('variables', 'batch', 'rng'):
+      continue
+    out[name] = None if p.default is inspect.Parameter.empty else p.default
+  return out
+
+
+def _typed(text, like):
+  """A flag's text as the type of its default (free-form where the default is None)."""
+  if isinstance(like, bool):
+    return text.lower() in ('1', 'true', 'yes')
+  if isinstance(like, (int, float, str)):
+    return type(like)(text)
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse(argv):
+  """(config, workdir, prompts, step, num_samples, seed, given sampler options)."""
+  from train import config_lib, core
+  from train.errors import UserError
+  overrides, rest = config_lib.split_overrides(argv)
+  wants_help = any(a in ('-h', '--help') for a in rest)
+  args, extra = _driver_parser(add_help=False).parse_known_args(
+      [a for a in rest if a not in ('-h', '--help')])
   config = config_lib.load(args.config)
   for key, value in overrides:
     config_lib.override(config, key, value)
-  opts = {k: getattr(args, k) if getattr(args, k) is not None else config.sample[k]
-          for k in ('num_samples', 'seed', 'temperature', 'top_k', 'top_p', 'beam_size',
-                    'max_new_tokens', 'steps')}
-  opts.update({k: getattr(args, k) for k in SAMPLER_FLAGS})  # None: the task's default
+  task = core.load_task(config)
+  if task.sample is None or task.prompt_batch is None:
+    raise UserError(f'task {config.task!r} has no sampler')
+  options = sampler_options(task)
+  defaults = {k: config.sample[k] for k in options if k in config.sample}
+  p = argparse.ArgumentParser(prog='python -m train.sample --config ... --workdir ...',
+                              description=f'Options of the sampler of {config.task!r}.')
+  for name, default in options.items():
+    like = defaults.get(name, default)
+    p.add_argument(f'--{name}', type=functools.partial(_typed, like=like),
+                   help=f'default {like!r}')
+  if wants_help:
+    _driver_parser(add_help=True).print_help()
+    print()
+    p.print_help()
+    raise SystemExit(0)
+  unknown = [a.split('=')[0] for a in extra if a.startswith('--')
+             and a.split('=')[0][2:] not in options]
+  if unknown:
+    flag = unknown[0]
+    raise UserError(f'{flag}: this task\'s sampler takes no {flag[2:]}; its options: '
+                    f'{", ".join("--" + o for o in options) or "none"}')
+  given = {k: v for k, v in vars(p.parse_args(extra)).items() if v is not None}
+  num_samples = args.num_samples if args.num_samples is not None else config.sample.num_samples
+  seed = args.seed if args.seed is not None else config.sample.seed
   prompts = args.prompt if args.prompt is not None else (
-      [config.sample.prompt] if config.sample.prompt else None)
-  return config, os.path.abspath(args.workdir), prompts, args.step, opts
+      [config.sample.prompt] if config.sample.get('prompt') else None)
+  if num_samples < 1:
+    raise UserError(f'--num_samples must be >= 1, got {num_samples}')
+  return (config, os.path.abspath(args.workdir), prompts, args.step, num_samples, seed,
+          {**defaults, **given})
 
 
-SAMPLER_FLAGS = ('sampler', 'eta', 'guidance')  # passed only to samplers that name them
-
-
-def _check(opts):
-  from train.errors import UserError
-  if opts['num_samples'] < 1:
-    raise UserError(f'--num_samples must be >= 1, got {opts["num_samples"]}')
-  if opts['max_new_tokens'] < 1:
-    raise UserError(f'--max_new_tokens must be >= 1, got {opts["max_new_tokens"]}')
-  if opts['temperature'] < 0:
-    raise UserError(f'--temperature must be >= 0, got {opts["temperature"]}')
-  if opts['top_k'] < 0:
-    raise UserError(f'--top_k must be >= 0, got {opts["top_k"]}')
-  if not 0 < opts['top_p'] <= 1:
-    raise UserError(f'--top_p must be in (0, 1], got {opts["top_p"]}')
-  if opts['beam_size'] < 1:
-    raise UserError(f'--beam_size must be >= 1, got {opts["beam_size"]}')
-  if opts['steps'] < 0:
-    raise UserError(f'--steps must be >= 0, got {opts["steps"]}')
-  if opts.get('eta') is not None and opts['eta'] < 0:
-    raise UserError(f'--eta must be >= 0, got {opts["eta"]}')
-
-
-def _sampler_kwargs(task, opts) -> dict:
-  """The --steps/--sampler/--eta/--guidance the user gave, checked against the keyword
-  parameters the task's `sample` names (a catch-all **kwargs does not count)."""
-  import inspect
-  from train.errors import UserError
-  named = inspect.signature(task.sample).parameters
-  given = {k: opts[k] for k in SAMPLER_FLAGS if opts.get(k) is not None}
-  if opts['steps']:
-    given['steps'] = opts['steps']
-  for k in given:
-    if k not in named or named[k].kind is inspect.Parameter.VAR_KEYWORD:
-      raise UserError(f'--{k}: this task\'s sampler takes no {k}')
-  return given
-
-
-def restore_variables(config, workdir, step=None):
-  """(variables, step, mesh, rules, task) of the run in `workdir` at `step` (latest)."""
-  from train import checkpoint as ckpt_lib
-  from train import loop
+def restore(config, workdir, step=None):
+  """(variables placed over the mesh, step, mesh, rules, task) of the run in `workdir`."""
+  from train import core
   from train import mesh as mesh_lib
   from train.errors import UserError
+  from train.runner import Runner
   mesh_lib.maybe_initialize_distributed(config)
   mesh = mesh_lib.make_mesh(config)
-  task = loop.load_task(config)
+  task = core.load_task(config)
   if task.sample is None or task.prompt_batch is None:
     raise UserError(f'task {config.task!r} has no sampler')
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise UserError(f'no checkpoints in {workdir}; train it first with '
                     f'`python -m train --config ... --workdir {workdir}`')
-  runner = loop.JitRunner(config, task, *loop.make_tx(config, task), mesh)
-  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise UserError(f'no checkpoints in {workdir}; train it first')
-    if step not in ckpt.all_steps():
-      raise UserError(f'no checkpoint at step {step} in {workdir}; steps: '
-                      f'{", ".join(map(str, ckpt.all_steps()))}')
-    state, _ = ckpt.restore(step, runner.abstract_state)
-  finally:
-    ckpt.close()
-  params = state.ema_params if config.get('ema_decay') else state.params
-  return {'params': params, **state.extra}, step, mesh, mesh_lib.rules(config), task
+  # The state laid out as a jit over the mesh would hold it (a pmap run's too).
+  abstract = Runner(_as_jit(config), task, mesh).abstract_state
+  variables, step = core.restore_variables(config, workdir, step, task, abstract)
+  return variables, step, mesh, mesh_lib.rules(config), task
+
+
+def _as_jit(config):
+  """The config with parallelism 'jit': the sampler lays the state out over the mesh."""
+  if config.parallelism == 'jit':
+    return config
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    out.parallelism = 'jit'
+  return out
 
 
 def text_kind(config) -> str:
@@ -138,66 +156,32 @@ def text_kind(config) -> str:
   return config.sample.get('tokenizer') or config.data.get('tokenizer') or ''
 
 
-def run_batch(fn, variables, batch, rows, mesh, rules, seed):
-  """fn(variables, batch, key(seed), row_ids=rows) over the mesh, the host batch padded
-  to a multiple of the data-parallel devices with copies of its last row and sharded;
-  returns the outputs of the real rows, gathered on every host (numpy)."""
-  import flax.linen as nn
+def _jit_sample(task, options):
   import jax
-  from jax.experimental import multihost_utils
-  from arch.task import ConfigError
-  from train import mesh as mesh_lib
-  from train.errors import UserError
-  shards = mesh_lib.batch_sharding(mesh)
-  par = int(np.prod([mesh.shape[a] for a in mesh.axis_names if a in ('data', 'fsdp')]))
-  n = len(rows)
-  total = -(-n // par) * par
-  batch = {k: np.concatenate([v, np.repeat(v[-1:], total - n, 0)]) for k, v in batch.items()}
-  batch = {k: jax.make_array_from_callback(v.shape, shards, lambda idx, v=v: v[idx])
-           for k, v in batch.items()}
-  row_np = np.asarray(list(rows) + [rows[-1]] * (total - n), np.int32)
-  row_ids = jax.make_array_from_callback((total,), shards, lambda idx: row_np[idx])
-  try:
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      out = fn(variables, batch, jax.random.key(seed), row_ids=row_ids)
-  except (ConfigError, ValueError) as e:  # e.g. prompt + new tokens longer than the model's
-    raise UserError(str(e).splitlines()[0]) from None
-  return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))[:n]
-          for k, v in out.items()}
+  return jax.jit(functools.partial(task.sample, **options))
 
 
-def sample(config, workdir, prompts, opts, step=None):
-  """Runs the text sampler; returns (step, [(prompt, completion_text, about), ...],
+def sample_text(config, workdir, prompts, num_samples, seed, options, step=None):
+  """Runs a text sampler; returns (step, [(prompt, completion_text, about), ...],
   continuation): `about` names the eval example a sample conditions on (or None);
-  continuation is the task's `continues_prompt`: True when it continues its prompt rather
-  than mapping it to an output (e.g. a translation of its source)."""
-  import jax
+  continuation is the task's `continues_prompt`."""
   from arch.task import ConfigError
-  from train import text
+  from train import core, text
   from train.errors import UserError
-  _check(opts)
-  kind = text_kind(config)
-  if not kind:
-    raise UserError('this sampler decodes text: config.data.tokenizer (or '
-                    'config.sample.tokenizer) is not set')
-  variables, step, mesh, rules, task = restore_variables(config, workdir, step)
-  _sampler_kwargs(task, opts)  # a text sampler takes none of them: an error if given
-  tok = text.tokenizer(config, workdir, train_if_missing=False, kind=kind)
+  variables, step, mesh, rules, task = restore(config, workdir, step)
+  tok = text.tokenizer(config, workdir, train_if_missing=False, kind=text_kind(config))
   prompts = [''] if prompts is None else prompts
-  n = opts['num_samples']
-  rows = [p for p in prompts for _ in range(n)]
+  rows = [p for p in prompts for _ in range(num_samples)]
   ids = [tok.encode(p) for p in rows]
   examples = None
   if task.prompt_examples:  # sample j of every prompt is about eval example j
-    first = eval_examples(config, task, n)
+    first = eval_examples(config, task, num_samples)
     examples = {k: np.concatenate([v] * len(prompts)) for k, v in first.items()}
   about = [None] * len(rows) if examples is None else [
       f'{config.data.eval_split} example {j}' + (
           f', label {int(first["label"][j])}' if 'label' in first else '')
-      for _ in prompts for j in range(n)]
-  fn = jax.jit(functools.partial(
-      task.sample, max_new_tokens=opts['max_new_tokens'], temperature=opts['temperature'],
-      top_k=opts['top_k'], top_p=opts['top_p'], beam_size=opts['beam_size']))
+      for _ in prompts for j in range(num_samples)]
+  fn = _jit_sample(task, options)
   tokens = [None] * len(rows)
   # One batch per prompt length (a causal LM's prompts in a batch share their length);
   # row ids stay global, so a sample does not depend on which batch it ran in.
@@ -209,32 +193,33 @@ def sample(config, workdir, prompts, opts, step=None):
       batch = task.prompt_batch([ids[r] for r in group], len(group), **kwargs)
     except (ConfigError, ValueError) as e:
       raise UserError(str(e)) from None
-    got = run_batch(fn, variables, batch, group, mesh, rules, opts['seed'])['tokens']
+    got = core.run_batch(fn, variables, batch, group, mesh, rules, seed)['tokens']
     for r, t in zip(group, got):
       tokens[r] = t
   results = [(p, tok.decode(_until_eos(t)), a) for p, t, a in zip(rows, tokens, about)]
   return step, results, task.continues_prompt
 
 
-def sample_arrays(config, workdir, opts, step=None):
+def sample_arrays(config, workdir, num_samples, seed, options, step=None):
   """Runs the sampler of a task that makes no text; returns (step, outputs): {'images':
-  (N, H, W, C) uint8, ...} for N = --num_samples, sample i drawn with row id i."""
-  import jax
+  (N, H, W, C) uint8, ...}, sample i drawn with row id i."""
   from arch.task import ConfigError
+  from train import core
   from train.errors import UserError
-  _check(opts)
-  variables, step, mesh, rules, task = restore_variables(config, workdir, step)
-  n = opts['num_samples']
+  variables, step, mesh, rules, task = restore(config, workdir, step)
   try:
-    batch = task.prompt_batch(None, n)
+    batch = task.prompt_batch(None, num_samples)
   except (ConfigError, ValueError) as e:
     raise UserError(str(e)) from None
-  kwargs = {'temperature': opts['temperature'], **_sampler_kwargs(task, opts)}
-  fn = jax.jit(functools.partial(task.sample, **kwargs))
+  fn = _jit_sample(task, options)
   try:
-    return step, run_batch(fn, variables, batch, list(range(n)), mesh, rules, opts['seed'])
+    return step, core.run_batch(fn, variables, batch, list(range(num_samples)), mesh, rules,
+                                seed)
   except ConfigError as e:  # e.g. an unknown --sampler, found when the sampler traces
     raise UserError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------- writers
 
 
 def image_grid(images_NHWC, scale: int = 0, pad: int = 1):
@@ -289,35 +274,49 @@ def write_wav(path, audio_L, sample_rate: int):
     f.writeframes(pcm.astype('<i2').tobytes())
 
 
+def write_images(stem, outputs):
+  images = outputs['images']
+  write_png(stem + '.png', image_grid(images))
+  return f'{stem}.png: {len(images)} samples of {"x".join(map(str, images.shape[1:]))}'
+
+
+def write_videos(stem, outputs):
+  videos = outputs['videos']
+  write_gif(stem + '.gif', video_grids(videos))
+  n, t = videos.shape[:2]
+  strips = np.concatenate([videos[:, i] for i in range(t)], axis=2)  # (N, H, T*W, C)
+  write_png(stem + '.png', image_grid(strips, scale=max(1, 32 // videos.shape[2])))
+  return f'{stem}.gif and .png: {n} clips of {t} frames of {"x".join(map(str, videos.shape[2:]))}'
+
+
+def write_audio(stem, outputs):
+  audio = outputs['audio']
+  rates = np.broadcast_to(outputs['sample_rate'], len(audio))
+  for i, (a, r) in enumerate(zip(audio, rates)):
+    write_wav(f'{stem}_{i}.wav', a, int(r))
+  return (f'{stem}_0..{len(audio) - 1}.wav: {len(audio)} clips of {audio.shape[1]} samples '
+          f'at {int(rates[0])} Hz')
+
+
+# output name -> writer(stem, outputs) -> a line saying what it wrote. A family with a new
+# kind of output (rendered views, episode videos) registers its writer here by name.
+WRITERS = {'images': write_images, 'videos': write_videos, 'audio': write_audio}
+# Outputs that only qualify another (written by that one's writer).
+AUXILIARY = ('sample_rate',)
+
+
 def write_outputs(stem, outputs) -> str:
-  """Writes a task's samples next to `stem` (plus the raw arrays as .npz); returns a
-  one-line summary. 'images' (N, H, W, C) uint8 -> stem.png, a grid; 'videos'
-  (N, T, H, W, C) uint8 -> stem.gif (the clips as one animated grid) and stem.png (each
-  clip's frames in a row); 'audio' (N, L) with 'sample_rate' (N,) -> stem_<i>.wav."""
+  """Writes each of a task's sample outputs with its registered writer, plus the raw
+  arrays as stem.npz; returns what was written, one line per output."""
   from train.errors import UserError
-  if 'images' in outputs:
-    images = outputs['images']
-    write_png(stem + '.png', image_grid(images))
-    what = f'{stem}.png: {len(images)} samples of {"x".join(map(str, images.shape[1:]))}'
-  elif 'videos' in outputs:
-    videos = outputs['videos']
-    write_gif(stem + '.gif', video_grids(videos))
-    n, t = videos.shape[:2]
-    strips = np.concatenate([videos[:, i] for i in range(t)], axis=2)  # (N, H, T*W, C)
-    write_png(stem + '.png', image_grid(strips, scale=max(1, 32 // videos.shape[2])))
-    what = (f'{stem}.gif and .png: {n} clips of {t} frames of '
-            f'{"x".join(map(str, videos.shape[2:]))}')
-  elif 'audio' in outputs:
-    audio, rates = outputs['audio'], np.broadcast_to(outputs['sample_rate'], len(outputs['audio']))
-    for i, (a, r) in enumerate(zip(audio, rates)):
-      write_wav(f'{stem}_{i}.wav', a, int(r))
-    what = (f'{stem}_0..{len(audio) - 1}.wav: {len(audio)} clips of {audio.shape[1]} samples '
-            f'at {int(rates[0])} Hz')
-  else:
+  names = [k for k in outputs if k not in AUXILIARY]
+  missing = [k for k in names if k not in WRITERS]
+  if missing or not names:
     raise UserError(f'the task\'s sample made {", ".join(outputs)}; this driver writes '
-                    f'images, videos or audio')
+                    f'{", ".join(WRITERS)} (train.sample.WRITERS)')
+  lines = [f'wrote {WRITERS[k](stem, outputs)}' for k in names]
   np.savez(stem + '.npz', **outputs)  # the raw samples, for metrics and comparisons
-  return f'wrote {what} (raw arrays in .npz)'
+  return '\n'.join(lines) + ' (raw arrays in .npz)'
 
 
 def eval_examples(config, task, n: int) -> dict:
@@ -349,16 +348,19 @@ def render(results, continuation: bool) -> str:
 
 
 def main(argv=None):
+  from arch.task import ConfigError
   from train.errors import UserError
   try:
-    config, workdir, prompts, step, opts = parse(sys.argv[1:] if argv is None else argv)
+    config, workdir, prompts, step, n, seed, options = parse(
+        sys.argv[1:] if argv is None else argv)
     if text_kind(config):
-      step, results, continuation = sample(config, workdir, prompts, opts, step)
+      step, results, continuation = sample_text(config, workdir, prompts, n, seed, options,
+                                                step)
     else:
       if prompts is not None:
         raise UserError(f'task {config.task!r} makes no text and takes no --prompt')
-      step, outputs = sample_arrays(config, workdir, opts, step)
-  except UserError as e:
+      step, outputs = sample_arrays(config, workdir, n, seed, options, step)
+  except (UserError, ConfigError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   import jax
@@ -366,7 +368,7 @@ def main(argv=None):
     return 0
   d = os.path.join(workdir, 'samples')
   os.makedirs(d, exist_ok=True)
-  stem = os.path.join(d, f'step{step}_seed{opts["seed"]}')
+  stem = os.path.join(d, f'step{step}_seed{seed}')
   if text_kind(config):
     out = render(results, continuation)
     with open(stem + '.txt', 'w') as f:

@@ -14,8 +14,8 @@ import numpy as np
 
 def param_shapes(config):
   """{'params': ..., other collections} of ShapeDtypeStructs for `config`'s model."""
-  from train import loop
-  task = loop.load_task(config)
+  from train import core
+  task = core.load_task(config)
   example = task.example_batch(1)
   variables = jax.eval_shape(lambda rng, b: task.init(rng, b), jax.random.key(0), example)
   return nn.meta.unbox(variables)

@@ -93,9 +93,9 @@ def _features(config):
 
 
 def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
-              kind: str | None = None):
+              kind: str | None = None, train_source=None):
   """The run's tokenizer (`kind`, default config.data.tokenizer): byte-level, or the BPE
-  saved in (or trained for) `workdir`."""
+  saved in (or trained for, on the examples of `train_source()`) `workdir`."""
   kind = kind or config.data.get('tokenizer')
   if kind == 'byte':
     tok = ByteTokenizer()
@@ -103,7 +103,7 @@ def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
     path = os.path.join(workdir, TOKENIZER_FILE) if workdir else None
     if path and os.path.exists(path):
       tok = BpeTokenizer.load(path)
-    elif not train_if_missing:
+    elif not train_if_missing or train_source is None:
       raise UserError(f'no {TOKENIZER_FILE} in {workdir}; the BPE tokenizer is trained by '
                       f'`python -m train` for this workdir first')
     else:
@@ -111,8 +111,7 @@ def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
       if size <= vocab.BYTE_VOCAB_SIZE:
         raise UserError(f'config.data.vocab_size={size}: a BPE vocabulary needs more than '
                         f'{vocab.BYTE_VOCAB_SIZE} ids (the bytes and the special tokens)')
-      from train import data as data_lib
-      src = data_lib.source(config.data, config.data.train_split)
+      src = train_source()
       feats = _features(config)
       texts = (_text(src[i][f]) for i in range(len(src)) for f in feats)
       tok = BpeTokenizer.train(texts, size)
@@ -120,11 +119,6 @@ def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
         tok.save(path)
   else:
     raise UserError(f"config.data.tokenizer={kind!r}; valid: 'byte', 'bpe'")
-  model = config.get('model') or {}
-  for key in ('vocab_size', 'src_vocab_size', 'tgt_vocab_size'):
-    if model.get(key) is not None and int(model.get(key)) < tok.vocab_size:
-      raise UserError(f'config.model.{key}={model.get(key)} is smaller than the '
-                      f'{kind} tokenizer\'s {tok.vocab_size} ids')
   return tok
 
 

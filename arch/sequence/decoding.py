@@ -17,9 +17,21 @@ Dimension key: B batch, K beams, V vocabulary, N new tokens.
 import jax
 import jax.numpy as jnp
 
-from arch.task import row_keys
+from arch.task import ConfigError, row_keys
 
 NEG_INF = -1e9
+
+
+def check_options(max_new_tokens: int = 1, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, beam_size: int = 1) -> None:
+  """A ConfigError for decoding options out of range (the sampler shows it as one line)."""
+  for ok, what in ((max_new_tokens >= 1, f'max_new_tokens must be >= 1, got {max_new_tokens}'),
+                   (temperature >= 0, f'temperature must be >= 0, got {temperature}'),
+                   (top_k >= 0, f'top_k must be >= 0, got {top_k}'),
+                   (0 < top_p <= 1, f'top_p must be in (0, 1], got {top_p}'),
+                   (beam_size >= 1, f'beam_size must be >= 1, got {beam_size}')):
+    if not ok:
+      raise ConfigError(what)
 
 
 def sample_logits(logits_BV, rng_B, temperature: float = 1.0, top_k: int = 0,
@@ -53,6 +65,7 @@ def generate(step_fn, cache, first_logits_BV, rng, max_new_tokens: int, *, eos_i
   `first_logits_BV` are the logits for the first new token (the prefill's last position).
   Returns tokens (B, N): each row ends at its first `eos_id`, then `pad_id`.
   """
+  check_options(max_new_tokens, temperature, top_k, top_p)
   b = first_logits_BV.shape[0]
   row_ids_B = jnp.arange(b) if row_ids_B is None else row_ids_B
   row_keys_B = row_keys(rng, row_ids_B)
@@ -98,6 +111,7 @@ def beam_search(step_fn, cache, first_logits_BV, beam_size: int, max_new_tokens:
   scored by log-probability / ((5 + length) / 6) ** length_penalty (GNMT's; 0 = raw
   log-probability). With beam_size=1 and length_penalty=0 this is greedy decoding.
   """
+  check_options(max_new_tokens, beam_size=beam_size)
   b, v = first_logits_BV.shape
   k = beam_size
   cache = repeat_batch(cache, k)

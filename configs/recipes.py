@@ -1,0 +1,114 @@
+"""Recipes that experiment configs share: the dataset, objective and schedule of a family of
+experiments (ImageNet at published recipes, the offline digits, the translation pairs).
+
+A config imports them as `from configs import recipes` (`train.config_lib.load` makes the
+folder above configs/ importable).
+"""
+
+import ml_collections
+
+from arch.vision import resnet
+from train.errors import UserError
+
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+
+
+def imagenet(c: ml_collections.ConfigDict, size: int = 224, batch_size: int = 256,
+             epochs: int = 90) -> int:
+  """Sets `c` up for ImageNet-1k classification from TFDS `imagenet2012` (prepared in
+  `data.data_dir`): 1000 classes, RGB at `size`, each image centre-cropped and resized to
+  `size` on the host; step counts from `epochs`. Returns the steps per epoch."""
+  c.task = 'vision.classification'
+  c.task_kwargs = dict(input_size=(size, size), channels=3, num_classes=1000, host_size=size)
+  c.data.name = 'imagenet2012'
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.batch_size = batch_size
+  steps_per_epoch = IMAGENET_TRAIN_EXAMPLES // batch_size
+  c.total_steps = epochs * steps_per_epoch
+  c.log_every = 100
+  c.eval_every = steps_per_epoch
+  c.ckpt_every = steps_per_epoch
+  return steps_per_epoch
+
+
+def transformer_imagenet(c: ml_collections.ConfigDict, *, epochs: int, batch_size: int,
+                         lr: float, warmup_epochs: int, label_smoothing: float = 0.1,
+                         weight_decay: float = 0.05) -> int:
+  """ImageNet at 224x224 with the vision-transformer recipe of DeiT and its successors:
+  AdamW (decoupled weight decay), cosine decay after a linear warm-up, label smoothing
+  (without their RandAugment/Mixup/CutMix/repeated augmentation). Returns the steps per
+  epoch."""
+  epoch = imagenet(c, size=224, batch_size=batch_size, epochs=epochs)
+  c.task_kwargs.label_smoothing = label_smoothing
+  c.optax_name = 'adamw'
+  c.optax = dict(weight_decay=weight_decay)
+  c.lr = lr
+  c.schedule = 'cosine'
+  c.warmup_steps = warmup_epochs * epoch
+  return epoch
+
+
+def digits(c: ml_collections.ConfigDict, size: int = 32, shift: int = 0) -> None:
+  """Sets `c` up for classifying the offline `digits` (8x8 images, resized on device to
+  size x size; random +-`shift` px translations in training), batch 64, test split."""
+  c.task = 'vision.classification'
+  c.task_kwargs = dict(input_size=(size, size), channels=1, num_classes=10, shift=shift,
+                       label_smoothing=0.0)
+  c.data.name = 'digits'
+  c.data.eval_split = 'test'
+  c.batch_size = 64
+
+
+def selfsup_digits(c: ml_collections.ConfigDict, task: str, size: int = 16) -> None:
+  """Sets `c` up for self-supervised learning on the offline `digits` (labels unused in
+  training; 8x8 images resized on device to size x size) with the tiny CIFAR-style ResNet
+  as the backbone, and the linear-probe and k-NN evaluators (train split -> test split)."""
+  c.task = task
+  c.task_kwargs = dict(input_size=(size, size), channels=1,
+                       augment=dict(crop_scale=(0.35, 1.0), flip=False, jitter=0.4,
+                                    noise=0.05))
+  c.data.name = 'digits'
+  c.data.eval_split = 'test'
+  c.model_name = 'vision.resnet'
+  c.model = dict(resnet.TINY, num_classes=0)
+  c.evals.linear_probe = dict(type='linear_probe')
+  c.evals.knn = dict(type='knn')
+  c.batch_size = 128
+
+
+def selfsup_variant(c: ml_collections.ConfigDict, variant: str, tiny: bool) -> None:
+  """The backbone of a self-supervised digits config: 'tiny' (as set), or the papers'
+  'resnet50' (torchvision's trunk, 2048-2048-128 head) on ImageNet at 224x224; `tiny`
+  shrinks everything for tests."""
+  if tiny:
+    c.model = dict(resnet.TINY, stage_sizes=(1, 1), widths=(4, 8), stem_features=4,
+                   num_classes=0)
+    c.task_kwargs.update(proj_hidden=16, proj_dim=8, queue_size=32)
+    c.batch_size = 8
+  elif variant == 'resnet50':
+    task, kwargs = c.task, c.task_kwargs.to_dict()
+    imagenet(c, size=224, batch_size=256, epochs=200)
+    c.task = task
+    c.task_kwargs = dict(kwargs, input_size=(224, 224), channels=3, host_size=224,
+                         proj_hidden=2048, proj_dim=128,
+                         augment=dict(crop_scale=(0.08, 1.0), flip=True, jitter=0.4,
+                                      noise=0.0))
+    c.model = dict(resnet.VARIANTS['50'], num_classes=0)
+  elif variant != 'tiny':
+    raise UserError(f"unknown variant {variant!r}; valid: tiny, resnet50")
+
+
+def translation(c: ml_collections.ConfigDict) -> None:
+  """Sets `c` up for the offline `translation` pairs (dates and numbers between renderings;
+  train/datasets/translation.py): byte-level tokens, sources padded to 56 and targets to
+  52 (the data's at most 54 / 50 bytes + </s>), the seq2seq
+  objective, eval (loss, token_accuracy, greedy exact_match) on the test split."""
+  c.task = 'sequence.seq2seq'
+  c.data.name = 'translation'
+  c.data.eval_split = 'test'
+  c.data.tokenizer = 'byte'
+  c.data.max_lengths = dict(source=56, target=52)
+  c.sample.max_new_tokens = 52
+  c.sample.temperature = 0.0
+  c.sample.prompt = 'the 21st of September 1904'

@@ -1,0 +1,117 @@
+"""The first 20 training losses of every offline config, recorded once and compared bitwise.
+
+The loop's second edition (issue 15) rewrote train/ without changing what a step computes;
+these records, taken before that change, keep it so. Each config runs its tests' small
+variant (`:tiny` or `variant=tiny` where it has one) with batch 8, 20 steps, a loss logged
+every step, no evals, on 1 device (jit) and 8 simulated devices (jit and pmap).
+
+  python tests/loss_goldens.py record --devices 8 --parallelism pmap   # rewrite a record
+  python tests/loss_goldens.py check --devices 1 --parallelism jit     # compare, exit 1 on a diff
+
+The ImageNet configs (`*_imagenet.py`) are left out: their data cannot be prepared offline;
+they are the digits configs' networks at published sizes, whose counts test_summary checks.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN_DIR = os.path.join(REPO, 'tests', 'goldens')
+STEPS = 20
+BATCH = 8
+
+# config spec (under configs/) -> its small variant's argument.
+SPECS = {
+    'alexnet_digits.py': 'tiny', 'align_digits.py': 'tiny', 'bart_pydoc.py': 'variant=tiny',
+    'bert_pydoc.py': 'variant=tiny', 'cait_digits.py': 'tiny', 'captioner_digits.py': 'tiny',
+    'clip_digits.py': 'tiny', 'ddpm_digits.py': 'tiny', 'deit_digits.py': 'tiny',
+    'densenet_digits.py': 'tiny', 'dit_digits.py': 'tiny', 'ebm_digits.py': 'tiny',
+    'ebm_digits.py:nce': 'method=nce,tiny', 'efficientnet_digits.py': 'tiny',
+    'flamingo_digits.py': 'tiny', 'flow_digits.py': 'tiny', 'flow_digits.py:glow': 'model=glow,tiny',
+    'gan_digits.py': 'tiny', 'googlenet_digits.py': 'tiny', 'gpt_pydoc.py': 'variant=tiny',
+    'ldm_digits.py': 'tiny', 'lenet_digits.py': 'tiny', 'lstm_pydoc.py': 'tiny',
+    'lstm_segment_pydoc.py': 'tiny', 'mae_digits.py': 'tiny', 'mlp_digits.py': 'width=32,depth=1',
+    'moco_digits.py': 'tiny', 'nade_digits.py': 'tiny', 'pixelcnn_digits.py': 'tiny',
+    'pixelcnn_shapes.py': 'tiny', 'resnet_digits.py': 'tiny', 'rotnet_digits.py': 'tiny',
+    'score_digits.py': 'tiny', 'seq2seq_translate.py': 'variant=tiny', 'simclr_digits.py': 'tiny',
+    'swin_digits.py': 'tiny', 't2t_digits.py': 'tiny', 't5_translate.py': 'variant=tiny',
+    'transformer_translate.py': 'variant=tiny', 'unet_segment.py': 'tiny', 'vae_digits.py': 'tiny',
+    'vae_digits.py:kl': 'model=kl,tiny', 'vgg_digits.py': 'tiny', 'video_dit_digits.py': 'tiny',
+    'video_vae_digits.py': 'tiny', 'vit_digits.py': 'tiny', 'wavenet_audio.py': 'tiny',
+}
+
+
+def golden_path(parallelism, devices):
+  return os.path.join(GOLDEN_DIR, f'losses_{parallelism}{devices}.json')
+
+
+def overrides(name):
+  return {'total_steps': STEPS, 'log_every': 1, 'eval_every': 0, 'ckpt_every': 0,
+          'batch_size': BATCH}
+
+
+def spec_of(name):
+  return f'configs/{name.split(":")[0]}:{SPECS[name]}'
+
+
+def train_losses(name, parallelism, workdir):
+  """The logged train loss of each of the first STEPS steps of config `name`."""
+  from train import config_lib, loop
+  config = config_lib.load(os.path.join(REPO, spec_of(name)))
+  for key, value in overrides(name).items():
+    config_lib.override(config, key, str(value))
+  config_lib.override(config, 'parallelism', parallelism)
+  for name in (config.get('evals') or {}):
+    config.evals[name].every = -1
+  loop.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  return [r['loss'] for r in records if r['split'] == 'train']
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser()
+  p.add_argument('action', choices=('record', 'check'))
+  p.add_argument('--devices', type=int, default=1)
+  p.add_argument('--parallelism', default='jit')
+  p.add_argument('--only', nargs='*', default=None)
+  p.add_argument('--data_dir', default=None)
+  args = p.parse_args(argv)
+  os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={args.devices}'
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  if args.data_dir:
+    os.environ['ARCHZOO_DATA_DIR'] = args.data_dir
+  sys.path.insert(0, REPO)
+  os.chdir(REPO)  # frozen specs name configs/ relative to the repo
+  import jax
+  assert jax.device_count() == args.devices, jax.devices()
+  path = golden_path(args.parallelism, args.devices)
+  old = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+  names = args.only or list(SPECS)
+  out, bad = dict(old), []
+  for name in names:
+    with tempfile.TemporaryDirectory() as workdir:
+      import time
+      t = time.time()
+      losses = train_losses(name, args.parallelism, workdir)
+      print(f'{name}: {len(losses)} losses, last {losses[-1]:.6f}, {time.time() - t:.1f} s',
+            flush=True)
+    if args.action == 'check' and old.get(name) != losses:
+      bad.append(name)
+      print(f'  DIFFERS from {path}: {old.get(name)} vs {losses}', flush=True)
+    out[name] = losses
+  if args.action == 'record':
+    os.makedirs(GOLDEN_DIR, exist_ok=True)
+    with open(path, 'w') as f:
+      json.dump(out, f, indent=1)
+  return 1 if bad else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,256 @@
+"""The bottom layer of train/: what the loop, the sampler, the evaluators and the bench share.
+
+- `TrainState`: the pytree the step carries (and a checkpoint holds).
+- `load_task(config)`: the config's objective (`arch.task.Task`), frozen runs resolved.
+- `make_tx(config, task)`: the optimizer and learning-rate schedule (per parameter group
+  for a task with `phases`), optax by name.
+- `make_init_fn(config, task, tx)`: rng -> the initial (boxed) TrainState.
+- `restore_variables(config, workdir)`: a run's trained variables from its checkpoint.
+- `run_batch(...)`: a pure function of (variables, batch, rng) over the mesh, the batch
+  sharded along the data axes, the outputs gathered to the host.
+
+Nothing here imports another module of train/ except errors, checkpoint, data and mesh.
+"""
+
+import os
+import sys
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import arch
+from arch.task import ConfigError
+from train import checkpoint as ckpt_lib
+from train import mesh as mesh_lib
+from train.errors import UserError, close_matches
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  extra: Any        # non-param variables: batch_stats, frozen runs, ...
+  opt_state: Any
+  ema_params: Any   # EMA of params, or None when config.ema_decay == 0
+  rng: jax.Array    # raw uint32 key data (checkpoints need plain arrays)
+
+  def variables(self, use_ema: bool = False):
+    """{'params': ..., other collections}: what the task's functions take."""
+    return {'params': self.ema_params if use_ema else self.params, **self.extra}
+
+
+def uses_ema(config) -> bool:
+  return bool(config.get('ema_decay'))
+
+
+# ------------------------------------------------------------------------------ tasks
+
+
+def load_task(config):
+  """The Task of `config.task` (`arch.<task>.make(config)`), with `config.frozen` runs'
+  configs loaded first (tasks build the frozen networks from them)."""
+  resolve_frozen(config)
+  try:
+    return arch.load(config.task, 'make').make(config)
+  except (LookupError, ConfigError) as e:
+    raise UserError(str(e).strip('"\'')) from None
+
+
+# `config.frozen.NAME = dict(spec='configs/X.py[:args]', workdir='')` names another run of
+# this codebase whose trained variables the task reads but never trains (a distillation
+# teacher, a frozen encoder). `resolve_frozen` loads the spec into `.config`, which the
+# task builds the network from; its `init` makes a non-parameter collection NAME with that
+# network's variables, which the loop fills from the run's checkpoint on a fresh start.
+
+
+def resolve_frozen(config):
+  from train import config_lib
+  for name, entry in (config.get('frozen') or {}).items():
+    if entry.get('config'):
+      continue
+    if not entry.get('spec'):
+      raise UserError(f"config.frozen.{name} needs spec='configs/X.py[:args]'")
+    sub = config_lib.load(entry.spec)
+    if not sub.data.get('data_dir') and config.data.get('data_dir'):
+      sub.data.data_dir = config.data.data_dir
+    with config.unlocked():
+      entry.config = sub
+
+
+def frozen_workdir(config, name, workdir):
+  return config.frozen[name].get('workdir') or os.path.join(workdir, f'frozen_{name}')
+
+
+# -------------------------------------------------------------------------- optimizers
+
+
+_OPTIMIZERS = ('adam', 'adamw', 'sgd', 'lamb', 'lion', 'adafactor', 'rmsprop', 'adagrad',
+               'nadam', 'radam', 'adabelief', 'lars', 'novograd', 'sm3', 'yogi')
+
+
+def make_schedule(config):
+  lr = config.get('lr', 1e-3)
+  warmup = int(config.get('warmup_steps', 0))
+  name = config.get('schedule', 'constant')
+  decay = int(config.get('decay_steps') or config.total_steps)  # horizon, not the stop step
+  if name == 'constant':
+    main = optax.constant_schedule(lr)
+  elif name == 'cosine':
+    main = optax.cosine_decay_schedule(lr, max(1, decay - warmup), alpha=config.get('lr_min_ratio', 0.0))
+  elif name == 'linear':
+    main = optax.linear_schedule(lr, lr * config.get('lr_min_ratio', 0.0), max(1, decay - warmup))
+  elif name == 'rsqrt':
+    main = lambda s: lr * jax.lax.rsqrt(jnp.maximum(1.0, (s + warmup) / max(1, warmup)))
+  else:
+    valid = ('constant', 'cosine', 'linear', 'rsqrt')
+    raise UserError(f'unknown schedule {name!r}{close_matches(name, valid)}; valid: {", ".join(valid)}')
+  if not warmup:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def make_optimizer(config, schedule):
+  name = config.optax_name
+  fn = getattr(optax, name, None) if name.islower() else None
+  if not callable(fn):
+    raise UserError(f'unknown optimizer optax.{name}{close_matches(name, _OPTIMIZERS)}; '
+                    f'valid: {", ".join(_OPTIMIZERS)} (or any optax optimizer by name)')
+  try:
+    tx = fn(learning_rate=schedule, **dict(config.optax))
+  except TypeError as e:
+    raise UserError(f'bad config.optax for optax.{name}: {e}') from None
+  if config.get('weight_decay'):  # L2 decay added to the gradient (SGD-style), all params
+    tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
+  if config.get('grad_clip_norm'):
+    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  return tx
+
+
+# Optimizer fields a group of `config.optimizers` may override (Task.phases).
+_GROUP_FIELDS = ('optax_name', 'optax', 'lr', 'schedule', 'warmup_steps', 'decay_steps',
+                 'lr_min_ratio', 'grad_clip_norm', 'weight_decay')
+
+
+def make_tx(config, task):
+  """(tx, schedule): the optimizer and its learning-rate schedule. For a task with
+  `phases`, dicts of them keyed by parameter group: the config's optimizer fields, with
+  `config.optimizers[group]` overriding any of them for that group."""
+  if not task.phases:
+    schedule = make_schedule(config)
+    return make_optimizer(config, schedule), schedule
+  groups = list(dict.fromkeys(group for group, _ in task.phases))
+  overrides = dict(config.get('optimizers') or {})
+  unknown = sorted(set(overrides) - set(groups))
+  if unknown:
+    raise UserError(f'config.optimizers names {", ".join(unknown)}, not a parameter group of '
+                    f'this task; groups: {", ".join(groups)}')
+  if int(config.get('grad_accum_steps', 1)) != 1:
+    raise UserError('grad_accum_steps is not supported for tasks with several optimizers')
+  tx, schedules = {}, {}
+  for group in groups:
+    sub = config.copy_and_resolve_references()
+    for key, value in dict(overrides.get(group) or {}).items():
+      if key not in _GROUP_FIELDS:
+        raise UserError(f'config.optimizers.{group}.{key} is not an optimizer field'
+                        f'{close_matches(key, _GROUP_FIELDS)}; valid: {", ".join(_GROUP_FIELDS)}')
+      with sub.unlocked():
+        sub[key] = value
+    schedules[group] = make_schedule(sub)
+    tx[group] = make_optimizer(sub, schedules[group])
+  return tx, schedules
+
+
+def init_opt_state(tx, params):
+  if isinstance(tx, dict):
+    missing = [g for g in tx if not (isinstance(params, dict) and g in params)]
+    if missing:
+      raise UserError(f'the task updates parameter groups {", ".join(missing)} but its '
+                      f'params have: {", ".join(params) if isinstance(params, dict) else "no groups"}')
+    return {group: t.init(params[group]) for group, t in tx.items()}
+  return tx.init(params)
+
+
+# ------------------------------------------------------------------------------- state
+
+
+def make_init_fn(config, task, tx):
+  """rng -> boxed TrainState (params may carry logical partitioning metadata)."""
+
+  def init(rng):
+    init_rng, train_rng = jax.random.split(rng)
+    example = {k: jnp.zeros(v.shape, v.dtype) for k, v in task.example_batch(2).items()}
+    variables = dict(task.init(init_rng, example))
+    params = variables.pop('params')
+    ema = params if config.get('ema_decay', 0.0) else None
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, extra=variables,
+                      opt_state=init_opt_state(tx, params), ema_params=ema,
+                      rng=jax.random.key_data(train_rng))
+  return init
+
+
+def abstract_state(config, task, tx=None):
+  """The unboxed TrainState of `config` as ShapeDtypeStructs (nothing allocated)."""
+  tx = make_tx(config, task)[0] if tx is None else tx
+  return nn.meta.unbox(jax.eval_shape(make_init_fn(config, task, tx), jax.random.key(0)))
+
+
+def restore_state(config, workdir, step=None, task=None, abstract=None):
+  """(host TrainState, step) of the run of `config` in `workdir` at `step` (default:
+  its latest checkpoint). A UserError when the workdir holds no such checkpoint."""
+  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise UserError(f'no checkpoints in {workdir}; train it first with '
+                      f'`python -m train --config ... --workdir {workdir}`')
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+      raise UserError(f'no checkpoint at step {step} in {workdir}; steps: '
+                      f'{", ".join(map(str, steps))}')
+    if abstract is None:
+      abstract = abstract_state(config, task or load_task(config))
+    state, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  return state, step
+
+
+def restore_variables(config, workdir, step=None, task=None, abstract=None):
+  """(variables, step): {'params': ..., other collections} of the run in `workdir` (its
+  EMA params where it kept them), on the host."""
+  state, step = restore_state(config, workdir, step, task, abstract)
+  return state.variables(state.ema_params is not None), step
+
+
+# ------------------------------------------------------------------------ mesh batches
+
+
+def run_batch(fn, variables, batch, rows, mesh, rules, seed):
+  """fn(variables, batch, key(seed), row_ids=rows) over the mesh, the host batch padded
+  to a multiple of the data-parallel devices with copies of its last row and sharded;
+  returns the outputs of the real rows, gathered on every host (numpy)."""
+  from jax.experimental import multihost_utils
+  shards = mesh_lib.batch_sharding(mesh)
+  par = mesh_lib.data_parallel_size(mesh)
+  n = len(rows)
+  total = -(-n // par) * par
+  batch = {k: np.concatenate([v, np.repeat(v[-1:], total - n, 0)]) for k, v in batch.items()}
+  batch = {k: jax.make_array_from_callback(v.shape, shards, lambda idx, v=v: v[idx])
+           for k, v in batch.items()}
+  row_np = np.asarray(list(rows) + [rows[-1]] * (total - n), np.int32)
+  row_ids = jax.make_array_from_callback((total,), shards, lambda idx: row_np[idx])
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      out = fn(variables, batch, jax.random.key(seed), row_ids=row_ids)
+  except (ConfigError, ValueError) as e:  # e.g. prompt + new tokens longer than the model's
+    raise UserError(str(e).splitlines()[0]) from None
+  return {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))[:n]
+          for k, v in out.items()}
+
+
+def log(message: str) -> None:
+  print(message, file=sys.stderr)
