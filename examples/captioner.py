@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from arch.images import scale_images
 from arch.layers.attention import token_positions
 from arch.layers.embed import LearnedPositions, PatchEmbed, norm, token_embed
 from arch.layers.transformer import Block, EncoderDecoder, run_blocks
 from arch import vocab
 from arch.sequence import seq2seq
-from arch.vision.classification import scale_images
 from arch.vision.vit import Encoder
 
 WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')

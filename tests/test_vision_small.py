@@ -80,7 +80,7 @@ def test_bf16_compute_keeps_fp32_params():
 
 
 def test_center_crop_resize_keeps_content_and_size():
-  from arch.vision.classification import center_crop_resize
+  from arch.images import center_crop_resize
   img = np.zeros((300, 400, 3), np.uint8)
   img[100:200, 150:250] = 255          # a centred white square, 1/3 of the height
   out = center_crop_resize(img, 224)    # short side 300 -> 256, crop 224

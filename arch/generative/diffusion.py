@@ -85,8 +85,8 @@ import numpy as np
 
 import arch
 from arch.generative import image_keys, to_uint8, to_unit  # noqa: F401 (re-exported)
+from arch.images import labelled_images
 from arch.task import ConfigError, Task, class_rows, row_keys
-from arch.vision.classification import labelled_images
 
 SCHEDULES = ('linear', 'cosine')
 PREDICTIONS = ('eps', 'v', 'x0')

@@ -46,8 +46,8 @@ import optax
 
 import arch
 from arch.generative import to_uint8, to_unit
+from arch.images import labelled_images
 from arch.task import PMAP_AXIS, ConfigError, Task, row_keys, unconditional_rows
-from arch.vision.classification import labelled_images
 
 Dtype = Any
 METHODS = ('cd', 'nce')

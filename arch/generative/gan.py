@@ -33,9 +33,9 @@ import optax
 
 import arch
 from arch.generative import to_uint8, to_unit
+from arch.images import labelled_images
 from arch.layers.conv import batch_norm
 from arch.task import ConfigError, Task, row_keys, unconditional_rows
-from arch.vision.classification import labelled_images
 
 Dtype = Any
 

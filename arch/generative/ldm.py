@@ -43,8 +43,8 @@ import jax.numpy as jnp
 
 import arch
 from arch.generative import diffusion, vae
+from arch.images import labelled_images
 from arch.task import ConfigError, Task
-from arch.vision.classification import labelled_images
 
 VAE = 'vae'  # the collection the loop restores the frozen autoencoder run into
 POSTERIORS = ('sample', 'mean')

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 
 import arch
 from arch.generative import image_keys, to_uint8, to_unit
+from arch.images import labelled_images
 from arch.task import ConfigError, Task, row_keys, unconditional_rows
-from arch.vision.classification import labelled_images
 
 SDES = ('ve', 'vp')
 

@@ -66,9 +66,9 @@ import numpy as np
 
 import arch
 from arch.generative import image_keys
+from arch.images import labelled_images
 from arch.layers.conv import channel_init, kernel_init
 from arch.task import ConfigError, Task, row_keys, unconditional_rows
-from arch.vision.classification import labelled_images
 
 Dtype = Any
 LATENT_STATS = 'latent_stats'  # the collection of running latent statistics

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import optax
 
 import arch
+from arch.images import center_crop_resize, labelled_images, scale_images
 from arch.multimodal import augment
 from arch.task import PMAP_AXIS
-from arch.vision.classification import center_crop_resize, labelled_images, scale_images
 
 Dtype = Any
 

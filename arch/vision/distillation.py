@@ -31,9 +31,8 @@ import jax.numpy as jnp
 import optax
 
 import arch
+from arch.images import center_crop_resize, labelled_images, random_translate, scale_images
 from arch.task import ConfigError, Task
-from arch.vision.classification import (center_crop_resize, labelled_images,
-                                         random_translate, scale_images)
 
 TEACHER = 'teacher'  # the collection the loop restores the frozen teacher into
 
