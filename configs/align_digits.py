@@ -23,7 +23,7 @@ since dropped); the temperature went from 1 to 1/2.33.
 from arch.multimodal import clip
 from arch.sequence import bert
 from configs import recipes
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 
@@ -41,8 +41,8 @@ def get_config(arg=None):
                        eval_templates=clip.DIGIT_EVAL_TEMPLATES)
   c.model_name = 'vision.efficientnet'
   c.model = dict(width_mult=0.25, depth_mult=0.5, stochastic_depth=0.1, head_ratio=0)
-  c.evals.linear_probe = dict(type='linear_probe')
-  c.evals.knn = dict(type='knn')
+  c.evals.linear_probe = evaluators.entry('linear_probe')
+  c.evals.knn = evaluators.entry('knn')
   c.batch_size = 128
 
   if a.tiny:

@@ -24,7 +24,7 @@ from arch.multimodal import clip
 from arch import vocab
 from arch.vision import resnet
 from configs import recipes
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 
@@ -49,8 +49,8 @@ def get_config(arg=None):
     c.model = dict(resnet.TINY, num_classes=0)
   elif a.image != 'vit':
     raise UserError(f"unknown image tower {a.image!r}; valid: vit, resnet")
-  c.evals.linear_probe = dict(type='linear_probe')
-  c.evals.knn = dict(type='knn')
+  c.evals.linear_probe = evaluators.entry('linear_probe')
+  c.evals.knn = evaluators.entry('knn')
   c.batch_size = 128
 
   if a.tiny:

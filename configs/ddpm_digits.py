@@ -38,7 +38,7 @@ near-black backgrounds, a few blurred strokes; no mode collapse.
 """
 
 from arch.generative import diffusion, diffusion_unet
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 MODELS = {'unet': 'generative.diffusion_unet'}
@@ -59,7 +59,7 @@ def diffusion_digits(c, *, schedule='linear', prediction='eps', variance='fixed_
                        cfg_dropout=0.1 if conditional else 0.0, clip_x0=True)
   c.data.name = 'digits'
   c.data.eval_split = 'test'
-  c.evals.fd = dict(type='fd', every=-1 if tiny else 0,  # (tests switch it on)
+  c.evals.fd = evaluators.entry('fd', every=-1 if tiny else 0,  # (tests switch it on)
                     steps=4 if tiny else steps)
   c.sample.num_samples = 16
   c.sample.steps = 4 if tiny else steps

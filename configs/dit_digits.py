@@ -29,7 +29,7 @@ at step 200: 0.194 against 0.398), so its 3,000 steps would take about 55 min: p
 the 20-minute budget, patch 1 does not.
 """
 
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 
@@ -59,7 +59,7 @@ def get_config(arg=None):
   c.warmup_steps = 200
   c.grad_clip_norm = 1.0
   c.ema_decay = 0.999
-  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
+  c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 16
   c.sample.steps = 8 if a.tiny else 100
   c.sample.sampler = 'ddpm'

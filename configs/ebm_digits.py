@@ -28,7 +28,7 @@ Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdirs:
        the data (Gutmann & Hyvärinen's advice: noise close to the data).
 """
 
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 
@@ -60,6 +60,6 @@ def get_config(arg=None):
   c.optax = dict(b1=0.0, b2=0.999)
   c.lr = 1e-4
   c.schedule = 'constant'
-  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
+  c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 64
   return c

@@ -36,7 +36,7 @@ categoricals over the 17 values (fitted on train) give 2.42 on test.
 """
 
 from arch.generative import flow
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 MODELS = {
@@ -75,6 +75,6 @@ def get_config(arg=None):
   c.schedule = 'cosine'
   c.warmup_steps = 100
   c.grad_clip_norm = 100.0
-  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
+  c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 16
   return c

@@ -23,7 +23,7 @@ samples are clearly digits of every class, a little noisier than the data.
 """
 
 from arch.generative import gan
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 
@@ -49,6 +49,6 @@ def get_config(arg=None):
   c.lr = 2e-4
   c.schedule = 'constant'
   c.optimizers = dict(discriminator=dict(lr=2e-4), generator=dict(lr=2e-4))
-  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
+  c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 64
   return c

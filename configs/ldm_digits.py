@@ -44,7 +44,7 @@ Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it h
 """
 
 from arch.generative import diffusion_unet
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 MODELS = {'unet': 'generative.diffusion_unet', 'dit': 'generative.dit'}
@@ -91,7 +91,7 @@ def get_config(arg=None):
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
   c.ema_decay = 0.999
-  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
+  c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 16
   c.sample.sampler = 'ddpm' if a.model == 'dit' else 'ddim'
   c.sample.steps = 4 if a.tiny else (100 if a.model == 'dit' else 50)

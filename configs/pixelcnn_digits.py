@@ -38,7 +38,7 @@ network does not escape that either; the softmax learns the support directly.
 """
 
 from arch.generative import pixelcnn
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 MODELS = {'gated': 'generative.pixelcnn:GatedPixelCNN', 'pixelcnn': 'generative.pixelcnn:PixelCNN'}
@@ -79,6 +79,6 @@ def get_config(arg=None):
   c.lr = 2e-3
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
-  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
+  c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny else 0)  # (tests switch it on)
   c.sample.num_samples = 16
   return c

@@ -8,6 +8,7 @@ folder above configs/ importable).
 import ml_collections
 
 from arch.vision import resnet
+from train import evaluators
 from train.errors import UserError
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
@@ -72,8 +73,8 @@ def selfsup_digits(c: ml_collections.ConfigDict, task: str, size: int = 16) -> N
   c.data.eval_split = 'test'
   c.model_name = 'vision.resnet'
   c.model = dict(resnet.TINY, num_classes=0)
-  c.evals.linear_probe = dict(type='linear_probe')
-  c.evals.knn = dict(type='knn')
+  c.evals.linear_probe = evaluators.entry('linear_probe')
+  c.evals.knn = evaluators.entry('knn')
   c.batch_size = 128
 
 

@@ -22,7 +22,7 @@ samples are digits on slightly grey, speckled backgrounds. 1.35 M params (the U-
 """
 
 from arch.generative import diffusion_unet, score
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 
@@ -51,10 +51,10 @@ def get_config(arg=None):
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
   c.ema_decay = 0.999
-  c.evals.fd = dict(type='fd', every=-1 if a.tiny else 0)  # (tests switch it on)
+  c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny else 0,  # (tests switch it on)
+                                steps=3 if a.tiny else 250)
   c.sample.num_samples = 64
   c.sample.steps = 3 if a.tiny else 250
   c.sample.snr = 0.16
   c.sample.corrector_steps = 1
-  c.evals.fd.steps = 3 if a.tiny else 250
   return c

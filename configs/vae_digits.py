@@ -49,7 +49,7 @@ For comparison on the same split (other configs): RealNVP 2.014 and the Gated Pi
 
 from arch.generative import autoencoder_kl
 from arch.generative import vae
-from train import config_lib
+from train import config_lib, evaluators
 from train.errors import UserError
 
 MODELS = ('vae', 'ae', 'kl')
@@ -90,6 +90,7 @@ def get_config(arg=None):
   c.schedule = 'cosine'
   c.warmup_steps = 100
   c.grad_clip_norm = 100.0
-  c.evals.fd = dict(type='fd', every=-1 if a.tiny or a.model == 'ae' else 0)  # (tests switch it on)
+  # (tests switch it on with --config.evals.fd.every=0)
+  c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny or a.model == 'ae' else 0)
   c.sample.num_samples = 16
   return c

@@ -63,6 +63,24 @@ class Checkpointer:
     undo()
     return out['state'], out['data']
 
+  def restore_stored(self, step: int):
+    """The state of `step` as stored (nested dicts of host arrays), read by its own
+    metadata: another config's run, whose TrainState this process cannot build."""
+    import jax
+    import numpy as np
+    where = os.path.join(self.directory, str(step))
+    try:
+      from train.data import quiet_absl
+      with quiet_absl():
+        stored = self._manager.item_metadata(step)['state']
+      abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+                              getattr(stored, 'tree', stored))
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # orbax raises many types for corrupt files; re-raised as one
+      raise self._error(where, e) from None
+    return jax.tree.map(np.asarray, out['state'])
+
   @staticmethod
   def _error(where, e):
     while e.__cause__ is not None:  # the innermost cause names the broken file

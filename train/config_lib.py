@@ -178,6 +178,11 @@ def base() -> ml_collections.ConfigDict:
   # teacher, a frozen encoder): NAME -> dict(spec='configs/X.py[:args]', workdir='')
   # (workdir '' = WORKDIR/frozen_NAME, trained there first if it holds no checkpoint).
   c.frozen = ml_collections.ConfigDict()
+  # Fine-tuning: on a fresh start, the trainable params (all, or the subtree `target`)
+  # start from another run's checkpoint (its params at `source`, EMA params where it kept
+  # them; `step` 0 = its latest) instead of their initialisation. Leaves of this run's
+  # params that the source does not give keep their initial values (e.g. a new head).
+  c.init_from = ml_collections.ConfigDict(dict(workdir='', step=0, source='', target=''))
   # Evaluators (train/evaluators.py): NAME -> dict(type=..., every=..., options), e.g.
   # evals.fd = dict(type='fd', steps=50); every 0 = at every eval, -1 = off.
   c.evals = ml_collections.ConfigDict()

@@ -254,3 +254,100 @@ def run_batch(fn, variables, batch, rows, mesh, rules, seed):
 
 def log(message: str) -> None:
   print(message, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------ fine-tuning
+
+
+def _at(tree, path, what):
+  for key in filter(None, path.split('/')):
+    if not isinstance(tree, dict) or key not in tree:
+      have = ', '.join(sorted(tree)) if isinstance(tree, dict) else 'a leaf'
+      raise UserError(f'config.init_from.{what}={path!r}: no {key!r} there (it holds: {have})')
+    tree = tree[key]
+  return tree
+
+
+def _flat(tree):
+  return {'/'.join(str(getattr(k, 'key', k)) for k in p): v
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def init_from(config, params, extra):
+  """(params, extra, report) with this run's initial values replaced by another run's
+  (`config.init_from`): for each pair of '/'-paths in the comma-separated `source` and
+  `target` ('' = the whole tree), the source run's params at the source path (its EMA
+  params where it kept them) go to this run's params at the target path, and so do its
+  non-param statistics at the same paths (BatchNorm's `batch_stats`) where both runs keep
+  that collection. Every source leaf must land on a leaf of the same shape; this run's
+  leaves that the source does not give keep their initial values (a new head)."""
+  spec = config.init_from
+  ckpt = ckpt_lib.Checkpointer(spec.workdir, async_save=False)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise UserError(f'config.init_from.workdir={spec.workdir!r} holds no checkpoint')
+    step = int(spec.get('step') or 0) or steps[-1]
+    if step not in steps:
+      raise UserError(f'config.init_from.step={step}: no such checkpoint in {spec.workdir}; '
+                      f'steps: {", ".join(map(str, steps))}')
+    stored = ckpt.restore_stored(step)
+  finally:
+    ckpt.close()
+  sources = [p.strip() for p in str(spec.get('source', '')).split(',')]
+  targets = [p.strip() for p in str(spec.get('target', '')).split(',')]
+  if len(sources) != len(targets):
+    raise UserError(f'config.init_from: {len(sources)} source paths but {len(targets)} '
+                    f'target paths; give them in pairs')
+  src_params = stored['ema_params'] if stored.get('ema_params') is not None else stored['params']
+  copied, kept = 0, []
+  for source, target in zip(sources, targets):
+    params, n, left = _copy(src_params, params, source, target, spec.workdir, step, 'params')
+    copied, kept = copied + n, kept + left
+    for coll, tree in (stored.get('extra') or {}).items():
+      if coll in extra and coll not in (config.get('frozen') or {}) and _has(tree, source):
+        extra = {**extra, coll: _copy(tree, extra[coll], source, target, spec.workdir, step,
+                                      coll)[0]}
+  report = (f'init_from: {copied} param arrays from {spec.workdir} step {step}'
+            + (f'; {len(kept)} keep their initialisation ({", ".join(kept[:4])}'
+               f'{", ..." if len(kept) > 4 else ""})' if kept else ''))
+  return params, extra, report
+
+
+def _has(tree, path):
+  for key in filter(None, path.split('/')):
+    if not isinstance(tree, dict) or key not in tree:
+      return False
+    tree = tree[key]
+  return True
+
+
+def _copy(src_tree, dst_tree, source, target, workdir, step, what):
+  """dst_tree with its subtree at `target` taking the values of src_tree's at `source`;
+  (new tree, leaves copied, target leaves left as they were)."""
+  src = _flat(_at(src_tree, source, 'source'))
+  dst_sub = _at(dst_tree, target, 'target')
+  dst = _flat(dst_sub)
+  missing = [k for k in src if k not in dst]
+  shapes = [f'{k}: {np.shape(v)} vs {np.shape(dst[k])}' for k, v in src.items()
+            if k in dst and np.shape(v) != np.shape(dst[k])]
+  if missing or shapes:
+    problems = ([f'not in this run\'s {what}: {", ".join(missing[:5])}'
+                 + (f' and {len(missing) - 5} more' if len(missing) > 5 else '')]
+                if missing else []) + ([f'shapes differ: {"; ".join(shapes[:5])}'] if shapes else [])
+    raise UserError(f'config.init_from: the {what} of {workdir} (step {step}) at '
+                    f'{source or "the root"!r} do not fit this run\'s at '
+                    f'{target or "the root"!r}: {"; ".join(problems)}')
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(dst_sub)
+  keys = list(dst)
+  new = jax.tree_util.tree_unflatten(treedef, [
+      np.asarray(src[k], np.asarray(v).dtype) if k in src else v
+      for k, (_, v) in zip(keys, leaves)])
+  return _replace(dst_tree, target, new), len(src), [k for k in dst if k not in src]
+
+
+def _replace(tree, path, value):
+  keys = [k for k in path.split('/') if k]
+  if not keys:
+    return value
+  return {**tree, keys[0]: _replace(tree[keys[0]], '/'.join(keys[1:]), value)}

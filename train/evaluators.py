@@ -1,9 +1,11 @@
 """Evaluators that a config names in `config.evals`, big_vision style:
 
-    c.evals.probe = dict(type='linear_probe', every=0, train_split='train')
-    c.evals.fd = dict(type='fd', classifier='configs/lenet_digits.py', steps=50)
+    c.evals.probe = evaluators.entry('linear_probe', train_split='train')
+    c.evals.fd = evaluators.entry('fd', classifier='configs/lenet_digits.py', steps=50)
 
-Each entry NAME has a `type` (default: NAME itself), `every` (0: at every eval of the loop,
+`evaluators.entry(type, **options)` makes an entry with every option at its default (so each
+can be overridden on the command line). Each entry NAME has a `type` (default: NAME itself),
+`every` (0: at every eval of the loop,
 N: at the evals whose step is a multiple of N and the last, -1: off, so a config can carry
 an entry that a test or user switches on with `--config.evals.NAME.every=0`) and its
 type's options, validated like task options (a typo is an error naming the valid ones).
@@ -271,6 +273,19 @@ REGISTRY = {
     'knn': (KnnOptions, knn, _needs_features),
     'fd': (FdOptions, fd, _needs_sampler),
 }
+
+
+def entry(kind: str, **options) -> dict:
+  """A `config.evals` entry of evaluator type `kind` with every option at its default
+  unless given, so that any of them can be overridden on the command line
+  (`--config.evals.NAME.every=0`): `c.evals.fd = evaluators.entry('fd', steps=50)`."""
+  if kind not in REGISTRY:
+    raise UserError(f'unknown evaluator type {kind!r}; valid: {", ".join(REGISTRY)}')
+  try:
+    opts = parse_options(REGISTRY[kind][0], {'evals': dict(options, type=kind)}, 'evals')
+  except ConfigError as e:
+    raise UserError(str(e)) from None
+  return dataclasses.asdict(opts)
 
 
 def entries(config):

@@ -136,7 +136,8 @@ class Run:
     return self.runner.from_host(host_state)
 
   def _fresh_state(self):
-    """Initialised params, with every frozen run's variables in its collection."""
+    """Initialised params (or another run's, `config.init_from`), with every frozen run's
+    variables in its collection."""
     state = self.runner.init(jax.random.key(self.config.seed))
     for name in (self.config.get('frozen') or {}):
       if name not in state.extra:
@@ -149,6 +150,10 @@ class Run:
         raise UserError(f'the frozen {name!r} run in {sub_dir} does not match the network '
                         f'its config builds')
       state = self.runner.put_extra(state, name, tree)
+    if (self.config.get('init_from') or {}).get('workdir'):
+      params, extra, report = core.init_from(self.config, *self.runner.host_variables(state))
+      core.log(report)
+      state = self.runner.put_variables(state, params, extra)
     return state
 
   # ------------------------------------------------------------------------ steps

@@ -135,6 +135,26 @@ class Runner:
           self.state_sharding.extra[name])
     return state.replace(extra={**state.extra, name: placed})
 
+  def host_variables(self, state):
+    """(params, extra) as host numpy arrays, gathered from every process."""
+    tree = self._first((state.params, state.extra)) if self.pmap else (state.params, state.extra)
+    if jax.process_count() > 1 and not self.pmap:
+      from jax.experimental import multihost_utils
+      tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+  def put_variables(self, state, params, extra):
+    """`state` with params (and the EMA, if kept) and extra replaced by host arrays."""
+    if self.pmap:
+      params, extra = self._replicate((params, extra))
+    else:
+      place = lambda tree, shardings: jax.tree.map(lambda x, s: jax.make_array_from_callback(
+          np.shape(x), s, lambda idx, x=x: np.asarray(x)[idx]), tree, shardings)
+      params = place(params, self.state_sharding.params)
+      extra = place(extra, self.state_sharding.extra)
+    ema = None if state.ema_params is None else jax.tree.map(lambda x: x.copy(), params)
+    return state.replace(params=params, extra=extra, ema_params=ema)
+
   def device_batch(self, local_batch):
     """This process's host batch as the step takes it: a global array sharded along the
     data axes (jit), or split over the local devices on a leading axis (pmap)."""
