@@ -1,89 +1,41 @@
-"""`python -m train.bench [--config configs/gpt_pydoc.py] [--lengths 64,256,1024]`
+"""`python -m train.bench --config configs/NAME.py[:arg] [--steps N] [--config.KEY=VALUE ...]`
 
-A benchmark of a causal-LM config (any network with the LM contract: tokens -> logits,
-`decode=True` with a cache), not a test:
-
-  decoding: per-token latency of one new token after a context of L tokens, with the
-      cache (one cached step) and without (a full forward over L + 1 tokens), batch 1.
-      Cached latency should stay near flat in L; uncached grows with L.
-  training: the loop's jitted train step on synthetic batches of the config's shape:
-      tokens/s and MFU (XLA's FLOP count of the step over the device's peak).
-
-Weights are random (latency does not depend on them). Prints a table and a JSON line.
+Times the loop's jitted training step of any config on batches from its own input (the
+config's dataset, or the task's input), not a test: steps/s, examples/s and MFU (XLA's
+FLOP count of the step over the device's peak). Prints one line and a JSON line. (The
+decoding-latency benchmark of language models is examples/bench_decoding.py.)
 """
 
 import argparse
 import json
 import sys
+import tempfile
 import time
-
-import numpy as np
-
-
-def _time(fn, reps):
-  fn()  # compile / warm up
-  start = time.perf_counter()
-  for _ in range(reps):
-    out = fn()
-  import jax
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / reps
-
-
-def bench_decoding(config, lengths, steps, reps):
-  import jax
-  import jax.numpy as jnp
-  import arch
-  longest = max(lengths) + steps
-  overrides = {}
-  if 'max_length' in arch.model_fields(config.model_name):
-    overrides['max_length'] = max(int(config.model.get('max_length', 0)), longest)
-  model = arch.model_from_config(config, **overrides)
-  vocab = int(config.model.get('vocab_size', 256))
-  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
-  rows = []
-  for length in lengths:
-    tokens = jax.random.randint(jax.random.key(length), (1, length + steps), 4, vocab)
-    cache = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros(
-        (1, length + steps), jnp.int32), decode=True)['cache'])()
-
-    @jax.jit
-    def step(cache, tok):
-      logits, mutated = model.apply({'params': params, 'cache': cache}, tok, decode=True,
-                                    mutable=['cache'])
-      return logits[:, -1], mutated['cache']
-
-    _, cache = step(cache, tokens[:, :length])  # prefill the context
-
-    def cached():
-      c, out = cache, None
-      for i in range(steps):
-        out, c = step(c, tokens[:, length + i:length + i + 1])
-      return out
-
-    full = jax.jit(lambda t: model.apply({'params': params}, t)[:, -1])
-    window = tokens[:, :length + 1]
-    rows.append(dict(context=length,
-                     cached_ms=1e3 * _time(cached, reps) / steps,
-                     uncached_ms=1e3 * _time(lambda: full(window), reps * 4)))
-  return rows
 
 
 def bench_training(config, steps):
+  """{'step_ms', 'steps_per_sec', 'examples_per_sec', 'mfu', 'flops_per_step',
+  'peak_flops_per_device'} of `steps` training steps on one batch of the config's input."""
   import jax
   from train import core
+  from train import data as data_lib
   from train import mesh as mesh_lib
   from train import metrics as metrics_lib
   from train.runner import Runner
   mesh = mesh_lib.make_mesh(config)
+  mesh_lib.check_batch(config, mesh)
   task = core.load_task(config)
   runner = Runner(config, task, mesh)
   state = runner.init(jax.random.key(0))
-  spec = task.example_batch(config.batch_size)
-  vocab = int(config.model.get('vocab_size', 256))
-  batch = {k: np.asarray(jax.random.randint(jax.random.key(1), s.shape, 4, vocab), s.dtype)
-           for k, s in spec.items()}
-  batch = runner.device_batch(batch)
+  with tempfile.TemporaryDirectory() as workdir:
+    if task.input is not None:
+      batches = task.input(jax.process_index(), jax.process_count())
+    else:
+      collate = {} if task.collate is None else {
+          'collate': task.collate, 'shards': mesh_lib.local_data_parallel_size(mesh)}
+      batches = data_lib.train_iterator(config, task.preprocess, jax.process_index(),
+                                        jax.process_count(), workdir, **collate)
+    batch = runner.device_batch(next(batches))
   flops = runner.compile(state, batch)
   state, metrics = runner.step(state, batch)
   jax.block_until_ready(metrics)
@@ -92,10 +44,9 @@ def bench_training(config, steps):
     state, metrics = runner.step(state, batch)
   jax.block_until_ready(metrics)
   sec = (time.perf_counter() - start) / steps
-  tokens = int(np.prod(next(iter(spec.values())).shape))
-  peak = metrics_lib.peak_flops_per_device()
-  return dict(step_ms=1e3 * sec, tokens_per_sec=tokens / sec,
-              mfu=(flops / sec / (peak * jax.device_count())) if flops and peak else None,
+  peak = metrics_lib.peak_flops_per_device() if flops else None
+  return dict(step_ms=1e3 * sec, steps_per_sec=1 / sec, examples_per_sec=config.batch_size / sec,
+              mfu=(flops / sec / peak) if flops and peak else None,
               flops_per_step=flops, peak_flops_per_device=peak)
 
 
@@ -104,29 +55,20 @@ def main(argv=None):
   from train.errors import UserError
   overrides, rest = config_lib.split_overrides(sys.argv[1:] if argv is None else argv)
   p = argparse.ArgumentParser(prog='python -m train.bench')
-  p.add_argument('--config', default='configs/gpt_pydoc.py')
-  p.add_argument('--lengths', default='64,256,1024', help='decoding context lengths')
-  p.add_argument('--decode_steps', type=int, default=16)
-  p.add_argument('--reps', type=int, default=3)
-  p.add_argument('--train_steps', type=int, default=10)
+  p.add_argument('--config', required=True, help='configs/NAME.py[:arg=val,...]')
+  p.add_argument('--steps', type=int, default=10, help='timed steps (after one warm-up)')
   args = p.parse_args(rest)
   try:
     config = config_lib.load(args.config)
     for key, value in overrides:
       config_lib.override(config, key, value)
-    lengths = [int(x) for x in args.lengths.split(',')]
-    decoding = bench_decoding(config, lengths, args.decode_steps, args.reps)
-    training = bench_training(config, args.train_steps)
+    result = bench_training(config, args.steps)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f'decoding, batch 1 ({args.config}): ms per new token')
-  print(f'{"context":>8} {"cached":>10} {"uncached":>10}')
-  for r in decoding:
-    print(f'{r["context"]:>8} {r["cached_ms"]:>10.2f} {r["uncached_ms"]:>10.2f}')
-  print(f'training: {training["tokens_per_sec"]:,.0f} tokens/s, {training["step_ms"]:.0f} ms '
-        f'per step, MFU {training["mfu"] or 0:.3f}')
-  print(json.dumps({'decoding': decoding, 'training': training}))
+  print(f'training ({args.config}): {result["examples_per_sec"]:,.0f} examples/s, '
+        f'{result["step_ms"]:.1f} ms per step, MFU {result["mfu"] or 0:.3f}')
+  print(json.dumps(result))
   return 0
 
 
