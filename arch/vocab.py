@@ -12,3 +12,29 @@ MASK = 3
 NUM_SPECIAL = 4
 SPECIAL_TOKENS = ('<pad>', '<s>', '</s>', '<mask>')
 BYTE_VOCAB_SIZE = 256 + NUM_SPECIAL
+
+
+def tokenizer_size(data_config) -> int:
+  """The most ids the config's text stage can produce (`data.tokenizer`): the byte
+  tokenizer's BYTE_VOCAB_SIZE, or the BPE's `data.vocab_size`; 0 without a tokenizer."""
+  kind = data_config.get('tokenizer') or ''
+  if kind == 'byte':
+    return BYTE_VOCAB_SIZE
+  if kind == 'bpe':
+    return int(data_config.get('vocab_size') or 0)
+  return 0
+
+
+def check_model(config) -> None:
+  """A ConfigError when the network's embeddings (`config.model` vocab_size,
+  src_vocab_size, tgt_vocab_size) cannot hold every id of the config's tokenizer: an id
+  past the table is not an error inside jit, it silently reads a clamped row. Text tasks
+  call it from `make`."""
+  from arch.task import ConfigError
+  need = tokenizer_size(config.data)
+  model = config.get('model') or {}
+  for key in ('vocab_size', 'src_vocab_size', 'tgt_vocab_size'):
+    size = model.get(key)
+    if size is not None and need and int(size) < need:
+      raise ConfigError(f'config.model.{key}={size} is smaller than the '
+                        f'{config.data.tokenizer} tokenizer\'s {need} ids')

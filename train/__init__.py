@@ -1,7 +1,10 @@
 """The machinery every family shares: the loop, data, checkpoints, metrics, the CLI.
 
 Knows no architecture by name: it resolves `config.task` and `config.model_name` with
-importlib through `arch.load`.
+importlib through `arch.load`. In layers, without import cycles (tests/test_imports.py):
+errors, config_lib, mesh, checkpoint, text, data at the bottom; core (state, tasks,
+optimizers, restore, run_batch) on them; steps (step builders) and runner (jit or pmap)
+on core; evaluators, loop, sample, summary and bench on top.
 """
 
 import os as _os

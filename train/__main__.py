@@ -27,20 +27,17 @@ def parse(argv):
 
 def main(argv=None):
   from arch.task import ConfigError
+  from train import loop
   from train.errors import UserError
   try:
     config, workdir = parse(sys.argv[1:] if argv is None else argv)
-    from train import loop
     loop.train_and_evaluate(config, os.path.abspath(workdir))
   except (UserError, ConfigError) as e:  # ConfigError: a task's, e.g. from its preprocess
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except Exception as e:
-    from train import loop
-    if isinstance(e, loop.Preempted):
-      print(str(e), file=sys.stderr)
-      return e.exit_code
-    raise
+  except loop.Preempted as e:
+    print(str(e), file=sys.stderr)
+    return e.exit_code
   return 0
 
 

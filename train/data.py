@@ -79,7 +79,7 @@ def _builder(name, data_dir, prepare):
     return b
   try:
     b = tfds.builder(name, data_dir=data_dir)
-  except Exception:  # DatasetNotFoundError and friends; TFDS prints its own noise
+  except tfds.core.registered.DatasetNotFoundError:
     raise UserError(f'unknown dataset {name!r}{close_matches(name, offline_names())}; offline '
                     f'datasets: {", ".join(offline_names())}, or any TFDS catalogue name '
                     f'prepared in data_dir') from None
@@ -96,8 +96,10 @@ def _builder(name, data_dir, prepare):
 
 
 def source(data_cfg, split: str):
+  """The random-access source of `split`: a split name, or a TFDS slice of one
+  ('train[:50]', 'train[10%:]')."""
   b = builder(data_cfg.name, data_cfg.get('data_dir') or None)
-  if split not in b.info.splits:
+  if split.split('[')[0] not in b.info.splits:
     raise UserError(f'dataset {data_cfg.name!r} has no split {split!r}; '
                     f'splits: {", ".join(b.info.splits)}')
   return b.as_data_source(split)
