@@ -107,3 +107,16 @@ def test_padding_changes_no_graph_logit():
   for i, g in enumerate(graphs):
     alone = model.apply(variables, contract_tasks.collate([g]))
     np.testing.assert_allclose(alone[0], all_logits[i], rtol=1e-5, atol=1e-6)
+
+
+def test_the_device_mean_keeps_integer_state_integer():
+  """Under pmap the builders average non-param state over devices; an int32 cursor must
+  stay int32, or the compiled step refuses the state it returned at the next call."""
+  from train import config_lib
+  from train import steps as steps_lib
+  builders = steps_lib.Builders(config_lib.base(), None, None, axis_name='data')
+  tree = {'cursor': jnp.full((1,), 7, jnp.int32), 'flag': jnp.ones((1,), bool),
+          'stat': jnp.full((1,), 0.5, jnp.float32)}
+  out = jax.pmap(builders.mean, axis_name='data')(tree)
+  assert {k: v.dtype for k, v in out.items()} == {k: v.dtype for k, v in tree.items()}
+  assert int(out['cursor'][0]) == 7 and float(out['stat'][0]) == 0.5

@@ -61,14 +61,19 @@ def test_persistent_chains_continue_the_next_rows_of_the_buffer():
 def test_cd_trains_under_pmap(tmp_path, data_dir):
   from train import checkpoint
   args = ['--config', 'configs/ebm_digits.py:tiny', '--workdir', tmp_path,
-          '--config.parallelism=pmap', '--config.total_steps=1', '--config.eval_every=1',
+          '--config.parallelism=pmap', '--config.total_steps=2', '--config.eval_every=2',
           '--config.ckpt_every=1', '--config.log_every=1', '--config.batch_size=8']
   proc = run_cli(args, data_dir, devices=2)
   assert proc.returncode == 0, proc.stderr
   config, task, abstract, _ = _state('ebm_digits.py:tiny')
   ckpt = checkpoint.Checkpointer(str(tmp_path), async_save=False)
   state = ckpt.restore(1, abstract)[0]
+  # A second step runs (the averaged chains' int32 cursor stays int32, so the compiled
+  # step accepts the state it returned) and sweeps the cursor round the 16-row buffer.
+  second = ckpt.restore(2, abstract)[0]
   ckpt.close()
+  assert second.extra['chains']['cursor'].dtype == np.int32
+  assert int(second.extra['chains']['cursor']) == 0
   # Both replicas' chains (rows 0-3 and 4-7) were written back: the saved replica's buffer
   # differs from the initial one in all 8 rows and in no other.
   changed = (np.asarray(state.extra['chains']['buffer'])

@@ -31,8 +31,14 @@ class Builders:
 
   def mean(self, tree):
     """The mean over devices under pmap (gradients, metrics, statistics); identity under
-    jit, where a batch is one global array and reductions over it are already global."""
-    return tree if self.axis_name is None else jax.lax.pmean(tree, self.axis_name)
+    jit, where a batch is one global array and reductions over it are already global.
+    Integer and boolean leaves (a cursor every replica advances alike) keep their dtype:
+    a float in their place would not match the step's compiled input at the next call."""
+    if self.axis_name is None:
+      return tree
+    return jax.tree.map(
+        lambda m, x: m if jnp.issubdtype(x.dtype, jnp.inexact) else m.astype(x.dtype),
+        jax.lax.pmean(tree, self.axis_name), tree)
 
   def supervised(self, loss, accum=None):
     """One gradient step of `loss(variables, batch, rng) -> (scalar, (metrics, updated
