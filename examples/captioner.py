@@ -11,7 +11,9 @@ On the offline digits, each image's caption is made from its label on the host
 (`preprocess`): e.g. 'a handwritten seven (7)'.
 """
 
+import dataclasses
 import functools
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -24,6 +26,7 @@ from arch.layers.embed import LearnedPositions, PatchEmbed, norm, token_embed
 from arch.layers.transformer import Block, EncoderDecoder, run_blocks
 from arch import vocab
 from arch.sequence import seq2seq
+from arch.task import ConfigError, parse_options
 from arch.vision.vit import Encoder
 
 WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
@@ -98,11 +101,19 @@ class Model(EncoderDecoder):
     return self.shared.attend(x_BTD)
 
 
+@dataclasses.dataclass(frozen=True)
+class Options(seq2seq.Options):
+  """seq2seq's task_kwargs and the images' shape."""
+  image_shape: Optional[tuple] = None  # (H, W, C) of the dataset's images; required
+
+
 def make(config):
   """archzoo's seq2seq objective with images as the source and captions as the target."""
-  task = seq2seq.make(config)
+  opts = parse_options(Options, config)
+  if opts.image_shape is None:
+    raise ConfigError('examples.captioner needs task_kwargs.image_shape (H, W, C)')
+  task = seq2seq.make(config, opts)
   length = int(config.data.max_lengths['target'])
-  kw = config.task_kwargs
 
   def preprocess(example):
     ids = [b + vocab.NUM_SPECIAL for b in caption(int(example['label'])).encode()]
@@ -111,7 +122,7 @@ def make(config):
     return {'source': example['image'], 'target': target}
 
   def example_batch(batch_size):
-    return {'source': jax.ShapeDtypeStruct((batch_size, *kw.image_shape), jnp.uint8),
+    return {'source': jax.ShapeDtypeStruct((batch_size, *opts.image_shape), jnp.uint8),
             'target': jax.ShapeDtypeStruct((batch_size, length), jnp.int32)}
 
   return task._replace(preprocess=preprocess, example_batch=example_batch, prompt_batch=None)

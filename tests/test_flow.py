@@ -251,8 +251,11 @@ def test_bad_config_values_fail_clearly():
     _task('realnvp', task_kwargs__num_bins=1)
   with pytest.raises(UserError, match='num_levels >= 1'):
     _task('glow', model__num_levels=0)
+  config = _config('vit_digits.py:tiny')
+  with config.unlocked():
+    config.task_kwargs = {}  # classification's options; a flow reads its own
   with pytest.raises(ConfigError, match='valid: generative.flow'):
-    flow.make(_config('vit_digits.py:tiny'))
+    flow.make(config)
 
 
 @pytest.mark.parametrize('model', ['realnvp', 'glow'])

@@ -22,11 +22,13 @@ exact negative log-likelihood; eval reports per image `nll` (nats) and `bits_per
 
 Config: `config.task = 'generative.autoregressive'`, `config.model_name =
 'generative.autoregressive:NADE'` (or `:FVSBN`), `config.model = dict(num_pixels=64, ...)`;
-task_kwargs `input_size` (H, W) and `channels` (H * W * channels must be num_pixels).
+task_kwargs (`Options`) `input_size` (H, W) and `channels` (H * W * channels must be
+num_pixels).
 
 Dimension key: B batch, D pixels (raster order), K NADE hidden units, H W C image.
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -36,7 +38,7 @@ import numpy as np
 import optax
 
 import arch
-from arch.task import ConfigError, Task, row_keys, unconditional_rows
+from arch.task import ConfigError, Task, parse_options, row_keys, unconditional_rows
 
 Dtype = Any
 THRESHOLD = 127  # binarization: pixel > THRESHOLD -> 1
@@ -107,12 +109,19 @@ def log_likelihood(logits_BD, x_BD):
   return -optax.sigmoid_binary_cross_entropy(logits_BD, x_BD).sum(-1)
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The binary autoregressive task's task_kwargs."""
+  input_size: tuple = (8, 8)  # (H, W)
+  channels: int = 1
+
+
 def make(config) -> Task:
   """Binary autoregressive image model. Train metrics: `loss` (nats per image),
   `bits_per_dim`; eval: per image `nll` (nats) and `bits_per_dim` (bits per binary pixel)."""
-  kw = dict(config.get('task_kwargs', {}))
-  h, w = tuple(kw.get('input_size', (8, 8)))
-  channels = int(kw.get('channels', 1))
+  opts = parse_options(Options, config)
+  h, w = tuple(opts.input_size)
+  channels = int(opts.channels)
   d = h * w * channels
   model = arch.model_from_config(config)
   if getattr(model, 'num_pixels', d) != d:

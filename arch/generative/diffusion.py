@@ -68,14 +68,15 @@ of the variational bound of 256-level pixels (T * L_t + L_T with t and noise as 
 L_0 the discretized decoder NLL), with the configured variance. `build` is the same
 objective over any x0 space (latent diffusion: encode/decode through a frozen VAE).
 
-Config: `config.task = 'generative.diffusion'`; task_kwargs input_size (H, W), channels,
-num_timesteps (1000), schedule, prediction, variance, cfg_dropout (0.1 when conditional),
-vlb_weight, clip_x0.
+Config: `config.task = 'generative.diffusion'`; task_kwargs: `Options` (input_size (H, W),
+channels, clip_x0, and the noise process's `ProcessOptions`: num_timesteps (1000),
+schedule, prediction, variance, cfg_dropout (0.1 when conditional), vlb_weight).
 
 Dimension key: B batch, H W C image (or latent), T timesteps, S sampler steps, O network
 output channels.
 """
 
+import dataclasses
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -86,7 +87,7 @@ import numpy as np
 import arch
 from arch.generative import image_keys, to_uint8, to_unit  # noqa: F401 (re-exported)
 from arch.images import labelled_images
-from arch.task import ConfigError, Task, class_rows, row_keys
+from arch.task import ConfigError, Task, class_rows, parse_options, row_keys
 
 SCHEDULES = ('linear', 'cosine')
 PREDICTIONS = ('eps', 'v', 'x0')
@@ -278,21 +279,36 @@ def prior_bits(x0, abar_last):
 # -------------------------------------------------------------------------- objective
 
 
-def _options(config):
-  """task_kwargs with their defaults, validated."""
-  kw = dict(config.get('task_kwargs', {}))
-  out = dict(input_size=tuple(kw.get('input_size', (8, 8))), channels=int(kw.get('channels', 1)),
-             num_timesteps=int(kw.get('num_timesteps', 1000)),
-             schedule=kw.get('schedule', 'linear'), prediction=kw.get('prediction', 'eps'),
-             variance=kw.get('variance', 'fixed_small'), cfg_dropout=kw.get('cfg_dropout'),
-             vlb_weight=float(kw.get('vlb_weight', 0.001)), clip_x0=bool(kw.get('clip_x0', True)))
-  if out['num_timesteps'] < 2:
-    raise ConfigError(f'task_kwargs.num_timesteps must be >= 2, got {out["num_timesteps"]}')
+@dataclasses.dataclass(frozen=True)
+class ProcessOptions:
+  """The noise process and its loss: the task_kwargs of every diffusion objective, pixel
+  (`Options`), latent (ldm.py) and video (video_dit.py)."""
+  num_timesteps: int = 1000  # T
+  schedule: str = 'linear'  # of the betas: SCHEDULES
+  prediction: str = 'eps'  # the network's target: PREDICTIONS
+  variance: str = 'fixed_small'  # VARIANCES; 'learned_range' adds the bound to the loss
+  # the labels dropped (to the null class) for classifier-free guidance; None: 0.1 for a
+  # class-conditional network, else 0
+  cfg_dropout: Optional[float] = None
+  vlb_weight: float = 0.001  # the bound's weight with a learned variance
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(ProcessOptions):
+  """Pixel-space diffusion's task_kwargs."""
+  input_size: tuple = (8, 8)  # (H, W)
+  channels: int = 1
+  clip_x0: bool = True  # the sampler clips its x0 estimates to [-1, 1]
+
+
+def _check(o: ProcessOptions):
+  if int(o.num_timesteps) < 2:
+    raise ConfigError(f'task_kwargs.num_timesteps must be >= 2, got {int(o.num_timesteps)}')
   for key, valid in (('schedule', SCHEDULES), ('prediction', PREDICTIONS),
                      ('variance', VARIANCES)):
-    if out[key] not in valid:
-      raise ConfigError(f'unknown task_kwargs.{key} {out[key]!r}; valid: {", ".join(valid)}')
-  return out
+    if getattr(o, key) not in valid:
+      raise ConfigError(f'unknown task_kwargs.{key} {getattr(o, key)!r}; valid: '
+                        f'{", ".join(valid)}')
 
 
 def sampler_defaults(config, num_timesteps: int) -> dict:
@@ -302,32 +318,34 @@ def sampler_defaults(config, num_timesteps: int) -> dict:
               eta=float(s.get('eta', 0.0)), guidance=float(s.get('guidance', 1.0)))
 
 
-def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Callable,
-          example_batch: Callable, init_extra: Optional[Callable] = None,
-          extra_collections: tuple = (), clip_x0: Optional[bool] = None) -> Task:
-  """The diffusion objective over any x0 space of `shape` (H, W, C), or (T, H, W, C) for
-  video, or any other rank; the network gets x_t of shape (B, *shape):
+def build(config, o: ProcessOptions, *, shape, to_x0: Callable, from_x0: Callable,
+          noise_key: Callable, example_batch: Callable, clip_x0: bool,
+          init_extra: Optional[Callable] = None, extra_collections: tuple = ()) -> Task:
+  """The diffusion objective with the noise process `o` (the task's parsed options) over
+  any x0 space of `shape` (H, W, C), or (T, H, W, C) for video, or any other rank; the
+  network gets x_t of shape (B, *shape):
 
   to_x0(variables, batch, rng) -> x0 (B, *shape) float32 (rng: a key in training, e.g.
   for a posterior draw; None in eval, which must be a fixed function of the batch); from_x0(variables, x0) -> the
   samples {'images': ...}; noise_key(batch) -> (B,) keys for eval's fixed timestep and
   noise; example_batch(n) -> the batch shapes; init_extra(rng, batch) -> the variable
   collections named `extra_collections`, which are not the network's (e.g. a frozen VAE's
-  {'vae': ...}, filled by the loop from `config.frozen`; the network never sees them); clip_x0 overrides
-  task_kwargs.clip_x0 (latents are not in [-1, 1]).
+  {'vae': ...}, filled by the loop from `config.frozen`; the network never sees them); clip_x0:
+  whether the sampler clips x0 to [-1, 1] (pixels; latents are not in [-1, 1]).
   """
-  o = _options(config)
+  _check(o)
   c = shape[-1]
-  big_t, prediction, variance = o['num_timesteps'], o['prediction'], o['variance']
+  big_t, prediction, variance = int(o.num_timesteps), o.prediction, o.variance
   learned = variance == 'learned_range'
-  clip = o['clip_x0'] if clip_x0 is None else clip_x0
+  clip = clip_x0
+  vlb_weight = float(o.vlb_weight)
   model = arch.model_from_config(config, out_channels=2 * c if learned else c)
   num_classes = int(getattr(model, 'num_classes', 0) or 0)
-  cfg_dropout = o['cfg_dropout']
+  cfg_dropout = o.cfg_dropout
   cfg_dropout = (0.1 if num_classes else 0.0) if cfg_dropout is None else float(cfg_dropout)
   if not 0.0 <= cfg_dropout < 1.0:
     raise ConfigError(f'task_kwargs.cfg_dropout must be in [0, 1), got {cfg_dropout}')
-  betas = beta_schedule(o['schedule'], big_t)
+  betas = beta_schedule(o.schedule, big_t)
   abar_T = alphas_cumprod(betas)
   full = spaced(abar_T, np.arange(big_t))
   defaults = sampler_defaults(config, big_t)
@@ -385,7 +403,7 @@ def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Calla
     metrics = {'mse': value}
     if learned:
       metrics['vlb'] = vlb.mean() * big_t
-      value = value + o['vlb_weight'] * big_t * vlb.mean()
+      value = value + vlb_weight * big_t * vlb.mean()
     metrics['loss'] = value
     # The other collections (a frozen first stage) go back unchanged: the loop's state is
     # whatever non-param variables the loss returns.
@@ -398,7 +416,7 @@ def build(config, *, shape, to_x0: Callable, from_x0: Callable, noise_key: Calla
     mse, vlb, x0 = terms(variables, batch, t_B, eps, False)
     bpd = big_t * vlb + prior_bits(x0, full.abar[-1])
     if learned:
-      mse = mse + o['vlb_weight'] * big_t * vlb  # the training loss's definition
+      mse = mse + vlb_weight * big_t * vlb  # the training loss's definition
     return {'loss': mse, 'bits_per_dim': bpd}
 
   def prompt_batch(prompts, num_samples):
@@ -456,8 +474,9 @@ def make(config) -> Task:
   """Pixel-space diffusion of uint8 images batch['image'] (B, H, W, C) (and batch['label']
   for a class-conditional network). Train metrics `loss` (and `mse`, `vlb` with a learned
   variance); eval per example `loss` and `bits_per_dim`."""
-  o = _options(config)
-  shape = (*o['input_size'], o['channels'])
+  o = parse_options(Options, config)
+  input_size, channels = tuple(o.input_size), int(o.channels)
+  shape = (*input_size, channels)
 
   def to_x0(variables, batch, rng=None):
     del variables, rng
@@ -466,7 +485,8 @@ def make(config) -> Task:
                        f'for {shape} (task_kwargs input_size, channels)')
     return to_unit(batch['image'])
 
-  return build(config, shape=shape, to_x0=to_x0,
+  return build(config, o, shape=shape, to_x0=to_x0,
                from_x0=lambda variables, x0: {'images': to_uint8(x0)},
                noise_key=lambda batch: image_keys(batch['image']),
-               example_batch=lambda n: labelled_images(n, o['input_size'], o['channels']))
+               example_batch=lambda n: labelled_images(n, input_size, channels),
+               clip_x0=bool(o.clip_x0))

@@ -36,7 +36,8 @@ noise distribution; with 'noise' from uniform noise. Pixels map from [-1, 1] bac
 Dimension key: B batch, N buffer rows, H W C image, D = H * W * C.
 """
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -47,7 +48,7 @@ import optax
 import arch
 from arch.generative import to_uint8, to_unit
 from arch.images import labelled_images
-from arch.task import PMAP_AXIS, ConfigError, Task, row_keys, unconditional_rows
+from arch.task import PMAP_AXIS, ConfigError, Task, parse_options, row_keys, unconditional_rows
 
 Dtype = Any
 METHODS = ('cd', 'nce')
@@ -90,30 +91,48 @@ def gaussian_logpdf(x_BD, mean_D, chol_DD):
           - 0.5 * d * np.log(2 * np.pi))
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The EBM's task_kwargs (the module docstring says what each does)."""
+  input_size: tuple = (8, 8)  # (H, W)
+  channels: int = 1
+  method: str = 'cd'  # 'cd' | 'nce'
+  langevin_steps: int = 20  # per training step (cd)
+  step_size: float = 1.0  # Langevin's gradient step ...
+  noise: float = 0.01  # ... and noise scale
+  energy_reg: float = 1.0  # cd: weight of the squared energies
+  buffer_size: int = 2048  # cd: persistent chains
+  reinit: float = 0.05  # cd: a chain's chance to restart from noise each step
+  data_noise: float = 0.005  # Gaussian noise added to data images, as the papers do
+  nce_ratio: int = 1  # nce: noise draws per data image
+  nce_shrinkage: float = 0.1  # nce: q's covariance shrunk towards the identity
+  sample_steps: int = 100  # Langevin steps of `sample` (the sampler's --steps overrides)
+  sample_init: Optional[str] = None  # 'chains' (cd) | 'q' (nce) | 'noise'; None: the method's
+
+
 def make(config) -> Task:
   """`config.task = 'generative.ebm'`, `config.model_name = 'generative.ebm'` (the energy network);
-  task_kwargs: input_size, channels, method ('cd' | 'nce'), langevin_steps, step_size,
-  noise, energy_reg, buffer_size, reinit, data_noise (Gaussian noise added to data
-  images, as the papers do), nce_ratio, nce_shrinkage, sample_steps, sample_init
-  ('chains' | 'noise'). Train metrics: `loss`, cd: `e_data`, `e_model` (mean energies);
+  task_kwargs: `Options`. Train metrics: `loss`, cd: `e_data`, `e_model` (mean energies);
   nce: `accuracy`. Eval per test image: `energy`, and for nce its log-density bound
   `nll` (nats, with the learned log Z)."""
-  kw = dict(config.get('task_kwargs', {}))
-  input_size = tuple(kw.get('input_size', (8, 8)))
-  channels = int(kw.get('channels', 1))
-  method = kw.get('method', 'cd')
+  opts = parse_options(Options, config)
+  input_size = tuple(opts.input_size)
+  channels = int(opts.channels)
+  method = opts.method
   if method not in METHODS:
     raise ConfigError(f'unknown task_kwargs.method {method!r}; valid: {", ".join(METHODS)}')
-  steps = int(kw.get('langevin_steps', 20))
-  step_size, noise = float(kw.get('step_size', 1.0)), float(kw.get('noise', 0.01))
-  energy_reg = float(kw.get('energy_reg', 1.0))
-  buffer_size = int(kw.get('buffer_size', 2048))
-  reinit = float(kw.get('reinit', 0.05))
-  data_noise = float(kw.get('data_noise', 0.005))
-  nce_ratio = int(kw.get('nce_ratio', 1))
-  shrinkage = float(kw.get('nce_shrinkage', 0.1))
-  sample_steps = int(kw.get('sample_steps', 100))
-  sample_init = kw.get('sample_init', 'chains' if method == 'cd' else 'q')
+  steps = int(opts.langevin_steps)
+  step_size, noise = float(opts.step_size), float(opts.noise)
+  energy_reg = float(opts.energy_reg)
+  buffer_size = int(opts.buffer_size)
+  reinit = float(opts.reinit)
+  data_noise = float(opts.data_noise)
+  nce_ratio = int(opts.nce_ratio)
+  shrinkage = float(opts.nce_shrinkage)
+  sample_steps = int(opts.sample_steps)
+  sample_init = opts.sample_init
+  if sample_init is None:
+    sample_init = 'chains' if method == 'cd' else 'q'
   if sample_init not in ('chains', 'noise', 'q') or (
       sample_init != 'noise' and sample_init != {'cd': 'chains', 'nce': 'q'}[method]):
     raise ConfigError(f"task_kwargs.sample_init {sample_init!r}: 'noise', 'chains' "

@@ -51,6 +51,7 @@ dtype, so a config's compute_dtype does not reach them.
 Dimension key: B batch, H W height and width, C channels, D = H * W * C dimensions.
 """
 
+import dataclasses
 import math
 from typing import Optional
 
@@ -63,7 +64,7 @@ import arch
 from arch.generative import image_keys
 from arch.images import labelled_images
 from arch.layers.conv import channel_init, kernel_init
-from arch.task import ConfigError, Task, row_keys, unconditional_rows
+from arch.task import ConfigError, Task, parse_options, row_keys, unconditional_rows
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -483,17 +484,26 @@ def bits_per_dim(model, variables, image_BHWC, u_BHWC, transform: str, alpha: fl
   return nll / (d * math.log(2.0)), updates
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The flow's task_kwargs."""
+  input_size: tuple = (8, 8)  # (H, W)
+  channels: int = 1
+  transform: str = 'logit'  # 'logit' | 'affine': dequantized pixels in [0, 1) -> flow input
+  alpha: float = 0.05  # the logit's margin
+  num_bins: int = 256  # 8-bit pixels binned to this many levels (256: as they are)
+
+
 def make(config) -> Task:
   """`config.task = 'generative.flow'`, `config.model_name = 'generative.flow'` (RealNVP)
-  or `'generative.flow:Glow'`; task_kwargs: input_size (H, W), channels, transform
-  ('logit' | 'affine'), alpha (the logit's margin), num_bins (256). Train metric `loss`
-  (bits/dim); eval `bits_per_dim` per example. Batches hold `image` (B, H, W, C) uint8."""
-  kw = dict(config.get('task_kwargs', {}))
-  input_size = tuple(kw.get('input_size', (8, 8)))
-  channels = int(kw.get('channels', 1))
-  transform = kw.get('transform', 'logit')
-  alpha = float(kw.get('alpha', 0.05))
-  num_bins = kw.get('num_bins', 256)
+  or `'generative.flow:Glow'`; task_kwargs: `Options`. Train metric `loss` (bits/dim);
+  eval `bits_per_dim` per example. Batches hold `image` (B, H, W, C) uint8."""
+  opts = parse_options(Options, config)
+  input_size = tuple(opts.input_size)
+  channels = int(opts.channels)
+  transform = opts.transform
+  alpha = float(opts.alpha)
+  num_bins = opts.num_bins
   if not isinstance(num_bins, int) or not 2 <= num_bins <= 256:
     raise ConfigError(f'task_kwargs.num_bins must be an int in [2, 256], got {num_bins!r}')
   if transform not in TRANSFORMS:

@@ -24,6 +24,7 @@ eval mode (running statistics), so one sample does not depend on the others in i
 Dimension key: B batch, Z latent, H W C image.
 """
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -35,7 +36,7 @@ import arch
 from arch.generative import to_uint8, to_unit
 from arch.images import labelled_images
 from arch.layers.conv import batch_norm
-from arch.task import ConfigError, Task, row_keys, unconditional_rows
+from arch.task import ConfigError, Task, parse_options, row_keys, unconditional_rows
 
 Dtype = Any
 
@@ -139,14 +140,20 @@ class Model(nn.Module):
     return self.discriminate(self.generate(z_BZ, train=train), train=train)
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The GAN's task_kwargs (image shapes come from config.model)."""
+  disc_steps: int = 1  # discriminator phases per generator phase
+
+
 def make(config) -> Task:
   """`config.task = 'generative.gan'`, `config.model_name = 'generative.gan'`. Phases:
   'discriminator' then 'generator' (`task_kwargs.disc_steps` discriminator phases per
   generator phase). Train metrics per phase: discriminator/{loss, d_real, d_fake},
   generator/{loss, d_fake} (d_*: mean D probability of 'real'); eval per test image:
   `d_real` and, on as many generated images, `d_fake` (both in eval mode)."""
-  kw = dict(config.get('task_kwargs', {}))
-  disc_steps = int(kw.get('disc_steps', 1))
+  opts = parse_options(Options, config)
+  disc_steps = int(opts.disc_steps)
   if disc_steps < 1:
     raise ConfigError(f'task_kwargs.disc_steps must be >= 1, got {disc_steps}')
   model = arch.model_from_config(config)

@@ -30,24 +30,32 @@ or DiT, over latents (H / f, W / f, latent_channels). Eval reports `loss` (the t
 MSE at an image's fixed timestep and noise); diffusion.py's `bits_per_dim` is a bound for
 256-level pixels and is not reported for latents.
 
-Config: `config.task = 'generative.ldm'`, `config.frozen.vae`, and diffusion.py's
-task_kwargs (num_timesteps, schedule, prediction, variance, cfg_dropout, vlb_weight; not
-input_size / channels, which come from the frozen run) plus `latent_scale` (0: the run's)
-and `posterior` ('sample' | 'mean').
+Config: `config.task = 'generative.ldm'`, `config.frozen.vae`, and task_kwargs `Options`:
+diffusion.py's `ProcessOptions` (num_timesteps, schedule, prediction, variance,
+cfg_dropout, vlb_weight; not input_size / channels, which come from the frozen run, nor
+clip_x0) plus `latent_scale` (0: the run's) and `posterior` ('sample' | 'mean').
 
 Dimension key: B batch, H W C image, h w c latent.
 """
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 
 import arch
 from arch.generative import diffusion, vae
 from arch.images import labelled_images
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 VAE = 'vae'  # the collection the loop restores the frozen autoencoder run into
 POSTERIORS = ('sample', 'mean')
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(diffusion.ProcessOptions):
+  """Latent diffusion's task_kwargs: the noise process's and the first stage's use."""
+  latent_scale: float = 0.0  # x0 = latent_scale * z; 0: 1 / std of the run's latents
+  posterior: str = 'sample'  # x0 from a posterior draw ('sample') or its 'mean'
 
 
 def first_stage(vcfg):
@@ -56,10 +64,10 @@ def first_stage(vcfg):
   if vcfg.get('task') != 'generative.vae':
     raise ConfigError(f"config.frozen.vae must be a generative.vae run (e.g. "
                       f"'configs/vae_digits.py:model=kl'), got task {vcfg.get('task')!r}")
-  kw = dict(vcfg.get('task_kwargs', {}))
-  input_size = tuple(kw.get('input_size', (8, 8)))
-  channels = int(kw.get('channels', 1))
-  lik = dict(likelihood=kw.get('likelihood', 'categorical'), levels=int(kw.get('levels', 17)))
+  vopts = parse_options(vae.Options, vcfg)  # the run's options, as its task reads them
+  input_size = tuple(vopts.input_size)
+  channels = int(vopts.channels)
+  lik = dict(likelihood=vopts.likelihood, levels=int(vopts.levels))
   overrides = {'out_channels': vae.output_channels(lik['likelihood'], channels, lik['levels'])}
   if 'input_size' in arch.model_fields(vcfg.model_name):
     overrides['input_size'] = input_size
@@ -99,24 +107,24 @@ def make(config) -> Task:
   """Latent diffusion of uint8 images batch['image'] (and batch['label'] for a
   class-conditional denoiser). Train metrics `loss` (and `mse`, `vlb` with a learned
   variance); eval per example `loss`."""
+  for key in ('input_size', 'channels'):
+    if key in (config.get('task_kwargs') or {}):
+      raise ConfigError(f'task_kwargs.{key}: the latent shape comes from the frozen run; '
+                        f'set it there')
+  opts = parse_options(Options, config)
   frozen = (config.get('frozen') or {}).get(VAE)
   if not frozen or not frozen.get('config'):
     raise ConfigError("generative.ldm needs its first stage: config.frozen.vae = "
                       "dict(spec='configs/vae_digits.py:model=kl', workdir='')")
   net, vae_task, image_shape, lik = first_stage(frozen.config)
-  kw = dict(config.get('task_kwargs', {}))
-  fixed_scale = float(kw.get('latent_scale', 0.0) or 0.0)
-  posterior = kw.get('posterior', 'sample')
+  fixed_scale = float(opts.latent_scale or 0.0)
+  posterior = opts.posterior
   if posterior not in POSTERIORS:
     raise ConfigError(f'unknown task_kwargs.posterior {posterior!r}; valid: '
                       f'{", ".join(POSTERIORS)}')
   if fixed_scale < 0:
     raise ConfigError(f'task_kwargs.latent_scale must be >= 0 (0: the run\'s), got '
                       f'{fixed_scale}')
-  for key in ('input_size', 'channels'):
-    if key in kw:
-      raise ConfigError(f'task_kwargs.{key}: the latent shape comes from the frozen run; '
-                        f'set it there')
   image_spec = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
   latent = jax.eval_shape(
       lambda x: net.init_with_output(jax.random.key(0), x, method='encode')[0][0], image_spec)
@@ -150,7 +158,7 @@ def make(config) -> Task:
     return {VAE: vae_task.init(rng, {'image': batch['image']})}
 
   task = diffusion.build(
-      config, shape=shape, to_x0=to_x0, from_x0=from_x0,
+      config, opts, shape=shape, to_x0=to_x0, from_x0=from_x0,
       noise_key=lambda batch: diffusion.image_keys(batch['image']),
       example_batch=lambda n: labelled_images(n, image_shape[:2], image_shape[-1]),
       init_extra=init_extra, extra_collections=(VAE,), clip_x0=False)

@@ -50,14 +50,15 @@ tempered by `temperature`.
 
 Config: `config.task = 'generative.pixelcnn'`, `config.model_name =
 'generative.pixelcnn:GatedPixelCNN'` (the module's `Model`) or `':PixelCNN'`; task_kwargs
-`input_size` (H, W; larger data images whose size is a multiple of it are area-pooled
-to it), `channels` (C). A model with `num_classes > 0` reads batch['label'].
+(`Options`) `input_size` (H, W; larger data images whose size is a multiple of it are
+area-pooled to it), `channels` (C). A model with `num_classes > 0` reads batch['label'].
 
 Dimension key: B batch, H W C image, F features, O outputs per pixel, M mixture
 components, K coupling coefficients (C(C-1)/2), L levels (256), E conditioning, X any
 leading axes.
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -68,7 +69,7 @@ import numpy as np
 
 import arch
 from arch.layers.conv import channel_init, kernel_init
-from arch.task import ConfigError, Task, class_rows, row_keys
+from arch.task import ConfigError, Task, class_rows, parse_options, row_keys
 
 Dtype = Any
 LEVELS = 256
@@ -432,12 +433,20 @@ def log_prob(out_XO, levels_XC, output: str):
 # ----------------------------------------------------------------------------- objective
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """PixelCNN's task_kwargs."""
+  # (H, W) modelled; larger data images whose size is a multiple of it are area-pooled to it
+  input_size: tuple = (8, 8)
+  channels: int = 1
+
+
 def make(config) -> Task:
   """Autoregressive model of 256-level images. Train metrics: `loss` = `bits_per_dim`;
   eval: per image `bits_per_dim` and `nll` (nats)."""
-  kw = dict(config.get('task_kwargs', {}))
-  h, w = tuple(kw.get('input_size', (8, 8)))
-  channels = int(kw.get('channels', 1))
+  opts = parse_options(Options, config)
+  h, w = tuple(opts.input_size)
+  channels = int(opts.channels)
   if channels < 1:
     raise ConfigError(f'task_kwargs.channels must be >= 1, got {channels}')
   model = arch.model_from_config(config)

@@ -29,6 +29,7 @@ noise comes from fold_in(its row key, step).
 Dimension key: B batch, H W C image, N sampler steps.
 """
 
+import dataclasses
 import math
 from typing import Callable, NamedTuple
 
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import arch
 from arch.generative import image_keys, to_uint8, to_unit
 from arch.images import labelled_images
-from arch.task import ConfigError, Task, row_keys, unconditional_rows
+from arch.task import ConfigError, Task, parse_options, row_keys, unconditional_rows
 
 SDES = ('ve', 'vp')
 
@@ -115,22 +116,34 @@ def pc_sample(score_fn, sde: SDE, keys_B, shape, *, steps: int, snr: float = 0.1
   return mean
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The score model's task_kwargs."""
+  input_size: tuple = (8, 8)  # (H, W)
+  channels: int = 1
+  sde: str = 've'  # 've' | 'vp'
+  sigma_min: float = 0.01  # ve
+  sigma_max: float = 10.0  # ve
+  beta_min: float = 0.1  # vp
+  beta_max: float = 20.0  # vp
+  eps: float = 1e-5  # the smallest t in training
+
+
 def make(config) -> Task:
   """`config.task = 'generative.score'`, `config.model_name` a denoiser (e.g.
-  'generative.diffusion_unet'); task_kwargs: input_size, channels, sde ('ve' | 'vp'),
-  sigma_min, sigma_max (ve), beta_min, beta_max (vp), eps (the smallest t, 1e-5 in
-  training). Sampler defaults from `config.sample`: steps, snr, corrector_steps. Train
-  metric `loss`; eval per example `loss` (at a timestep and noise fixed by the image)."""
-  kw = dict(config.get('task_kwargs', {}))
-  input_size = tuple(kw.get('input_size', (8, 8)))
-  channels = int(kw.get('channels', 1))
-  kind = kw.get('sde', 've')
+  'generative.diffusion_unet'); task_kwargs: `Options`. Sampler defaults from
+  `config.sample`: steps, snr, corrector_steps. Train metric `loss`; eval per example
+  `loss` (at a timestep and noise fixed by the image)."""
+  opts = parse_options(Options, config)
+  input_size = tuple(opts.input_size)
+  channels = int(opts.channels)
+  kind = opts.sde
   if kind not in SDES:
     raise ConfigError(f'unknown task_kwargs.sde {kind!r}; valid: {", ".join(SDES)}')
-  sde = (ve_sde(float(kw.get('sigma_min', 0.01)), float(kw.get('sigma_max', 10.0)))
+  sde = (ve_sde(float(opts.sigma_min), float(opts.sigma_max))
          if kind == 've' else
-         vp_sde(float(kw.get('beta_min', 0.1)), float(kw.get('beta_max', 20.0))))
-  t_min = float(kw.get('eps', 1e-5))
+         vp_sde(float(opts.beta_min), float(opts.beta_max)))
+  t_min = float(opts.eps)
   net = arch.model_from_config(config, out_channels=channels)
   if getattr(net, 'num_classes', 0):
     raise ConfigError('the score model is unconditional: set the network\'s num_classes=0')

@@ -56,6 +56,7 @@ Dimension key: B batch, H W image size, C image channels, K posterior draws per 
 Z latent dimensions (the trailing axes of `encode`'s outputs), O decoder output channels.
 """
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -68,7 +69,7 @@ import arch
 from arch.generative import image_keys
 from arch.images import labelled_images
 from arch.layers.conv import channel_init, kernel_init
-from arch.task import ConfigError, Task, row_keys, unconditional_rows
+from arch.task import ConfigError, Task, parse_options, row_keys, unconditional_rows
 
 Dtype = Any
 LATENT_STATS = 'latent_stats'  # the collection of running latent statistics
@@ -314,21 +315,32 @@ def latent_scale(variables):
 # ---------------------------------------------------------------------------- objective
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The VAE's task_kwargs."""
+  input_size: tuple = (8, 8)  # (H, W)
+  channels: int = 1
+  likelihood: str = 'categorical'  # 'categorical' | 'bernoulli' | 'laplace'
+  levels: int = 17  # categorical: pixel levels modelled
+  scale: float = 1.0  # laplace: b
+  beta: float = 1.0  # the KL weight
+  eval_samples: int = 16  # K, the importance samples of the eval's bounds
+  stats_momentum: float = 0.99  # of the latents' running statistics ('latent_stats')
+
+
 def make(config) -> Task:
   """`config.task = 'generative.vae'`; `config.model_name = 'generative.vae'` (ConvVAE) or
-  `'generative.autoencoder_kl'`. task_kwargs: input_size (H, W), channels, likelihood
-  ('categorical' | 'bernoulli' | 'laplace'), levels (17), scale (laplace b, 1.0), beta
-  (the KL weight, 1.0), eval_samples (K for the eval's bounds, 16), stats_momentum (0.99).
-  Batches hold `image` (B, H, W, C) uint8. Train metrics: loss, recon_nll, kl, nelbo."""
-  kw = dict(config.get('task_kwargs', {}))
-  input_size = tuple(kw.get('input_size', (8, 8)))
-  channels = int(kw.get('channels', 1))
-  likelihood = kw.get('likelihood', 'categorical')
-  levels = int(kw.get('levels', 17))
-  scale = float(kw.get('scale', 1.0))
-  beta = float(kw.get('beta', 1.0))
-  eval_samples = int(kw.get('eval_samples', 16))
-  momentum = float(kw.get('stats_momentum', 0.99))
+  `'generative.autoencoder_kl'`. task_kwargs: `Options`. Batches hold `image` (B, H, W, C)
+  uint8. Train metrics: loss, recon_nll, kl, nelbo."""
+  opts = parse_options(Options, config)
+  input_size = tuple(opts.input_size)
+  channels = int(opts.channels)
+  likelihood = opts.likelihood
+  levels = int(opts.levels)
+  scale = float(opts.scale)
+  beta = float(opts.beta)
+  eval_samples = int(opts.eval_samples)
+  momentum = float(opts.stats_momentum)
   if likelihood not in LIKELIHOODS:
     raise ConfigError(f'unknown task_kwargs.likelihood {likelihood!r}; valid: '
                       f'{", ".join(LIKELIHOODS)}')

@@ -44,6 +44,7 @@ Dimension key: B batch, T frames, H W height and width, C channels, N tokens, D 
 K classes.
 """
 
+import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -56,7 +57,7 @@ from arch.generative import to_uint8, to_unit
 from arch.generative import diffusion, video_vae
 from arch.generative.dit import Block, FinalLayer, TimestepEmbed
 from arch.generative.vae import latent_moments
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 Dtype = Any
 ATTENTION = ('joint', 'factorized')
@@ -236,10 +237,20 @@ def digit_metrics(classify, videos_BTHWC, label_B) -> dict:
 # ---------------------------------------------------------------------------- objective
 
 
+@dataclasses.dataclass(frozen=True)
+class Options(diffusion.ProcessOptions):
+  """The video DiT's task_kwargs: diffusion.py's noise process and, for pixel diffusion
+  (no frozen VAE; with one, the clips' shape is the VAE run's), the clips' shape."""
+  frames: int = 8  # T
+  input_size: tuple = (16, 16)  # (H, W)
+  channels: int = 1
+
+
 def make(config) -> Task:
   """`config.task = 'generative.video_dit'`; latent diffusion over `config.frozen.vae`
   (a generative.video_vae run) or, without it, pixel diffusion of task_kwargs frames,
-  input_size, channels; the diffusion task_kwargs of arch/generative/diffusion.py."""
+  input_size, channels; task_kwargs: `Options`."""
+  opts = parse_options(Options, config)
   frozen = config.get('frozen') or {}
   for name in frozen:
     if name not in ('vae', 'classifier'):
@@ -252,6 +263,12 @@ def make(config) -> Task:
   if 'vae' in frozen:
     vae_config = frozen.vae.config
     vae, vshape, lshape = video_vae.build_vae(vae_config)
+    given = config.get('task_kwargs') or {}
+    mine = dict(frames=opts.frames, input_size=tuple(opts.input_size), channels=opts.channels)
+    for key, value in zip(mine, (vshape[0], tuple(vshape[1:3]), vshape[3])):
+      if key in given and mine[key] != value:  # the clips are the VAE run's
+        raise ConfigError(f'task_kwargs.{key}={mine[key]!r} but the frozen VAE run\'s '
+                          f'clips have {key} {value!r}')
     inits['vae'] = video_vae.make(vae_config).init
     shape = tuple(lshape)
     clip = False
@@ -271,8 +288,7 @@ def make(config) -> Task:
       z = x0 * std + mu
       return vae.apply({'params': variables['vae']['params']}, z, method='decode')
   else:
-    o = video_vae.options(config)
-    vshape = (o['frames'], *o['input_size'], o['channels'])
+    vshape = (int(opts.frames), *tuple(opts.input_size), int(opts.channels))
     shape = vshape
     clip = True
     to_x0 = lambda variables, batch: to_unit(batch['video'])
@@ -299,7 +315,7 @@ def make(config) -> Task:
     return {name: fn(k, batch) for (name, fn), k in zip(inits.items(), keys)}
 
   base = diffusion.build(
-      config, shape=shape, to_x0=lambda v, b, rng=None: to_x0(v, check(b)),
+      config, opts, shape=shape, to_x0=lambda v, b, rng=None: to_x0(v, check(b)),
       from_x0=lambda v, x0: {'videos': to_uint8(decode(v, x0))},
       noise_key=lambda b: video_vae.video_keys(b['video']),
       example_batch=lambda n: video_vae.labelled_videos(n, vshape),

@@ -56,6 +56,7 @@ the latents. Eval per clip: `mse` and `psnr` (pixels in [0, 1], at the posterior
 Dimension key: B batch, T frames, H W height and width, C channels; t h w latent grid.
 """
 
+import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -68,7 +69,7 @@ from arch.generative import to_unit
 from arch.generative.vae import (LATENT_STATS, init_latent_stats, kl_std_normal,
                                  update_latent_stats)
 from arch.layers.conv import channel_init
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 Dtype = Any
 EPS = 1e-6  # CogVideoX's GroupNorm epsilon
@@ -370,40 +371,48 @@ def labelled_videos(n: int, shape, dtype=jnp.uint8) -> dict:
           'label': jax.ShapeDtypeStruct((n,), jnp.int32)}
 
 
-def options(config) -> dict:
-  kw = dict(config.get('task_kwargs', {}))
-  out = dict(frames=int(kw.get('frames', 8)), input_size=tuple(kw.get('input_size', (16, 16))),
-             channels=int(kw.get('channels', 1)), beta=float(kw.get('beta', 1e-3)),
-             stats_momentum=float(kw.get('stats_momentum', 0.99)),
-             reconstruction=kw.get('reconstruction', 'l1'))
-  if out['reconstruction'] not in ('l1', 'l2'):
-    raise ConfigError(f"unknown task_kwargs.reconstruction {out['reconstruction']!r}; "
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The video VAE's task_kwargs."""
+  frames: int = 8  # T
+  input_size: tuple = (16, 16)  # (H, W)
+  channels: int = 1
+  beta: float = 1e-3  # the KL weight
+  stats_momentum: float = 0.99  # of the latents' running statistics ('latent_stats')
+  reconstruction: str = 'l1'  # 'l1' | 'l2'
+
+
+def options(config) -> Options:
+  """A video VAE run's Options, validated."""
+  o = parse_options(Options, config)
+  if o.reconstruction not in ('l1', 'l2'):
+    raise ConfigError(f"unknown task_kwargs.reconstruction {o.reconstruction!r}; "
                       f"valid: l1, l2")
-  if out['beta'] < 0 or not 0 <= out['stats_momentum'] < 1:
+  if float(o.beta) < 0 or not 0 <= float(o.stats_momentum) < 1:
     raise ConfigError(f'task_kwargs need beta >= 0 and stats_momentum in [0, 1); got '
-                      f'{out["beta"]}, {out["stats_momentum"]}')
-  return out
+                      f'{float(o.beta)}, {float(o.stats_momentum)}')
+  return o
 
 
 def build_vae(config):
   """(model, video shape (T, H, W, C), latent shape (t, h, w, Z)) of a video VAE config."""
   o = options(config)
-  shape = (o['frames'], *o['input_size'], o['channels'])
-  model = arch.model_from_config(config, out_channels=o['channels'])
+  input_size, channels = tuple(o.input_size), int(o.channels)
+  shape = (int(o.frames), *input_size, channels)
+  model = arch.model_from_config(config, out_channels=channels)
   f = model.downsampling
-  if any(n % f for n in o['input_size']):
-    raise ConfigError(f'task_kwargs.input_size {o["input_size"]} must be multiples of {f}')
+  if any(n % f for n in input_size):
+    raise ConfigError(f'task_kwargs.input_size {input_size} must be multiples of {f}')
   latent = (model.latent_frames(shape[0]), shape[1] // f, shape[2] // f, model.latent_channels)
   return model, shape, latent
 
 
 def make(config) -> Task:
   """`config.task = 'generative.video_vae'`, `config.model_name = 'generative.video_vae'`;
-  task_kwargs frames, input_size (H, W), channels, beta (KL weight), stats_momentum.
-  Train metrics: loss, l1 (per clip), kl (per clip)."""
+  task_kwargs: `Options`. Train metrics: loss, l1 (per clip), kl (per clip)."""
   o = options(config)
   model, shape, latent = build_vae(config)
-  beta, momentum = o['beta'], o['stats_momentum']
+  beta, momentum = float(o.beta), float(o.stats_momentum)
   pixels = float(np.prod(shape))
 
   def videos(batch):
@@ -433,7 +442,7 @@ def make(config) -> Task:
     l1 = per_clip(jnp.abs(recon - x)).mean()
     l2 = per_clip((recon - x) ** 2).mean()
     kl = kl_std_normal(mean, logvar).mean()
-    value = (l1 if o['reconstruction'] == 'l1' else l2) + beta * kl
+    value = (l1 if o.reconstruction == 'l1' else l2) + beta * kl
     stats = update_latent_stats(variables[LATENT_STATS], z, momentum)
     return value, ({'loss': value, 'l1': l1, 'l2': l2, 'kl': kl}, {LATENT_STATS: stats})
 

@@ -57,6 +57,7 @@ Dimension key: B batch, L time, R residual channels, D dilation (gated) channels
 S skip channels, K levels (256), C classes.
 """
 
+import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -65,7 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
-from arch.task import ConfigError, Task, class_rows, row_keys
+from arch.task import ConfigError, Task, class_rows, parse_options, row_keys
 
 Dtype = Any
 LEVELS = 256
@@ -273,17 +274,24 @@ Model = WaveNet
 # ----------------------------------------------------------------------------- objective
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """WaveNet's task_kwargs."""
+  length: int = 4000  # samples per clip
+  sample_rate: int = 4000  # Hz, for the sampler's audio
+  crop: int = 0  # scored positions per training crop; 0 = the whole clip
+  sample_length: Optional[int] = None  # generated samples (`--steps` overrides); None: `length`
+
+
 def make(config) -> Task:
   """WaveNet on mu-law audio. Batches hold 'audio' (B, length) int16 PCM (and 'label' (B,)
-  for a conditioned model); task_kwargs: length, sample_rate, crop (scored positions per
-  training crop; 0 = the whole clip), sample_length (generated samples; `--steps`
-  overrides). Train metrics `loss` = `bits_per_sample`; eval per clip: `bits_per_sample`,
-  `nll` (nats)."""
-  kw = dict(config.get('task_kwargs', {}))
-  length = int(kw.get('length', 4000))
-  sample_rate = int(kw.get('sample_rate', 4000))
-  crop = int(kw.get('crop', 0)) or length
-  sample_length = int(kw.get('sample_length', length))
+  for a conditioned model); task_kwargs: `Options`. Train metrics `loss` =
+  `bits_per_sample`; eval per clip: `bits_per_sample`, `nll` (nats)."""
+  opts = parse_options(Options, config)
+  length = int(opts.length)
+  sample_rate = int(opts.sample_rate)
+  crop = int(opts.crop) or length
+  sample_length = int(length if opts.sample_length is None else opts.sample_length)
   if not 0 < crop <= length:
     raise ConfigError(f'task_kwargs.crop={crop} must be in [0, length={length}]')
   if sample_length < 1:

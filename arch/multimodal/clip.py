@@ -51,17 +51,18 @@ training templates), with CLIP's prompt ensembling: per class, the mean of the u
 embeddings of its prompts, normalised. `features` is the image tower's representation
 (before the projection), for the linear-probe and k-NN evaluators.
 
-Config keys read: `model_name`, `model` (the image tower), `task_kwargs` with
-`input_size`, `channels`, `augment` (as contrastive.ImageSetup), `text_model_name`,
-`text_model`, `text_pool`, `text_length`, `embed_dim`, `image_projection`,
-`text_projection_bias`, `logit_scale_init`, `class_names`, `train_templates`,
-`eval_templates`, `same_class`. Train metrics: `loss`, `retrieval_accuracy` (each
+Config keys read: `model_name`, `model` (the image tower), `task_kwargs` (`Options`):
+`input_size`, `channels`, `augment`, `host_size` (contrastive.ImageOptions),
+`text_model_name`, `text_model`, `text_pool`, `text_length`, `embed_dim`,
+`image_projection`, `text_projection_bias`, `logit_scale_init`, `class_names`,
+`train_templates`, `eval_templates`, `same_class`. Train metrics: `loss`, `retrieval_accuracy` (each
 image's most similar caption in the global batch is of its class), `logit_scale`.
 
 Dimension key: B batch, H W image height and width, C channels, P patches (tokens),
 T text length, D tower width, E embedding width, K classes, N templates.
 """
 
+import dataclasses
 import math
 from typing import Any, Optional, Sequence
 
@@ -75,9 +76,9 @@ import arch
 from arch.layers.conv import classifier_head
 from arch.layers.embed import LearnedPositions, PatchEmbed, norm, token_embed
 from arch.layers.transformer import Block
-from arch.multimodal.contrastive import ImageSetup, clip_loss, gather, l2_normalize
+from arch.multimodal.contrastive import ImageOptions, ImageSetup, clip_loss, gather, l2_normalize
 from arch import vocab
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 Dtype = Any
 MAX_LOGIT_SCALE = 100.0
@@ -333,10 +334,27 @@ def caption_table(templates: Sequence[str], class_names, length: int) -> np.ndar
 # The task
 # ---------------------------------------------------------------------------------------
 
-def _text_tower(config, kw):
+@dataclasses.dataclass(frozen=True)
+class Options(ImageOptions):
+  """CLIP's task_kwargs: the image options, the text tower, the captions."""
+  text_model_name: str = 'multimodal.clip:TextTransformer'  # the text tower's model name
+  text_model: dict = dataclasses.field(default_factory=dict)  # ... and its kwargs
+  text_pool: str = 'tower'  # 'tower': it returns (B, D) | 'first': its 'hidden'[:, 0]
+  text_length: int = 32  # captions' padded length in tokens
+  embed_dim: int = 512  # the joint embedding's width
+  image_projection: bool = True  # False: the image representation is the embedding (ALIGN)
+  text_projection_bias: bool = False
+  logit_scale_init: float = math.log(1 / 0.07)  # log of the initial softmax scale
+  class_names: tuple = DIGIT_NAMES  # per class, the names a template's '{0}', '{1}' take
+  train_templates: tuple = ()  # caption templates; required
+  eval_templates: tuple = ()  # zero-shot prompts, held out of training; required
+  same_class: str = 'negatives'  # or 'positives': same-class pairs count as matches
+
+
+def _text_tower(config, opts: Options):
   """`task_kwargs.text_model_name` with `text_model` kwargs and the config's dtypes."""
-  name = kw.get('text_model_name', 'multimodal.clip:TextTransformer')
-  kwargs = dict(kw.get('text_model', {}))
+  name = opts.text_model_name
+  kwargs = dict(opts.text_model)
   fields = arch.model_fields(name)
   for key in ('compute_dtype', 'param_dtype'):
     field = 'dtype' if key == 'compute_dtype' else key
@@ -345,25 +363,25 @@ def _text_tower(config, kw):
   return arch.build_model(name, **kwargs)
 
 
-def build(config):
-  """(ImageSetup, Model) of a CLIP/ALIGN config: its image handling and dual encoder."""
-  s = ImageSetup(config)
-  kw = s.kwargs
-  model = Model(s.backbone, _text_tower(config, kw), int(kw.get('embed_dim', 512)),
-                image_projection=bool(kw.get('image_projection', True)),
-                text_projection_bias=bool(kw.get('text_projection_bias', False)),
-                text_pool=kw.get('text_pool', 'tower'),
-                logit_scale_init=float(kw.get('logit_scale_init', math.log(1 / 0.07))))
+def build(config, opts: Options):
+  """(ImageSetup, Model) of a CLIP/ALIGN config and its parsed options: its image handling
+  and dual encoder."""
+  s = ImageSetup(config, opts)
+  model = Model(s.backbone, _text_tower(config, opts), int(opts.embed_dim),
+                image_projection=bool(opts.image_projection),
+                text_projection_bias=bool(opts.text_projection_bias),
+                text_pool=opts.text_pool,
+                logit_scale_init=float(opts.logit_scale_init))
   return s, model
 
 
 def make(config) -> Task:
-  s, model = build(config)
-  kw = s.kwargs
+  opts = parse_options(Options, config)
+  s, model = build(config, opts)
   names = tuple(tuple(n) if isinstance(n, (tuple, list)) else (n,)
-                for n in kw.get('class_names', DIGIT_NAMES))
-  train_templates = tuple(kw.get('train_templates', ()))
-  eval_templates = tuple(kw.get('eval_templates', ()))
+                for n in opts.class_names)
+  train_templates = tuple(opts.train_templates)
+  eval_templates = tuple(opts.eval_templates)
   if not train_templates or not eval_templates:
     raise ConfigError('multimodal.clip needs task_kwargs.train_templates and eval_templates')
   train_texts = {c for row in captions(train_templates, names) for c in row}
@@ -371,10 +389,10 @@ def make(config) -> Task:
   if leaked:
     raise ConfigError(f'eval_templates make captions seen in training (zero-shot prompts '
                       f'must be held out): {", ".join(map(repr, leaked[:3]))}')
-  length = int(kw.get('text_length', 32))
+  length = int(opts.text_length)
   train_tokens = jnp.asarray(caption_table(train_templates, names, length))
   eval_tokens = jnp.asarray(caption_table(eval_templates, names, length))
-  same_class = kw.get('same_class', 'negatives')
+  same_class = opts.same_class
   if same_class not in ('negatives', 'positives'):
     raise ConfigError(f"unknown same_class {same_class!r}; valid: 'negatives', 'positives'")
 

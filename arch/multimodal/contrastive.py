@@ -16,6 +16,7 @@ come from the whole global batch as they do under jit.
 Dimension key: B batch, D representation width, E embedding width, K queue length.
 """
 
+import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -109,21 +110,30 @@ def clip_loss(img_BE, txt_BE, logit_scale):
   return (ce(logits, labels).mean() + ce(logits.T, labels).mean()) / 2, logits
 
 
-class ImageSetup:
-  """What the image self-supervised tasks read from a config: the backbone (the config's
-  network with `num_classes=0`), input size and channels, `host_size` (as for
-  classification), the augmentation knobs (`task_kwargs.augment`: crop_scale, flip,
-  jitter, noise), the pmap axis."""
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+  """The task_kwargs every image task built on `ImageSetup` reads; each task's `Options`
+  subclasses it."""
+  input_size: tuple = (32, 32)  # (H, W) the backbone sees; images are resized on device
+  channels: int = 1  # grey images are repeated to this many
+  # augment.views' knobs (crop_scale, flip, jitter, noise); {}: the two-view tasks
+  # (SimCLR, MoCo) use views' defaults, the others (RotNet, MAE, CLIP) no augmentation
+  augment: dict = dataclasses.field(default_factory=dict)
+  host_size: int = 0  # as classification's: a host-side centre crop; 0 = off
 
-  def __init__(self, config):
-    kw = dict(config.get('task_kwargs', {}))
-    self.input_size = tuple(kw.get('input_size', (32, 32)))
-    self.channels = int(kw.get('channels', 1))
-    self.augment = dict(kw.get('augment', {}))
+
+class ImageSetup:
+  """What the image self-supervised tasks read from a config and their `ImageOptions`:
+  the backbone (the config's network with `num_classes=0`), input size and channels,
+  `host_size`, the augmentation knobs, the pmap axis."""
+
+  def __init__(self, config, opts: ImageOptions):
+    self.input_size = tuple(opts.input_size)
+    self.channels = int(opts.channels)
+    self.augment = dict(opts.augment)
     if 'crop_scale' in self.augment:
       self.augment['crop_scale'] = tuple(self.augment['crop_scale'])
-    self.kwargs = kw
-    self.host_size = int(kw.get('host_size', 0))
+    self.host_size = int(opts.host_size)
     # A classifier backbone without its head returns its representation.
     no_head = {'num_classes': 0} if 'num_classes' in arch.model_fields(config.model_name) else {}
     self.backbone = arch.model_from_config(config, **no_head)

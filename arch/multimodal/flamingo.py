@@ -38,12 +38,13 @@ any question about the eval split's images, one image per sample.
 
 Config keys read: `frozen.vision`, `frozen.lm`, `model` (GatedLM's cross_every,
 cross_heads, cross_head_dim, cross_mlp_ratio, and `resampler`: PerceiverResampler's
-kwargs), `task_kwargs.text_length`, `compute_dtype`, `param_dtype`.
+kwargs), `task_kwargs` (`Options`: text_length), `compute_dtype`, `param_dtype`.
 
 Dimension key: B batch, T text length, M media per example, F frames per medium,
 P visual tokens per frame, R latents per medium, N = M * R, D width, V vocabulary.
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -57,7 +58,7 @@ from arch.layers.attention import Attention
 from arch.layers.embed import Mlp, norm
 from arch import vocab
 from arch.sequence import gpt
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 Dtype = Any
 XATTN = 'xattn'  # name prefix of the gated blocks inside GatedLM: everything else is GPT's
@@ -228,8 +229,15 @@ def qa_table(length: int):
   return tokens, mask
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Flamingo's task_kwargs."""
+  text_length: int = 48  # question + answer tokens, at most the frozen LM's positions + 1
+
+
 def make(config) -> Task:
   from arch.multimodal import clip
+  opts = parse_options(Options, config)
   frozen = config.get('frozen') or {}
   for name in ('vision', 'lm'):
     if not frozen.get(name) or not frozen[name].get('config'):
@@ -243,8 +251,9 @@ def make(config) -> Task:
   if lcfg.model_name != 'sequence.gpt' or lcfg.data.get('tokenizer') != 'byte':
     raise ConfigError(f'config.frozen.lm must be a byte-level sequence.gpt run, got '
                       f'{lcfg.model_name!r} with tokenizer {lcfg.data.get("tokenizer")!r}')
-  setup, clip_model = clip.build(vcfg)
-  clip_length = int(setup.kwargs.get('text_length', 32))
+  vopts = parse_options(clip.Options, vcfg)  # the CLIP run's options, as it reads them
+  setup, clip_model = clip.build(vcfg, vopts)
+  clip_length = int(vopts.text_length)
   kw = {k: v for k, v in dict(config.model).items() if k != 'resampler'}
   dtypes = {k: config.get(c) for k, c in (('dtype', 'compute_dtype'),
                                           ('param_dtype', 'param_dtype')) if config.get(c)}
@@ -256,7 +265,7 @@ def make(config) -> Task:
   except LookupError as e:
     raise ConfigError(str(e).strip('"\'')) from None
   model = Model(lm, resampler)
-  length = int(config.get('task_kwargs', {}).get('text_length', 48))
+  length = int(opts.text_length)
   if length > lm.max_length + 1:
     raise ConfigError(f'task_kwargs.text_length {length} exceeds the frozen LM\'s '
                       f'{lm.max_length} positions + 1')

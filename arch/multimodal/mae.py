@@ -22,6 +22,7 @@ Dimension key: B batch, H W image size, C channels, P patches, V visible patches
 D encoder width, E decoder width, F pixels per patch (p * p * C).
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -29,8 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from arch.layers.embed import PatchEmbed, sincos_2d
-from arch.multimodal.contrastive import ImageSetup
-from arch.task import Task
+from arch.multimodal.contrastive import ImageOptions, ImageSetup
+from arch.task import Task, parse_options
 from arch.vision.vit import Encoder
 
 Dtype = Any
@@ -159,11 +160,18 @@ def masked_mse(pred_BPF, target_BPF, mask_BP, norm_pix: bool):
   return (per_patch * mask_BP).sum() / jnp.maximum(mask_BP.sum(), 1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Options(ImageOptions):
+  """MAE's task_kwargs."""
+  norm_pix_loss: bool = True  # targets: each patch normalised by its mean and variance
+
+
 def make(config) -> Task:
   """`config.task = 'multimodal.mae'`, `config.model_name = 'multimodal.mae'`; task_kwargs:
-  input_size, channels, norm_pix_loss. Train metrics: `loss` (masked-patch MSE)."""
-  s = ImageSetup(config)
-  norm_pix = bool(s.kwargs.get('norm_pix_loss', True))
+  `Options`. Train metrics: `loss` (masked-patch MSE)."""
+  opts = parse_options(Options, config)
+  s = ImageSetup(config, opts)
+  norm_pix = bool(opts.norm_pix_loss)
   model = s.backbone  # this module's Model (num_classes is not among its fields)
 
   def init(rng, batch):

@@ -15,31 +15,46 @@ gathers the whole batch's keys, so all hold the same queue. (MoCo's shuffling BN
 keeps a query's and its key's BatchNorm statistics apart across GPUs, has no analogue in
 one global jit batch; the key encoder's BN runs on its own batch of views.)
 
-Config keys read: `model_name`, `model` (the backbone, `num_classes=0`), `task_kwargs` with
-`input_size`, `channels`, `temperature` (0.2), `momentum` (0.999), `queue_size` (65536;
-a multiple of the global batch), `proj_hidden`, `proj_dim`, `augment`.
+Config keys read: `model_name`, `model` (the backbone, `num_classes=0`), `task_kwargs`
+(`Options`): `input_size`, `channels`, `augment`, `host_size` (contrastive.ImageOptions),
+`temperature` (0.2), `momentum` (0.999), `queue_size` (65536; a multiple of the global
+batch), `proj_hidden`, `proj_dim`.
 Train metrics: `loss`, `contrastive_accuracy` (the key ranked first among K + 1).
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
-from arch.multimodal.contrastive import Embedder, ImageSetup, gather, info_nce, l2_normalize
-from arch.task import ConfigError, Task
+from arch.multimodal.contrastive import (Embedder, ImageOptions, ImageSetup, gather, info_nce,
+                                         l2_normalize)
+from arch.task import ConfigError, Task, parse_options
 
 MOMENTUM, QUEUE = 'momentum', 'queue'
 
 
+@dataclasses.dataclass(frozen=True)
+class Options(ImageOptions):
+  """MoCo's task_kwargs."""
+  temperature: float = 0.2
+  momentum: float = 0.999  # the key encoder's EMA decay m
+  queue_size: int = 65536  # negative keys K; a multiple of the global batch
+  proj_hidden: int = 2048  # the projection head's hidden width
+  proj_dim: int = 128  # ... and output width
+
+
 def make(config) -> Task:
-  s = ImageSetup(config)
-  tau = float(s.kwargs.get('temperature', 0.2))
-  m = float(s.kwargs.get('momentum', 0.999))
-  queue_size = int(s.kwargs.get('queue_size', 65536))
+  opts = parse_options(Options, config)
+  s = ImageSetup(config, opts)
+  tau = float(opts.temperature)
+  m = float(opts.momentum)
+  queue_size = int(opts.queue_size)
   if queue_size % config.batch_size:
     raise ConfigError(f'queue_size={queue_size} must be a multiple of the global batch '
                       f'size {config.batch_size}')
-  proj_dim = int(s.kwargs.get('proj_dim', 128))
-  model = Embedder(s.backbone, int(s.kwargs.get('proj_hidden', 2048)), proj_dim)
+  proj_dim = int(opts.proj_dim)
+  model = Embedder(s.backbone, int(opts.proj_hidden), proj_dim)
 
   def init(rng, batch):
     variables = dict(model.init({'params': rng, 'dropout': rng}, s.images(batch),

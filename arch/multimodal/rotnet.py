@@ -6,10 +6,12 @@ feeding the four together best), and a linear classifier on the backbone's repre
 predicts which. The representation probes read is the backbone's output. Images must be
 square.
 
-Config keys read: `model_name`, `model` (the backbone, `num_classes=0`), `task_kwargs` with
-`input_size`, `channels`, `augment` (views applied before rotating; {} = none). Train
-metrics: `loss`, `rotation_accuracy`.
+Config keys read: `model_name`, `model` (the backbone, `num_classes=0`), `task_kwargs`
+(`Options`, contrastive.ImageOptions): `input_size`, `channels`, `augment` (views applied
+before rotating; {} = none), `host_size`. Train metrics: `loss`, `rotation_accuracy`.
 """
+
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -18,8 +20,13 @@ import optax
 
 from arch.layers.conv import classifier_head
 from arch.multimodal import augment
-from arch.multimodal.contrastive import ImageSetup
-from arch.task import ConfigError, Task
+from arch.multimodal.contrastive import ImageOptions, ImageSetup
+from arch.task import ConfigError, Task, parse_options
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(ImageOptions):
+  """RotNet's task_kwargs: the image options alone."""
 
 
 class RotationNet(nn.Module):
@@ -37,7 +44,7 @@ class RotationNet(nn.Module):
 
 
 def make(config) -> Task:
-  s = ImageSetup(config)
+  s = ImageSetup(config, parse_options(Options, config))
   if s.input_size[0] != s.input_size[1]:
     raise ConfigError(f'RotNet rotates by quarter turns: input_size must be square, got '
                       f'{s.input_size}')

@@ -9,22 +9,33 @@ that probes read is f's output, before g. Under jit the batch is one global arra
 BatchNorm statistics are global as in the paper's "global BN"; under pmap the backbone
 syncs them over the device axis.
 
-Config keys read: `model_name`, `model` (the backbone), `task_kwargs` with `input_size`,
-`channels`, `temperature`, `proj_hidden`, `proj_dim`, `augment` (see augment.views).
+Config keys read: `model_name`, `model` (the backbone), `task_kwargs` (`Options`):
+`input_size`, `channels`, `augment`, `host_size` (contrastive.ImageOptions), `temperature`,
+`proj_hidden`, `proj_dim`.
 Train metrics: `loss`, `contrastive_accuracy` (the positive ranked first among 2B - 1).
 """
 
+import dataclasses
+
 import jax
 
-from arch.multimodal.contrastive import Embedder, ImageSetup, nt_xent
-from arch.task import Task
+from arch.multimodal.contrastive import Embedder, ImageOptions, ImageSetup, nt_xent
+from arch.task import Task, parse_options
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(ImageOptions):
+  """SimCLR's task_kwargs."""
+  temperature: float = 0.5
+  proj_hidden: int = 2048  # the projection head's hidden width
+  proj_dim: int = 128  # ... and output width
 
 
 def make(config) -> Task:
-  s = ImageSetup(config)
-  tau = float(s.kwargs.get('temperature', 0.5))
-  model = Embedder(s.backbone, int(s.kwargs.get('proj_hidden', 2048)),
-                   int(s.kwargs.get('proj_dim', 128)))
+  opts = parse_options(Options, config)
+  s = ImageSetup(config, opts)
+  tau = float(opts.temperature)
+  model = Embedder(s.backbone, int(opts.proj_hidden), int(opts.proj_dim))
 
   def init(rng, batch):
     return model.init({'params': rng, 'dropout': rng}, s.images(batch), train=False)

@@ -13,7 +13,7 @@ The source is re-packed left-aligned and padded with <pad> to `src_length` (defa
 window length; tokens past it are dropped, which Poisson(3) spans at 30% never need).
 Target = the original window; decoder input = the target shifted right behind <s>.
 
-Config: `task_kwargs` with mask_ratio (0.3), poisson_lambda (3.0), permute_sentences
+Config: `task_kwargs` (`Options`): mask_ratio (0.3), poisson_lambda (3.0), permute_sentences
 (False), sentence_end_ids (), src_length (0: config.data.pack). Batches: {'tokens': (B, L)}
 windows of the packed text (train/text.py), L = config.data.pack. Loss: cross-entropy
 over the target's non-<pad> tokens. Train metrics `loss`, `token_accuracy`,
@@ -25,6 +25,8 @@ Noise is keyed by each window's content, so it does not depend on the batch layo
 Dimension key: B batch, L window length, S source length, K spans (<= L).
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +34,7 @@ import optax
 
 import arch
 from arch import vocab
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 BYTE_FULL_STOP = ord('.') + vocab.NUM_SPECIAL
 EVAL_SEED = 0
@@ -128,21 +130,26 @@ def shift_right(tokens_BT):
   return jnp.concatenate([bos, tokens_BT[:, :-1]], axis=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """BART denoising's task_kwargs."""
+  mask_ratio: float = 0.3  # of the window's real tokens, covered by infilled spans
+  poisson_lambda: float = 3.0  # the span lengths' mean
+  permute_sentences: bool = False
+  sentence_end_ids: tuple = ()  # () with the byte tokenizer: </s> and '.'
+  src_length: int = 0  # the source's padded length; 0: config.data.pack
+
+
 def make(config) -> Task:
-  kw = dict(config.get('task_kwargs', {}))
-  unknown = sorted(set(kw) - {'mask_ratio', 'poisson_lambda', 'permute_sentences',
-                              'sentence_end_ids', 'src_length'})
-  if unknown:
-    raise ConfigError(f'denoise: unknown task_kwargs {", ".join(unknown)}; valid: mask_ratio, '
-                      f'poisson_lambda, permute_sentences, sentence_end_ids, src_length')
+  opts = parse_options(Options, config)
   length = int(config.data.get('pack') or 0)
   if length < 2:
     raise ConfigError(f'denoising needs config.data.pack >= 2 (the window length), got {length}')
-  mask_ratio = float(kw.get('mask_ratio', 0.3))
-  lam = float(kw.get('poisson_lambda', 3.0))
-  src_length = int(kw.get('src_length') or length)
-  permute = bool(kw.get('permute_sentences', False))
-  end_ids = tuple(int(i) for i in kw.get('sentence_end_ids') or ())
+  mask_ratio = float(opts.mask_ratio)
+  lam = float(opts.poisson_lambda)
+  src_length = int(opts.src_length or length)
+  permute = bool(opts.permute_sentences)
+  end_ids = tuple(int(i) for i in opts.sentence_end_ids or ())
   if not 0.0 <= mask_ratio < 1.0:
     raise ConfigError(f'task_kwargs.mask_ratio={mask_ratio}: must be in [0, 1)')
   if lam <= 0:

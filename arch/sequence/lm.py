@@ -8,8 +8,10 @@ keeps a cache (KV or recurrent carry) in its 'cache' collection, created by
 Batches: {'tokens': (B, L)} windows of the packed text (train/text.py); the network reads
 tokens[:, :-1] and predicts tokens[:, 1:]. <pad> targets (the split's last window) carry
 no loss. Eval reports the split's per-token `loss` (nats per token; per byte with the
-byte tokenizer), `accuracy` and `perplexity`.
+byte tokenizer), `accuracy` and `perplexity`. The task has no task_kwargs (`Options`).
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +21,16 @@ import optax
 import arch
 from arch import vocab
 from arch.sequence import decoding
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The causal LM takes no task_kwargs."""
 
 
 def make(config) -> Task:
+  parse_options(Options, config)
   model = arch.model_from_config(config)
   length = int(config.data.get('pack') or 0)
   if length < 2:

@@ -24,11 +24,14 @@ per-row means).
 
 Config keys read: `model_name`, `model` (a model taking `tokens_BT, token_types_BT=,
 train=` and returning 'mlm_logits' and 'nsp_logits', e.g. 'sequence.bert'),
-`data.pack`, `data.tokenizer`, `data.vocab_size`, and `task_kwargs`: mask_rate (0.15),
-mask_token_rate (0.8), random_token_rate (0.1), nsp (True), nsp_weight (1.0).
+`data.pack`, `data.tokenizer`, `data.vocab_size`, and `task_kwargs`, the fields of
+`Options`: mask_rate (0.15), mask_token_rate (0.8), random_token_rate (0.1), nsp (True),
+nsp_weight (1.0).
 
 Dimension key: B batch, L window length (= model input length), V vocabulary.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -37,11 +40,19 @@ import optax
 
 import arch
 from arch import vocab
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
-DEFAULTS = dict(mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1, nsp=True,
-                nsp_weight=1.0)
 MIN_NSP_LENGTH = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The masked-LM task's task_kwargs."""
+  mask_rate: float = 0.15  # of each row's non-special tokens
+  mask_token_rate: float = 0.8  # of the chosen ones: become MASK
+  random_token_rate: float = 0.1  # ... become a random id (the rest stay)
+  nsp: bool = True  # sentence pairs and next-sentence prediction
+  nsp_weight: float = 1.0
 
 
 def data_vocab_size(config, model_vocab_size: int) -> int:
@@ -116,16 +127,10 @@ def row_keys(tokens_BL, seed: int = 0):
 
 
 def make(config) -> Task:
-  kw = dict(DEFAULTS)
-  given = dict(config.get('task_kwargs', {}))
-  unknown = sorted(set(given) - set(DEFAULTS))
-  if unknown:
-    raise ConfigError(f'unknown config.task_kwargs {", ".join(unknown)} for the masked-LM '
-                      f'task; valid: {", ".join(DEFAULTS)}')
-  kw.update(given)
-  mask_rate, nsp = float(kw['mask_rate']), bool(kw['nsp'])
-  mask_token_rate, random_token_rate = float(kw['mask_token_rate']), float(kw['random_token_rate'])
-  nsp_weight = float(kw['nsp_weight'])
+  opts = parse_options(Options, config)
+  mask_rate, nsp = float(opts.mask_rate), bool(opts.nsp)
+  mask_token_rate, random_token_rate = float(opts.mask_token_rate), float(opts.random_token_rate)
+  nsp_weight = float(opts.nsp_weight)
   if not 0.0 < mask_rate <= 1.0:
     raise ConfigError(f'config.task_kwargs.mask_rate={mask_rate} must be in (0, 1]')
   if min(mask_token_rate, random_token_rate) < 0 or mask_token_rate + random_token_rate > 1:

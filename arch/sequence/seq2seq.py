@@ -9,8 +9,11 @@ created by `init(..., src, tgt of shape (B, max_len), decode=True)`.
 Batches: {'source': (B, S), 'target': (B, T)} token ids, each </s>-terminated and
 <pad>-padded (train/text.py, `max_lengths`). The decoder reads <s> + target[:-1].
 Eval: per-token `loss` and `token_accuracy` under teacher forcing, and `exact_match`:
-the greedy decode equals the target up to and including </s>.
+the greedy decode equals the target up to and including </s>. Config: `task_kwargs`, the
+fields of `Options`.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +23,7 @@ import optax
 import arch
 from arch import vocab
 from arch.sequence import decoding
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 
 def shift_right(tokens_BT):
@@ -28,18 +31,30 @@ def shift_right(tokens_BT):
   return jnp.concatenate([jnp.full_like(tokens_BT[:, :1], vocab.BOS), tokens_BT[:, :-1]], 1)
 
 
-def make(config) -> Task:
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Sequence-to-sequence's task_kwargs."""
+  source: str = 'source'  # the batch key of the source tokens
+  target: str = 'target'  # ... and of the target tokens
+  label_smoothing: float = 0.0
+  eval_exact_match: bool = True  # eval also decodes greedily for `exact_match`
+
+
+def make(config, opts=None) -> Task:
+  """The objective; `opts` are the parsed options of a task that builds on this one (a
+  subclass of `Options`, e.g. examples/captioner.py's), else config.task_kwargs's."""
+  opts = opts or parse_options(Options, config)
   model = arch.model_from_config(config)
   lengths = dict(config.data.get('max_lengths') or {})
-  src_key = config.task_kwargs.get('source', 'source')
-  tgt_key = config.task_kwargs.get('target', 'target')
+  src_key = opts.source
+  tgt_key = opts.target
   for key in (src_key, tgt_key):
     if key not in lengths:
       raise ConfigError(f'seq2seq needs config.data.max_lengths.{key} (its padded length); '
                         f'have: {", ".join(lengths) or "(none)"}')
   src_len, tgt_len = int(lengths[src_key]), int(lengths[tgt_key])
-  label_smoothing = float(config.task_kwargs.get('label_smoothing', 0.0))
-  eval_decode = bool(config.task_kwargs.get('eval_exact_match', True))
+  label_smoothing = float(opts.label_smoothing)
+  eval_decode = bool(opts.eval_exact_match)
 
   def xent(logits_BTV, targets_BT):
     if not label_smoothing:

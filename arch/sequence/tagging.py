@@ -9,6 +9,8 @@ both sides. Eval: `accuracy` over labelled tokens and, for tag 1, `precision`, `
 and `f1` (for segmentation: of the word starts).
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,7 @@ import optax
 
 import arch
 from arch import vocab
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 WHITESPACE = tuple(ord(c) + vocab.NUM_SPECIAL for c in ' \t\n\r')
 
@@ -37,17 +39,25 @@ def segmentation_example(tokens_T: np.ndarray) -> dict:
   return {'tokens': tokens, 'tags': tags}
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Tagging's task_kwargs."""
+  num_tags: int = 2
+  tags_from: str = ''  # '': the dataset's 'tags'; 'segmentation': made from the text
+  length: int = 0  # the sequence length when config.data.pack is not set
+
+
 def make(config) -> Task:
-  kw = dict(config.get('task_kwargs', {}))
-  num_tags = int(kw.get('num_tags', 2))
-  tags_from = kw.get('tags_from', '')
+  opts = parse_options(Options, config)
+  num_tags = int(opts.num_tags)
+  tags_from = opts.tags_from
   if tags_from not in ('', 'segmentation'):
     raise ConfigError(f"task_kwargs.tags_from={tags_from!r}; valid: '' (the dataset's "
                       f"'tags'), 'segmentation'")
   if tags_from == 'segmentation' and config.data.get('tokenizer') != 'byte':
     raise ConfigError('tags_from=segmentation needs byte-level text (config.data.tokenizer='
                       "'byte')")
-  length = int(config.data.get('pack') or 0) or int(kw.get('length', 0))
+  length = int(config.data.get('pack') or 0) or int(opts.length)
   if length < 1:
     raise ConfigError('tagging needs the sequence length: config.data.pack (packed text) '
                       'or task_kwargs.length')

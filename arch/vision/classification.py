@@ -1,16 +1,13 @@
 """Image classification: softmax cross-entropy over any backbone's logits.
 
 Config keys read: `model_name`, `model`, `compute_dtype`, `param_dtype`, and
-`task_kwargs` with `input_size` (H, W the network sees; images are resized on device),
-`channels`, `num_classes`, `label_smoothing`, `shift` (training augmentation: random
-translations of up to `shift` pixels of the network's input, zero-filled), and
-`host_size` (for datasets of variable-sized images such as imagenet2012: on the host,
-resize the shorter side to host_size * 8/7 and take the central host_size square, as the
-usual ImageNet evaluation does; 0 = off). Models with auxiliary classifiers (GoogLeNet's
+`task_kwargs`, the fields of `Options`. Models with auxiliary classifiers (GoogLeNet's
 `aux_logits`) sow their logits into the 'aux_logits' collection in training; each adds
-`aux_weight` (default 0.3, the paper's) times its cross-entropy to the loss.
+`aux_weight` times its cross-entropy to the loss.
 Batches hold `image` (B, H, W, C) uint8 in [0, 255] and `label` (B,) int.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -18,18 +15,33 @@ import optax
 
 import arch
 from arch.images import center_crop_resize, labelled_images, random_translate, scale_images
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Image classification's task_kwargs."""
+  input_size: tuple = (32, 32)  # (H, W) the network sees; images are resized on device
+  channels: int = 1
+  num_classes: int = 10
+  label_smoothing: float = 0.0
+  shift: int = 0  # augmentation: random translations of up to `shift` pixels, zero-filled
+  # For datasets of variable-sized images such as imagenet2012: on the host, resize the
+  # shorter side to host_size * 8/7 and take the central host_size square, as the usual
+  # ImageNet evaluation does; 0 = off.
+  host_size: int = 0
+  aux_weight: float = 0.3  # each auxiliary classifier's loss weight (GoogLeNet's 0.3)
 
 
 def make(config) -> Task:
-  kw = dict(config.get('task_kwargs', {}))
-  input_size = tuple(kw.get('input_size', (32, 32)))
-  channels = kw.get('channels', 1)
-  num_classes = kw.get('num_classes', 10)
-  smoothing = kw.get('label_smoothing', 0.0)
-  shift = int(kw.get('shift', 0))
-  host_size = int(kw.get('host_size', 0))
-  aux_weight = float(kw.get('aux_weight', 0.3))
+  opts = parse_options(Options, config)
+  input_size = tuple(opts.input_size)
+  channels = opts.channels
+  num_classes = opts.num_classes
+  smoothing = opts.label_smoothing
+  shift = int(opts.shift)
+  host_size = int(opts.host_size)
+  aux_weight = float(opts.aux_weight)
   backbone = None
   if 'num_classes' in arch.model_fields(config.model_name):
     if config.model.get('num_classes', num_classes) != num_classes:

@@ -20,11 +20,12 @@ distillation head and the label term the class head, else both read the same log
 At inference a DeiT student returns the mean of its two heads' logits.
 
 Config keys read: `model_name`, `model`, `frozen.teacher.config` (the teacher run's
-config) and `task_kwargs` with `distillation` ('hard' | 'soft' | 'none'), `alpha`, `tau`
-(DeiT: 0.1 and 3.0 for soft), and `input_size`, `channels`, `num_classes`, `shift`,
-`host_size` as for classification. Eval reports `loss`, `accuracy`, and, with a teacher,
-`teacher_accuracy` and `agreement` (student and teacher predict the same class).
+config) and `task_kwargs`, the fields of `Options`. Eval reports `loss`, `accuracy`, and,
+with a teacher, `teacher_accuracy` and `agreement` (student and teacher predict the same
+class).
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -32,22 +33,35 @@ import optax
 
 import arch
 from arch.images import center_crop_resize, labelled_images, random_translate, scale_images
-from arch.task import ConfigError, Task
+from arch.task import ConfigError, Task, parse_options
 
 TEACHER = 'teacher'  # the collection the loop restores the frozen teacher into
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Distillation's task_kwargs: the loss, then the images as classification's Options."""
+  distillation: str = 'hard'  # 'hard' | 'soft' | 'none'
+  alpha: float = 0.1  # soft: the distillation term's weight (DeiT's 0.1)
+  tau: float = 3.0  # soft: the softmax temperature (DeiT's 3.0)
+  input_size: tuple = (32, 32)
+  channels: int = 1
+  num_classes: int = 10
+  shift: int = 0
+  host_size: int = 0
+
+
 def make(config) -> Task:
-  kw = dict(config.get('task_kwargs', {}))
-  mode = kw.get('distillation', 'hard')
+  opts = parse_options(Options, config)
+  mode = opts.distillation
   if mode not in ('hard', 'soft', 'none'):
     raise ConfigError(f"unknown distillation {mode!r}; valid: 'hard', 'soft', 'none'")
-  input_size = tuple(kw.get('input_size', (32, 32)))
-  channels = kw.get('channels', 1)
-  num_classes = kw.get('num_classes', 10)
-  shift = int(kw.get('shift', 0))
-  host_size = int(kw.get('host_size', 0))
-  alpha, tau = float(kw.get('alpha', 0.1)), float(kw.get('tau', 3.0))
+  input_size = tuple(opts.input_size)
+  channels = opts.channels
+  num_classes = opts.num_classes
+  shift = int(opts.shift)
+  host_size = int(opts.host_size)
+  alpha, tau = float(opts.alpha), float(opts.tau)
   student = arch.model_from_config(config, num_classes=num_classes)
 
   teacher, teacher_size = None, None
@@ -57,12 +71,13 @@ def make(config) -> Task:
       raise ConfigError(f"distillation={mode!r} needs a teacher: config.frozen.teacher = "
                         "dict(spec='configs/X.py', workdir='')")
     tcfg = frozen.config
-    t_kw = dict(tcfg.get('task_kwargs', {}))
-    if t_kw.get('num_classes', num_classes) != num_classes:
-      raise ConfigError(f'the teacher has {t_kw.get("num_classes")} classes, the student '
+    # The teacher run's options, as its own task reads them.
+    t_opts = parse_options(arch.load(tcfg.task, 'make').Options, tcfg)
+    if t_opts.num_classes != num_classes:
+      raise ConfigError(f'the teacher has {t_opts.num_classes} classes, the student '
                         f'{num_classes}')
     teacher = arch.model_from_config(tcfg)
-    teacher_size = tuple(t_kw.get('input_size', input_size))
+    teacher_size = tuple(t_opts.input_size)
 
   def heads(out):
     return out if isinstance(out, tuple) else (out, out)

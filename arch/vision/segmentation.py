@@ -1,8 +1,7 @@
 """Semantic segmentation: per-pixel softmax cross-entropy; eval pixel accuracy and mean IoU.
 
-Config keys read: `model_name`, `model` (its `num_classes`), dtypes, and `task_kwargs`
-with `input_size` (H, W fed to the network; images resized bilinearly, masks by nearest
-neighbour), `channels`, `num_classes`. Batches hold `image` (B, H, W, C) uint8 and `mask`
+Config keys read: `model_name`, `model` (its `num_classes`), dtypes, and `task_kwargs`,
+the fields of `Options`. Batches hold `image` (B, H, W, C) uint8 and `mask`
 (B, H, W) int class ids. When the network's output map is smaller than its input (U-Net's
 unpadded convolutions), the mask is centre-cropped to the output, as in the paper.
 
@@ -10,20 +9,31 @@ unpadded convolutions), the mask is centre-cropped to the output, as in the pape
 over the classes that occur in the split's masks or predictions.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
 import arch
 from arch.layers.pool import center_crop
-from arch.task import Task
+from arch.task import Task, parse_options
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Segmentation's task_kwargs."""
+  # (H, W) fed to the network: images are resized bilinearly, masks by nearest neighbour
+  input_size: tuple = (48, 48)
+  channels: int = 3
+  num_classes: int = 2
 
 
 def make(config) -> Task:
-  kw = dict(config.get('task_kwargs', {}))
-  input_size = tuple(kw.get('input_size', (48, 48)))
-  channels = kw.get('channels', 3)
-  num_classes = kw.get('num_classes', 2)
+  opts = parse_options(Options, config)
+  input_size = tuple(opts.input_size)
+  channels = opts.channels
+  num_classes = opts.num_classes
   model = arch.model_from_config(config)
 
   def inputs(batch):
