@@ -86,6 +86,7 @@ def main(argv=None):
     os.environ['ARCHZOO_DATA_DIR'] = args.data_dir
   sys.path.insert(0, REPO)
   os.chdir(REPO)  # frozen specs name configs/ relative to the repo
+  import train  # noqa: F401  (its XLA flags, before jax starts its backend)
   import jax
   assert jax.device_count() == args.devices, jax.devices()
   path = golden_path(args.parallelism, args.devices)

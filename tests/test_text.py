@@ -63,3 +63,24 @@ def test_padded_source_truncates_keeping_eos():
   np.testing.assert_array_equal(ex['source'], [ord('a') + 4, ord('b') + 4, ord('c') + 4,
                                                vocab.EOS])
   np.testing.assert_array_equal(ex['target'], [ord('x') + 4, ord('y') + 4, vocab.EOS, 0, 0])
+
+
+def test_a_model_vocabulary_smaller_than_the_tokenizer_is_a_clear_error():
+  """The text tasks refuse an embedding table that cannot hold every token id (an id past
+  it would read a clamped row inside jit, silently)."""
+  import os
+  from conftest import REPO
+  from train import config_lib, core
+  from train.errors import UserError
+  for spec, key in (('gpt_pydoc.py:variant=tiny', 'model.vocab_size'),     # lm
+                    ('t5_translate.py:variant=tiny', 'model.vocab_size'),  # seq2seq
+                    ('seq2seq_translate.py:variant=tiny', 'model.tgt_vocab_size'),
+                    ('bart_pydoc.py:variant=tiny', 'model.vocab_size')):   # denoise
+    config = config_lib.load(os.path.join(REPO, 'configs', spec))
+    config_lib.override(config, key, '100')
+    try:
+      core.load_task(config)
+    except UserError as e:
+      assert f'config.{key}=100 is smaller than the byte tokenizer\'s 260 ids' in str(e), e
+    else:
+      raise AssertionError(f'{spec}: a vocabulary of 100 was accepted')

@@ -67,21 +67,29 @@ def _due(done, every, total):
 
 
 def prepare_runs(config, workdir):
-  """Trains, before this run starts, every run it reads that holds no checkpoint yet: its
-  `config.frozen` runs (in WORKDIR/frozen_NAME unless the entry names a workdir) and the
-  runs its evaluators read (the FD classifier). Every process takes part (collectives)."""
+  """Trains, before this run starts, every run it reads that holds no checkpoint yet: on a
+  fresh start its `config.frozen` runs (in WORKDIR/frozen_NAME unless the entry names a
+  workdir; a resumed run has their variables in its own checkpoint), and the runs its
+  evaluators read (the FD classifier). Every process takes part (collectives)."""
   core.resolve_frozen(config)
-  runs = [(f'frozen {name!r}', entry.config, core.frozen_workdir(config, name, workdir),
-           entry.get('spec') or 'its config')
-          for name, entry in (config.get('frozen') or {}).items()]
+  runs = []
+  if _latest_step(workdir) is None:
+    runs += [(f'frozen {name!r}', entry.config, core.frozen_workdir(config, name, workdir),
+              entry.get('spec') or 'its config')
+             for name, entry in (config.get('frozen') or {}).items()]
   runs += evaluators_lib.runs(config)
   for label, sub, sub_dir, spec in runs:
-    ckpt = ckpt_lib.Checkpointer(sub_dir, async_save=False)
-    missing = ckpt.latest_step() is None
-    ckpt.close()
-    if missing:
+    if _latest_step(sub_dir) is None:
       core.log(f'{label}: no checkpoint in {sub_dir}; training {spec} there first')
       train_and_evaluate(sub, sub_dir)
+
+
+def _latest_step(workdir):
+  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+  try:
+    return ckpt.latest_step()
+  finally:
+    ckpt.close()
 
 
 class Run:

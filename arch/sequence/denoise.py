@@ -142,6 +142,7 @@ class Options:
 
 def make(config) -> Task:
   opts = parse_options(Options, config)
+  vocab.check_model(config)
   length = int(config.data.get('pack') or 0)
   if length < 2:
     raise ConfigError(f'denoising needs config.data.pack >= 2 (the window length), got {length}')

@@ -31,6 +31,7 @@ class Options:
 
 def make(config) -> Task:
   parse_options(Options, config)
+  vocab.check_model(config)
   model = arch.model_from_config(config)
   length = int(config.data.get('pack') or 0)
   if length < 2:

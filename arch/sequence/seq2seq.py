@@ -44,6 +44,7 @@ def make(config, opts=None) -> Task:
   """The objective; `opts` are the parsed options of a task that builds on this one (a
   subclass of `Options`, e.g. examples/captioner.py's), else config.task_kwargs's."""
   opts = opts or parse_options(Options, config)
+  vocab.check_model(config)
   model = arch.model_from_config(config)
   lengths = dict(config.data.get('max_lengths') or {})
   src_key = opts.source

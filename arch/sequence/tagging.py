@@ -49,6 +49,7 @@ class Options:
 
 def make(config) -> Task:
   opts = parse_options(Options, config)
+  vocab.check_model(config)
   num_tags = int(opts.num_tags)
   tags_from = opts.tags_from
   if tags_from not in ('', 'segmentation'):
