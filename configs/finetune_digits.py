@@ -11,6 +11,20 @@ train images without labels) or random; test accuracy on the 360 test digits.
 `init_from.source` is 'backbone' (MoCo's query encoder; its projection head and the
 momentum encoder stay behind) and the classifier's head keeps its initialisation.
 Arguments: `labels` (default 50; 0 = the whole train split), `tiny` (tests).
+
+Measured on the 2-core CPU (2026-12-06, 1 device, jit, while other jobs shared it: load
+4-7), fresh workdirs; the MoCo run is configs/moco_digits.py's default (1,000 steps,
+11.7 min wall at nice 19 under that load; its probes 0.9861 / 0.9861 as documented there).
+Test accuracy after 300 steps of batch 50 (about 35 s each; both arms plateau by step 100):
+
+  lr      from MoCo   from scratch
+  1e-3    0.8167      0.7917        (this config's default)
+  3e-4    0.8250      0.7778        (--config.lr=3e-4)
+
+Pretraining without labels is worth 2.5 to 4.7 points (9 to 17 of the 360 test digits)
+with 50 labels. Full fine-tuning of every layer on 50 examples overfits (train accuracy 1.0
+by step 100); the MoCo backbone's linear probe, fitted on all 1,437 labelled train digits,
+reaches 0.9861.
 """
 
 from arch.vision import resnet

@@ -13,12 +13,6 @@ import os as _os
 # while loops side by side: the train step of a bidirectional scanned LSTM
 # (configs/lstm_segment_pydoc.py) parked every thread with no CPU use (jax 0.10.2), and ran
 # normally with the scheduler off. Off unless the user's XLA_FLAGS set it.
-#
-# XLA:CPU aborts the process when a collective's participants do not all arrive within 40 s.
-# Simulated devices are threads of one process; on a loaded 2-core machine a pmap step of 8
-# of them (BatchNorm statistics averaged over devices) missed that deadline (2026-12): the
-# deadline is 10 minutes here, unless the user's XLA_FLAGS set it.
-for _flag, _value in (('--xla_cpu_enable_concurrency_optimized_scheduler', 'false'),
-                      ('--xla_cpu_collective_call_terminate_timeout_seconds', '600')):
-  if _flag not in _os.environ.get('XLA_FLAGS', ''):
-    _os.environ['XLA_FLAGS'] = f'{_os.environ.get("XLA_FLAGS", "")} {_flag}={_value}'.strip()
+_FLAG = '--xla_cpu_enable_concurrency_optimized_scheduler'
+if _FLAG not in _os.environ.get('XLA_FLAGS', ''):
+  _os.environ['XLA_FLAGS'] = f'{_os.environ.get("XLA_FLAGS", "")} {_FLAG}=false'.strip()
