@@ -86,7 +86,9 @@ def main(argv=None):
     os.environ['ARCHZOO_DATA_DIR'] = args.data_dir
   sys.path.insert(0, REPO)
   os.chdir(REPO)  # frozen specs name configs/ relative to the repo
-  import train  # noqa: F401  (its XLA flags, before jax starts its backend)
+  # jax starts its backend before `train` is imported, so train/__init__.py's XLA flag (the
+  # CPU scheduler) is not applied: that is how the records were taken, and the flag moves
+  # some losses (the 3-D VAE's) by an ulp.
   import jax
   assert jax.device_count() == args.devices, jax.devices()
   path = golden_path(args.parallelism, args.devices)
