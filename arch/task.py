@@ -69,7 +69,7 @@ class Task(NamedTuple):
   # from its input (a translation of a source sentence), printed as 'input => output'.
   continues_prompt: bool = False
   # features(variables, batch) -> (B, F) float: the representation that evaluators named
-  # in `config.evaluators` (linear probe, k-NN; train/evaluators.py) read, frozen; or a
+  # in `config.evals` (linear probe, k-NN; train/evaluators.py) read, frozen; or a
   # dict {'features': (B, F), 'logits': (B, K)} from a classifier (the Fréchet distance's
   # feature space and class predictions).
   features: Optional[Callable[..., Any]] = None

@@ -9,7 +9,7 @@ simple loss; the U-Net of 2 levels (32, 64 channels; 8x8 and 4x4), 2 ResBlocks a
 self-attention at 4x4 and in the middle, dropout 0.1 (1.35 M parameters); AdamW 5e-4
 after 100 warm-up steps, constant, batch 64, 1,000 steps, EMA 0.995 of the weights (eval
 and sampling use it); samples by DDIM (eta 0) in 50 steps (`config.sample.steps`, the
-'fd' evaluator's `config.fd.steps`). Arguments: `schedule=linear|cosine`,
+'fd' evaluator's `config.evals.fd.steps`). Arguments: `schedule=linear|cosine`,
 `prediction=eps|v|x0`, `conditional` (class labels, dropped to the null class with
 probability 0.1 in training; samples cycle through the classes, guidance
 `config.sample.guidance`), `sampler=ddim|ddpm`, `model=unet` (the only network here; DiT

@@ -17,7 +17,7 @@ class-conditional (labels dropped to the null class with probability 0.1, sampli
 classifier-free guidance `config.sample.guidance`); DDPM's linear schedule over T = 1000
 steps, eps-prediction, the simple loss; latents are posterior draws times 1 / their std
 (the KL run's `latent_stats`); AdamW 5e-4 constant after 100 warm-up steps, batch 64,
-EMA 0.999 (eval and samples use it); samples by DDIM (eta 0) in 50 steps (`config.fd.steps`
+EMA 0.999 (eval and samples use it); samples by DDIM (eta 0) in 50 steps (`config.evals.fd.steps`
 too). Arguments: `model=unet|dit` (DiT: width 96, 4 blocks, 4 heads, patch 1 = 16 latent
 tokens, learned variances as DiT trains, DDPM's sampler), `conditional` (default True;
 the DiT is always conditional), `posterior=sample|mean`, `tiny` (tests: a tiny KL run).

@@ -9,7 +9,7 @@ sampler (reverse-diffusion predictor, one Langevin corrector step per step, snr 
 Default: the VE SDE (NCSN's continuous limit) with sigma_max 10 (above the 9.63 largest
 distance between two digits in [-1, 1]^64, the paper's rule) and sigma_min 0.01; `sde=vp`:
 the VP SDE (beta 0.1 to 20). AdamW 5e-4, batch 64, 2,000 steps, EMA 0.999; samples with 250
-predictor-corrector steps (the 'fd' evaluator's too: `config.fd.steps`). Arguments: `sde`,
+predictor-corrector steps (the 'fd' evaluator's too: `config.evals.fd.steps`). Arguments: `sde`,
 `tiny` (tests).
 
 Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdir: the VE default reaches
