@@ -28,13 +28,8 @@ def bench_training(config, steps):
   runner = Runner(config, task, mesh)
   state = runner.init(jax.random.key(0))
   with tempfile.TemporaryDirectory() as workdir:
-    if task.input is not None:
-      batches = task.input(jax.process_index(), jax.process_count())
-    else:
-      collate = {} if task.collate is None else {
-          'collate': task.collate, 'shards': mesh_lib.local_data_parallel_size(mesh)}
-      batches = data_lib.train_iterator(config, task.preprocess, jax.process_index(),
-                                        jax.process_count(), workdir, **collate)
+    batches = data_lib.task_train_input(config, task, mesh_lib.local_data_parallel_size(mesh),
+                                        jax.process_index(), jax.process_count(), workdir)
     batch = runner.device_batch(next(batches))
   flops = runner.compile(state, batch)
   state, metrics = runner.step(state, batch)

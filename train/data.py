@@ -198,6 +198,21 @@ def train_iterator(config, preprocess=None, process_index: int = 0, process_coun
   return iter(batches.to_iter_dataset(options))
 
 
+def task_train_input(config, task, shards: int, process_index: int = 0,
+                     process_count: int = 1, workdir: str | None = None):
+  """A task's train input: its own (`Task.input`), or the config's dataset through its
+  preprocess and, where it has one, its collate into `shards` groups per process."""
+  if task.input is not None:
+    return task.input(process_index, process_count)
+  return train_iterator(config, task.preprocess, process_index, process_count, workdir,
+                        **collation(task, shards))
+
+
+def collation(task, shards: int) -> dict:
+  """The collate keyword arguments of the input pipeline for `task` (none without one)."""
+  return {} if task.collate is None else {'collate': task.collate, 'shards': shards}
+
+
 def eval_batches(config, split: str, preprocess=None, process_index: int = 0,
                  process_count: int = 1, workdir: str | None = None, collate=None,
                  shards: int = 1):

@@ -121,17 +121,11 @@ class Run:
   # ----------------------------------------------------------------------- set-up
 
   def _train_input(self):
-    """The task's own input, or the config's dataset (collated by the task if it says)."""
-    if self.task.input is not None:
-      return self.task.input(self.pidx, self.pcount)
-    return data_lib.train_iterator(self.config, self.task.preprocess, self.pidx, self.pcount,
-                                   self.workdir, **self._collation())
+    return data_lib.task_train_input(self.config, self.task, self._shards(), self.pidx,
+                                     self.pcount, self.workdir)
 
-  def _collation(self):
-    if self.task.collate is None:
-      return {}
-    return {'collate': self.task.collate,
-            'shards': mesh_lib.local_data_parallel_size(self.mesh)}
+  def _shards(self):
+    return mesh_lib.local_data_parallel_size(self.mesh)
 
   def _restore(self, step):
     try:
@@ -244,7 +238,8 @@ class Run:
 
   def eval_batches(self, split):
     return data_lib.eval_batches(self.config, split, self.task.preprocess, self.pidx,
-                                 self.pcount, self.workdir, **self._collation())
+                                 self.pcount, self.workdir,
+                                 **data_lib.collation(self.task, self._shards()))
 
   def _split_metrics(self):
     sums, count = None, 0.0

@@ -125,15 +125,17 @@ class Runner:
     """The state without a device axis, as checkpoints hold it."""
     return jax.device_get(self._first(state)) if self.pmap else state
 
+  def _place(self, tree, shardings):
+    """Host arrays placed as the state's leaves `shardings` are (replicated under pmap)."""
+    if self.pmap:
+      return self._replicate(tree)
+    return jax.tree.map(lambda x, s: jax.make_array_from_callback(
+        np.shape(x), s, lambda idx, x=x: np.asarray(x)[idx]), tree, shardings)
+
   def put_extra(self, state, name, tree):
     """`state` with extra[name] replaced by the host arrays `tree`, placed like the state."""
-    if self.pmap:
-      placed = self._replicate(tree)
-    else:
-      placed = jax.tree.map(lambda x, s: jax.make_array_from_callback(
-          np.shape(x), s, lambda idx, x=x: np.asarray(x)[idx]), tree,
-          self.state_sharding.extra[name])
-    return state.replace(extra={**state.extra, name: placed})
+    shardings = None if self.pmap else self.state_sharding.extra[name]
+    return state.replace(extra={**state.extra, name: self._place(tree, shardings)})
 
   def host_variables(self, state):
     """(params, extra) as host numpy arrays, gathered from every process."""
@@ -145,13 +147,9 @@ class Runner:
 
   def put_variables(self, state, params, extra):
     """`state` with params (and the EMA, if kept) and extra replaced by host arrays."""
-    if self.pmap:
-      params, extra = self._replicate((params, extra))
-    else:
-      place = lambda tree, shardings: jax.tree.map(lambda x, s: jax.make_array_from_callback(
-          np.shape(x), s, lambda idx, x=x: np.asarray(x)[idx]), tree, shardings)
-      params = place(params, self.state_sharding.params)
-      extra = place(extra, self.state_sharding.extra)
+    shardings = (None, None) if self.pmap else (self.state_sharding.params,
+                                                self.state_sharding.extra)
+    params, extra = self._place(params, shardings[0]), self._place(extra, shardings[1])
     ema = None if state.ema_params is None else jax.tree.map(lambda x: x.copy(), params)
     return state.replace(params=params, extra=extra, ema_params=ema)
 
