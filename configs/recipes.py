@@ -81,18 +81,21 @@ def selfsup_digits(c: ml_collections.ConfigDict, task: str, size: int = 16) -> N
 def selfsup_variant(c: ml_collections.ConfigDict, variant: str, tiny: bool) -> None:
   """The backbone of a self-supervised digits config: 'tiny' (as set), or the papers'
   'resnet50' (torchvision's trunk, 2048-2048-128 head) on ImageNet at 224x224; `tiny`
-  shrinks everything for tests."""
+  shrinks everything for tests. Projection-head and queue sizes are set only where the
+  objective has them (SimCLR's and MoCo's head, MoCo's queue; RotNet has neither)."""
+  def resize(kwargs, **sizes):
+    return dict(kwargs, **{k: v for k, v in sizes.items() if k in kwargs})
   if tiny:
     c.model = dict(resnet.TINY, stage_sizes=(1, 1), widths=(4, 8), stem_features=4,
                    num_classes=0)
-    c.task_kwargs.update(proj_hidden=16, proj_dim=8, queue_size=32)
+    c.task_kwargs = resize(c.task_kwargs.to_dict(), proj_hidden=16, proj_dim=8, queue_size=32)
     c.batch_size = 8
   elif variant == 'resnet50':
     task, kwargs = c.task, c.task_kwargs.to_dict()
     imagenet(c, size=224, batch_size=256, epochs=200)
     c.task = task
-    c.task_kwargs = dict(kwargs, input_size=(224, 224), channels=3, host_size=224,
-                         proj_hidden=2048, proj_dim=128,
+    c.task_kwargs = dict(resize(kwargs, proj_hidden=2048, proj_dim=128),
+                         input_size=(224, 224), channels=3, host_size=224,
                          augment=dict(crop_scale=(0.08, 1.0), flip=True, jitter=0.4,
                                       noise=0.0))
     c.model = dict(resnet.VARIANTS['50'], num_classes=0)

@@ -27,10 +27,6 @@ def get_config(arg=None):
   recipes.selfsup_digits(c, 'multimodal.rotnet')
   c.task_kwargs.augment = dict(crop_scale=(0.6, 1.0), jitter=0.4, noise=0.0)
   recipes.selfsup_variant(c, a.variant, a.tiny)
-  # the recipe sizes SimCLR's and MoCo's head and queue; RotNet has neither
-  for key in ('proj_hidden', 'proj_dim', 'queue_size'):
-    if key in c.task_kwargs:
-      del c.task_kwargs[key]
   c.total_steps = 1000
   c.log_every = 100
   c.eval_every = 500

@@ -28,9 +28,6 @@ def get_config(arg=None):
   recipes.selfsup_digits(c, 'multimodal.simclr')
   c.task_kwargs.update(temperature=0.2, proj_hidden=128, proj_dim=64)
   recipes.selfsup_variant(c, a.variant, a.tiny)
-  # the recipe sizes MoCo's queue too; SimCLR has none
-  if 'queue_size' in c.task_kwargs:
-    del c.task_kwargs['queue_size']
   c.total_steps = 1000
   c.log_every = 100
   c.eval_every = 500

@@ -33,6 +33,8 @@ class Block(nn.Module):
   use_bias: bool = True  # in attention and MLP projections
   cross_attention: bool = False
   rope: bool = False
+  rope_max_wavelength: float = 10_000.0  # RoPE's base (LLaMA's theta)
+  rope_scale: float = 1.0  # > 1: linear position interpolation (see apply_rope)
   attention_scale: Optional[float] = None  # default 1/sqrt(H)
   dropout_rate: float = 0.0  # on each residual branch's output
   attention_dropout_rate: float = 0.0
@@ -55,9 +57,10 @@ class Block(nn.Module):
     talking heads, T2T's bias-free q/k/v)."""
     return Attention(self.num_heads, head_dim=self.head_dim, num_kv_heads=self.num_kv_heads,
                      use_bias=self.use_bias, dropout_rate=self.attention_dropout_rate,
-                     rope=self.rope, scale=self.attention_scale, init_stddev=self.init_stddev,
-                     out_init_stddev=self.out_init_stddev, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=name)
+                     rope=self.rope, rope_max_wavelength=self.rope_max_wavelength,
+                     rope_scale=self.rope_scale, scale=self.attention_scale,
+                     init_stddev=self.init_stddev, out_init_stddev=self.out_init_stddev,
+                     dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
   def _residual(self, x, branch, name, deterministic):
     """x + branch(x) with the norm before the branch (pre) or after the sum (post)."""

@@ -1,0 +1,74 @@
+"""LLaMA-style decoder (RMSNorm, SwiGLU, rotary positions, grouped-query attention, untied
+head) language model on the English text of Python's help() topics (`pydoc_text`),
+byte-level by default.
+
+  python -m train --config configs/llama_pydoc.py --workdir runs/llama_pydoc
+  python -m train.sample --config configs/llama_pydoc.py --workdir runs/llama_pydoc \\
+      --prompt 'The import statement' --num_samples 4 --temperature 0.8 --top_k 40
+  python -m train.summary --config configs/llama_pydoc.py:variant=llama2-7b
+
+Arguments: `variant=cpu` (default), `tiny` (tests), or the published sizes
+`llama2-7b|tinyllama-1.1b` (Hugging Face's LlamaForCausalLM: vocabulary 32000, untied head;
+`train.summary` prints its parameter count, 6,738,415,616 and 1,100,048,384). The published
+sizes train with a byte-level BPE tokenizer fitted to the train split (`tokenizer=bpe`
+selects it for any variant; its vocabulary is the model's, or 8192 for the small variants);
+they are here to be counted and sharded, not trained on this CPU.
+
+`cpu` is configs/gpt_pydoc.py's default with LLaMA's architecture: the same data (32 x 128
+bytes a step), steps, optimizer, schedule and dropout 0.1; 4 layers, width 256, 4 heads and
+2 key/value heads, SwiGLU width 768 (swiglu_width(256)): 3.28 M parameters against GPT's
+3.26 M, for a fair side-by-side. Not yet measured on this machine (issue 16's table does).
+"""
+
+from train import config_lib
+
+PUBLISHED = ('llama2-7b', 'tinyllama-1.1b')
+SMALL = ('cpu', 'tiny')
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, variant='cpu', tokenizer='')
+  c = config_lib.base()
+  c.task = 'sequence.lm'
+  c.model_name = 'sequence.llama'
+  c.data.name = 'pydoc_text'
+  c.data.eval_split = 'validation'
+  c.data.text_features = ('text',)
+  tokenizer = a.tokenizer or ('bpe' if a.variant in PUBLISHED else 'byte')
+  c.data.tokenizer = tokenizer
+
+  if a.variant in PUBLISHED:
+    from arch.sequence import llama
+    c.model = dict(llama.VARIANTS[a.variant], vocab_size=32000)
+    c.data.vocab_size = 32000
+    c.data.pack = c.model['max_length'] + 1
+    c.batch_size = 8
+  elif a.variant in SMALL:
+    vocab_size = 8192 if tokenizer == 'bpe' else 260
+    c.data.vocab_size = vocab_size if tokenizer == 'bpe' else 0
+    if a.variant == 'cpu':
+      c.model = dict(vocab_size=vocab_size, num_layers=4, num_heads=4, num_kv_heads=2,
+                     embed_dim=256, mlp_dim=768, max_length=128, dropout_rate=0.1)
+      c.data.pack = 129
+      c.batch_size = 32
+    else:
+      c.model = dict(vocab_size=vocab_size, num_layers=2, num_heads=4, num_kv_heads=2,
+                     embed_dim=32, mlp_dim=64, max_length=64)
+      c.data.pack = 33
+      c.batch_size = 8
+  else:
+    raise ValueError(f'unknown variant {a.variant!r}; valid: {", ".join(SMALL + PUBLISHED)}')
+
+  c.total_steps = 600
+  c.log_every = 50
+  c.eval_every = 200
+  c.ckpt_every = 200
+  c.optax_name = 'adamw'
+  c.optax = dict(b2=0.99, weight_decay=0.1)
+  c.lr = 2e-3
+  c.warmup_steps = 100
+  c.grad_clip_norm = 1.0
+  c.sample.max_new_tokens = 96  # prompt + new tokens must fit max_length (128 for cpu)
+  c.sample.temperature = 0.8
+  c.sample.top_k = 40
+  return c
