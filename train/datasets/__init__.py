@@ -6,11 +6,12 @@ first use (they take seconds). Prepare one by hand with
 """
 
 from train.datasets.digits import Digits
+from train.datasets.karate import Karate
 from train.datasets.moving_digits import MovingDigits
 from train.datasets.pydoc_text import PydocText
 from train.datasets.shapes import Shapes
 from train.datasets.tones import Tones
 from train.datasets.translation import Translation
 
-OFFLINE = {'digits': Digits, 'moving_digits': MovingDigits, 'pydoc_text': PydocText,
-           'shapes': Shapes, 'tones': Tones, 'translation': Translation}
+OFFLINE = {'digits': Digits, 'karate': Karate, 'moving_digits': MovingDigits,
+           'pydoc_text': PydocText, 'shapes': Shapes, 'tones': Tones, 'translation': Translation}
