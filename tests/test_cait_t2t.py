@@ -232,7 +232,7 @@ def test_t2t_representation_and_transformer_tokens():
 # ----------------------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize('family,dtype', [('cait', 'bfloat16'), ('t2t', 'float32')])
+@pytest.mark.parametrize('family,dtype', [('cait', 'bfloat16')])  # float32: the loss records
 def test_digits_config_trains_through_the_loop(tmp_path, data_dir, family, dtype):
   from train import loop
   config = _config(f'{family}_digits.py:tiny', total_steps=2, eval_every=2, log_every=1,

@@ -219,7 +219,7 @@ def test_batch_norm_statistics_follow_axis_name(module, small):
     np.testing.assert_allclose(b[1], a, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('family,dtype', [('resnet', 'bfloat16'), ('densenet', 'float32')])
+@pytest.mark.parametrize('family,dtype', [('resnet', 'bfloat16')])  # float32: the loss records
 def test_digits_config_trains_through_the_loop(tmp_path, data_dir, family, dtype):
   from train import loop
   config = _config(f'{family}_digits.py:tiny', total_steps=2, eval_every=2, log_every=1,

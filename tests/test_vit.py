@@ -151,15 +151,6 @@ def test_missing_teacher_is_a_config_error():
     distillation.make(config)
 
 
-def test_vit_digits_trains_one_step(tmp_path, data_dir):
-  from train import loop
-  from train import core
-  config = _config('vit_digits.py:tiny', total_steps=1, eval_every=1, log_every=1,
-                   batch_size=8, data__data_dir=data_dir)
-  result = loop.train_and_evaluate(config, str(tmp_path))
-  assert set(result) == {'loss', 'accuracy'} and np.isfinite(result['loss'])
-
-
 def test_deit_digits_trains_its_teacher_then_restores_it(tmp_path, data_dir):
   """A fresh workdir: the loop trains the frozen teacher in WORKDIR/frozen_teacher, then
   the student's eval reports that teacher's accuracy exactly (the restored weights)."""
