@@ -40,6 +40,12 @@ class Builders:
         lambda m, x: m if jnp.issubdtype(x.dtype, jnp.inexact) else m.astype(x.dtype),
         jax.lax.pmean(tree, self.axis_name), tree)
 
+  def shared_rng(self, state):
+    """The step's key without the replica folded in: the same on every device under pmap
+    (an inner step gets a per-device key, for dropout). For what every replica must do
+    alike, such as stepping environments whose state is kept once in the checkpoint."""
+    return step_rng(state)
+
   def supervised(self, loss, accum=None):
     """One gradient step of `loss(variables, batch, rng) -> (scalar, (metrics, updated
     non-param variables))` on all params with the config's optimizer; with `accum` > 1

@@ -30,8 +30,8 @@ The learning rate anneals with the optimizer's own update count, which advances
 State: the environments, their last observations and the episode bookkeeping are the
 non-param collection 'env' (`common.VecEnv`'s carry), so checkpoints hold them and a
 resumed run continues the same episodes with the same keys, bit for bit. The step draws its
-keys from the state's rng and step alone (not the per-device key the loop passes under
-pmap), so every device runs the same rollout and the checkpoint's one copy of the
+keys from `builders.shared_rng` (the state's rng and step alone, not the per-device key the
+loop passes under pmap), so every device runs the same rollout and the checkpoint's one copy of the
 environments is every device's; the N environments are not split over devices.
 
 Config keys read: `model_name` (a network `Model(num_actions=...)` returning (logits (B, A),
@@ -198,7 +198,7 @@ class Agent:
 
     def step(state, batch, rng):
       del batch, rng  # no data; keys from the state alone (module docstring)
-      key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+      key = builders.shared_rng(state)
       k_rollout, k_shuffle = jax.random.split(key)
       carry, samples, stats = self.collect(state.params, state.extra[ENV], k_rollout)
       # The environments stay out of the updates (under pmap the builders average the
