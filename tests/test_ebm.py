@@ -82,6 +82,28 @@ def test_cd_trains_under_pmap(tmp_path, data_dir):
   assert int(state.extra['chains']['cursor']) == 8
 
 
+
+def test_nce_under_pmap_fits_its_noise_to_the_global_batch(tmp_path, data_dir):
+  """A batch of 8 on 8 devices leaves one row per replica, whose covariance alone is NaN
+  (the step used to stop at step 1); the replicas fit q to all 8 rows, as jit does."""
+  from train import checkpoint
+  noise = {}
+  for mode, devices in (('jit', 1), ('pmap', 8)):
+    workdir = tmp_path / mode
+    proc = run_cli(['--config', 'configs/ebm_digits.py:method=nce,tiny', '--workdir', workdir,
+                    f'--config.parallelism={mode}', '--config.total_steps=1',
+                    '--config.eval_every=0', '--config.ckpt_every=1', '--config.log_every=1',
+                    '--config.batch_size=8', '--config.task_kwargs.data_noise=0.0'],
+                   data_dir, devices=devices)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, _, abstract, _ = _state('ebm_digits.py:method=nce,tiny')
+    ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
+    noise[mode] = ckpt.restore(1, abstract)[0].extra['noise']
+    ckpt.close()
+    assert bool(noise[mode]['ready'])
+  for key in ('mean', 'chol'):
+    np.testing.assert_allclose(noise['pmap'][key], noise['jit'][key], rtol=1e-4, atol=1e-5)
+
 def test_nce_noise_density_and_fit():
   rng = np.random.default_rng(0)
   a = rng.normal(size=(5, 5))

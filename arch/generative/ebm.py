@@ -25,7 +25,7 @@ others', so all replicas hold the same buffer.
 NCE (`method='nce'`): the model's log-density is -E(x) - log Z with log Z a learned
 scalar; a logistic classifier tells data from `nce_ratio` times as many draws of a noise
 distribution q, with logit log p_model(x) - log(nce_ratio q(x)). q is a full-covariance
-Gaussian fitted to the first training batch the objective sees (shrunk towards the
+Gaussian fitted to the first (global) training batch the objective sees (shrunk towards the
 identity by `nce_shrinkage` so it is well conditioned; the 'noise' collection, set once).
 
 Samples (`sample`): Langevin from per-row starts, `sample_steps` steps (the sampler's
@@ -197,7 +197,11 @@ def make(config) -> Task:
                   {'chains': chains})
 
   def fit_noise(variables, x_BD):
-    """The noise collection, fitted to x the first time (then left as it is)."""
+    """The noise collection, fitted to x the first time (then left as it is); under pmap to
+    all replicas' rows (one replica's few rows, one under a batch of 8 on 8 devices, give no
+    covariance), so every replica fits the same q as jit does on the global batch."""
+    if axis:
+      x_BD = jax.lax.all_gather(x_BD, axis).reshape(-1, dims)
     mean = x_BD.mean(0)
     cov = jnp.cov(x_BD, rowvar=False)
     cov = (1 - shrinkage) * cov + shrinkage * jnp.eye(dims) * jnp.trace(cov) / dims
