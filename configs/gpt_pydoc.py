@@ -22,6 +22,7 @@ temperature 0.8, top-k 40 (seed 0) from the prompt 'The import statement':
 patterns, it but to the used not re' -- English words, pydoc vocabulary, no syntax yet.
 """
 
+from configs import recipes
 from train import config_lib
 
 PUBLISHED = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
@@ -29,47 +30,11 @@ PUBLISHED = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='cpu', tokenizer='')
-  c = config_lib.base()
-  c.task = 'sequence.lm'
-  c.model_name = 'sequence.gpt'
-  c.data.name = 'pydoc_text'
-  c.data.eval_split = 'validation'
-  c.data.text_features = ('text',)
-  tokenizer = a.tokenizer or ('bpe' if a.variant in PUBLISHED else 'byte')
-  c.data.tokenizer = tokenizer
-
+  published = {}
   if a.variant in PUBLISHED:
     from arch.sequence import gpt
-    c.model = dict(gpt.VARIANTS[a.variant], vocab_size=50257, max_length=1024)
-    c.data.vocab_size = 50257
-    c.data.pack = 1025
-    c.batch_size = 8
-  elif a.variant in ('cpu', 'tiny'):
-    vocab_size = 8192 if tokenizer == 'bpe' else 260
-    c.data.vocab_size = vocab_size if tokenizer == 'bpe' else 0
-    if a.variant == 'cpu':
-      c.model = dict(vocab_size=vocab_size, num_layers=4, num_heads=4, embed_dim=256,
-                     max_length=128, dropout_rate=0.1)
-      c.data.pack = 129
-      c.batch_size = 32
-    else:
-      c.model = dict(vocab_size=vocab_size, num_layers=2, num_heads=2, embed_dim=32,
-                     max_length=64)
-      c.data.pack = 33
-      c.batch_size = 8
-  else:
-    raise ValueError(f'unknown variant {a.variant!r}; valid: cpu, tiny, {", ".join(PUBLISHED)}')
-
-  c.total_steps = 600
-  c.log_every = 50
-  c.eval_every = 200
-  c.ckpt_every = 200
-  c.optax_name = 'adamw'
-  c.optax = dict(b2=0.99, weight_decay=0.1)
-  c.lr = 2e-3
-  c.warmup_steps = 100
-  c.grad_clip_norm = 1.0
-  c.sample.max_new_tokens = 96  # prompt + new tokens must fit max_length (128 for cpu)
-  c.sample.temperature = 0.8
-  c.sample.top_k = 40
-  return c
+    published = {a.variant: (dict(gpt.VARIANTS[a.variant], max_length=1024), 50257, 1025)}
+  return recipes.pydoc_lm(
+      'sequence.gpt', a.variant, a.tokenizer, published=published or dict.fromkeys(PUBLISHED),
+      cpu=dict(num_layers=4, num_heads=4, embed_dim=256, max_length=128, dropout_rate=0.1),
+      tiny=dict(num_layers=2, num_heads=2, embed_dim=32, max_length=64))

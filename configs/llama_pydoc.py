@@ -23,55 +23,22 @@ other training job): validation 1.509 / 1.308 / 1.256 nats/byte at steps 200 / 4
 1.948 / 1.491 / 1.381 (its README row: 10.3 min unloaded).
 """
 
+from configs import recipes
 from train import config_lib
 
 PUBLISHED = ('llama2-7b', 'tinyllama-1.1b')
-SMALL = ('cpu', 'tiny')
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='cpu', tokenizer='')
-  c = config_lib.base()
-  c.task = 'sequence.lm'
-  c.model_name = 'sequence.llama'
-  c.data.name = 'pydoc_text'
-  c.data.eval_split = 'validation'
-  c.data.text_features = ('text',)
-  tokenizer = a.tokenizer or ('bpe' if a.variant in PUBLISHED else 'byte')
-  c.data.tokenizer = tokenizer
-
+  published = {}
   if a.variant in PUBLISHED:
     from arch.sequence import llama
-    c.model = dict(llama.VARIANTS[a.variant], vocab_size=32000)
-    c.data.vocab_size = 32000
-    c.data.pack = c.model['max_length'] + 1
-    c.batch_size = 8
-  elif a.variant in SMALL:
-    vocab_size = 8192 if tokenizer == 'bpe' else 260
-    c.data.vocab_size = vocab_size if tokenizer == 'bpe' else 0
-    if a.variant == 'cpu':
-      c.model = dict(vocab_size=vocab_size, num_layers=4, num_heads=4, num_kv_heads=2,
-                     embed_dim=256, mlp_dim=768, max_length=128, dropout_rate=0.1)
-      c.data.pack = 129
-      c.batch_size = 32
-    else:
-      c.model = dict(vocab_size=vocab_size, num_layers=2, num_heads=4, num_kv_heads=2,
-                     embed_dim=32, mlp_dim=64, max_length=64)
-      c.data.pack = 33
-      c.batch_size = 8
-  else:
-    raise ValueError(f'unknown variant {a.variant!r}; valid: {", ".join(SMALL + PUBLISHED)}')
-
-  c.total_steps = 600
-  c.log_every = 50
-  c.eval_every = 200
-  c.ckpt_every = 200
-  c.optax_name = 'adamw'
-  c.optax = dict(b2=0.99, weight_decay=0.1)
-  c.lr = 2e-3
-  c.warmup_steps = 100
-  c.grad_clip_norm = 1.0
-  c.sample.max_new_tokens = 96  # prompt + new tokens must fit max_length (128 for cpu)
-  c.sample.temperature = 0.8
-  c.sample.top_k = 40
-  return c
+    model = llama.VARIANTS[a.variant]
+    published = {a.variant: (model, 32000, model['max_length'] + 1)}
+  return recipes.pydoc_lm(
+      'sequence.llama', a.variant, a.tokenizer, published=published or dict.fromkeys(PUBLISHED),
+      cpu=dict(num_layers=4, num_heads=4, num_kv_heads=2, embed_dim=256, mlp_dim=768,
+               max_length=128, dropout_rate=0.1),
+      tiny=dict(num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, mlp_dim=64,
+                max_length=64))

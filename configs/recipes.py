@@ -8,7 +8,7 @@ folder above configs/ importable).
 import ml_collections
 
 from arch.vision import resnet
-from train import evaluators
+from train import config_lib, evaluators
 from train.errors import UserError
 
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
@@ -116,3 +116,50 @@ def translation(c: ml_collections.ConfigDict) -> None:
   c.sample.max_new_tokens = 52
   c.sample.temperature = 0.0
   c.sample.prompt = 'the 21st of September 1904'
+
+
+def pydoc_lm(model_name: str, variant: str, tokenizer: str, *, published: dict, cpu: dict,
+             tiny: dict) -> ml_collections.ConfigDict:
+  """A decoder language model on the English text of Python's help() topics (`pydoc_text`),
+  the setup gpt_pydoc's default fixed and the other decoder families copy so that their
+  results compare: `cpu` (`cpu`'s model fields, 129-byte windows, batch 32) and `tiny`
+  (tests: 33-byte windows, batch 8) byte-level unless `tokenizer='bpe'` (vocabulary 8192);
+  a `published` size `name: (model fields, vocabulary, window)` with a BPE tokenizer fitted
+  to the train split and batch 8. 600 steps of AdamW (b2 0.99, weight decay 0.1) at 2e-3
+  after 100 warm-up steps, gradients clipped at 1; samples of 96 new tokens at temperature
+  0.8, top-k 40."""
+  c = config_lib.base()
+  c.task = 'sequence.lm'
+  c.model_name = model_name
+  c.data.name = 'pydoc_text'
+  c.data.eval_split = 'validation'
+  c.data.text_features = ('text',)
+  tokenizer = tokenizer or ('bpe' if variant in published else 'byte')
+  c.data.tokenizer = tokenizer
+  if variant in published:
+    model, vocab_size, window = published[variant]
+    c.model = dict(model, vocab_size=vocab_size)
+    c.data.vocab_size = vocab_size
+    c.data.pack = window
+    c.batch_size = 8
+  elif variant in ('cpu', 'tiny'):
+    vocab_size = 8192 if tokenizer == 'bpe' else 260
+    c.data.vocab_size = vocab_size if tokenizer == 'bpe' else 0
+    c.model = dict(vocab_size=vocab_size, **(cpu if variant == 'cpu' else tiny))
+    c.data.pack = 129 if variant == 'cpu' else 33
+    c.batch_size = 32 if variant == 'cpu' else 8
+  else:
+    raise UserError(f'unknown variant {variant!r}; valid: cpu, tiny, {", ".join(published)}')
+  c.total_steps = 600
+  c.log_every = 50
+  c.eval_every = 200
+  c.ckpt_every = 200
+  c.optax_name = 'adamw'
+  c.optax = dict(b2=0.99, weight_decay=0.1)
+  c.lr = 2e-3
+  c.warmup_steps = 100
+  c.grad_clip_norm = 1.0
+  c.sample.max_new_tokens = 96  # a prompt plus 96 fits gpt/llama's cpu max_length of 128
+  c.sample.temperature = 0.8
+  c.sample.top_k = 40
+  return c

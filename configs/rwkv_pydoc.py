@@ -22,55 +22,21 @@ GPT's 3.26 M, for a fair side-by-side. Not yet measured on this machine (issue 1
 does).
 """
 
+from configs import recipes
 from train import config_lib
 
 PUBLISHED = ('169m',)
-SMALL = ('cpu', 'tiny')
 
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, variant='cpu', tokenizer='')
-  c = config_lib.base()
-  c.task = 'sequence.lm'
-  c.model_name = 'sequence.rwkv'
-  c.data.name = 'pydoc_text'
-  c.data.eval_split = 'validation'
-  c.data.text_features = ('text',)
-  tokenizer = a.tokenizer or ('bpe' if a.variant in PUBLISHED else 'byte')
-  c.data.tokenizer = tokenizer
-
+  published = {}
   if a.variant in PUBLISHED:
     from arch.sequence import rwkv
-    c.model = dict(rwkv.VARIANTS[a.variant], vocab_size=50277)
-    c.data.vocab_size = 50277
-    c.data.pack = 1025
-    c.batch_size = 8
-  elif a.variant in SMALL:
-    vocab_size = 8192 if tokenizer == 'bpe' else 260
-    c.data.vocab_size = vocab_size if tokenizer == 'bpe' else 0
-    if a.variant == 'cpu':
-      c.model = dict(vocab_size=vocab_size, num_layers=4, embed_dim=256, ffn_dim=896,
-                     dropout_rate=0.1)
-      c.data.pack = 129
-      c.batch_size = 32
-    else:
-      c.model = dict(vocab_size=vocab_size, num_layers=2, embed_dim=32)
-      c.data.pack = 33
-      c.batch_size = 8
-  else:
-    raise ValueError(f'unknown variant {a.variant!r}; valid: {", ".join(SMALL + PUBLISHED)}')
+    published = {a.variant: (rwkv.VARIANTS[a.variant], 50277, 1025)}
+  c = recipes.pydoc_lm(
+      'sequence.rwkv', a.variant, a.tokenizer, published=published or dict.fromkeys(PUBLISHED),
+      cpu=dict(num_layers=4, embed_dim=256, ffn_dim=896, dropout_rate=0.1),
+      tiny=dict(num_layers=2, embed_dim=32))
   c.model.wkv = 'sequential'  # or 'chunked'
-
-  c.total_steps = 600
-  c.log_every = 50
-  c.eval_every = 200
-  c.ckpt_every = 200
-  c.optax_name = 'adamw'
-  c.optax = dict(b2=0.99, weight_decay=0.1)
-  c.lr = 2e-3
-  c.warmup_steps = 100
-  c.grad_clip_norm = 1.0
-  c.sample.max_new_tokens = 96  # as gpt_pydoc (RWKV itself has no length limit)
-  c.sample.temperature = 0.8
-  c.sample.top_k = 40
   return c
