@@ -2,10 +2,6 @@
 cached decoding and the sampler against the full forward pass, and the tiny config
 through the loop with an exact resume."""
 
-import json
-import os
-import shutil
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,9 +10,10 @@ import pytest
 
 from arch import vocab
 from arch.layers.embed import Mlp, norm
-from arch.sequence import llama, lm
-from conftest import load_config
+from arch.sequence import llama
 from train import config_lib, summary
+
+import lm_checks
 
 # Hugging Face transformers: sum(p.numel() for p in LlamaForCausalLM(config).parameters())
 # for the meta-llama/Llama-2-7b-hf and TinyLlama/TinyLlama-1.1B configs (untied head).
@@ -148,45 +145,9 @@ def test_grouped_query_attention_is_mha_with_shared_kv_heads(tiny):
 def test_greedy_sampling_through_the_lm_task_follows_the_full_forward_pass(tiny):
   config = config_lib.load('configs/llama_pydoc.py:variant=tiny')
   assert dict(config.model) == TINY  # the network of the `tiny` fixture
-  task = lm.make(config)
-  _, variables, _ = tiny
-  prompt = task.prompt_batch([[10, 20, 30], [40, 50, 60]], 2)
-  p, new = prompt['prompt'].shape[1], 8
-  out = jax.jit(lambda v, b: task.sample(v, b, jax.random.key(1), max_new_tokens=new,
-                                         temperature=0.0))(variables, prompt)['tokens']
-  # Greedy by the full forward pass, without a cache: over a buffer of the final length,
-  # whose not yet written tail the causal logits at position i never read.
-  apply = jax.jit(llama.Model(**config.model).apply)
-  seq = jnp.zeros((2, p + new), jnp.int32).at[:, :p].set(prompt['prompt'])
-  for i in range(p, p + new):
-    seq = seq.at[:, i].set(apply(variables, seq)[:, i - 1].argmax(-1).astype(jnp.int32))
-  want = np.asarray(seq[:, p:])
-  for row, got in zip(want, np.asarray(out)):  # a row ends at its first </s>
-    end = list(row).index(vocab.EOS) + 1 if vocab.EOS in row else new
-    np.testing.assert_array_equal(got[:end], row[:end])
-
-
-def _run(workdir, data_dir, **overrides):
-  from train import loop
-  config = load_config('llama_pydoc.py:variant=tiny', **{
-      **dict(total_steps=4, warmup_steps=1, lr=3e-3, log_every=1, eval_every=4,
-             ckpt_every=2, eval_batch_size=64, data__data_dir=data_dir), **overrides})
-  loop.train_and_evaluate(config, str(workdir))
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f]
-  return ([(r['step'], r['loss']) for r in records if r['split'] == 'train'],
-          [r for r in records if r['split'] == 'eval'])
+  model, variables, _ = tiny
+  lm_checks.check_greedy_sampling(config, model, variables)
 
 
 def test_tiny_config_trains_and_resumes_exactly(tmp_path, data_dir):
-  straight, evals = _run(tmp_path / 'straight', data_dir)
-  assert [s for s, _ in straight] == [1, 2, 3, 4]
-  assert all(np.isfinite(l) for _, l in straight)
-  (ev,) = evals
-  assert ev['step'] == 4 and ev['tokens'] > 10_000 and np.isfinite(ev['loss'])
-  # Its step-2 checkpoint (parameters, optimizer, rng and data iterator) alone in another
-  # workdir resumes to the same steps 3 and 4, bitwise.
-  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
-                  tmp_path / 'resumed' / 'checkpoints' / '2')
-  resumed, _ = _run(tmp_path / 'resumed', data_dir, eval_every=0)
-  assert resumed == straight[2:]
+  lm_checks.check_trains_and_resumes('llama_pydoc.py:variant=tiny', tmp_path, data_dir)

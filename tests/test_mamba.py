@@ -3,10 +3,7 @@ the sequential and parallel scans against each other, causality, cached decoding
 and beam search) against the full forward pass, the paper's initialisation, and the tiny
 config through the loop with an exact resume."""
 
-import json
 import math
-import os
-import shutil
 
 import flax.linen as nn
 import jax
@@ -15,9 +12,10 @@ import numpy as np
 import pytest
 
 from arch import vocab
-from arch.sequence import decoding, lm, mamba
-from conftest import load_config
+from arch.sequence import mamba
 from train import config_lib, summary
+
+import lm_checks
 
 # Hugging Face transformers: sum(p.numel() for p in MambaForCausalLM(config).parameters())
 # for state-spaces/mamba-130m-hf (the head is tied to the embedding, counted once).
@@ -160,81 +158,19 @@ def test_initialisation_is_the_papers():
   np.testing.assert_allclose(np.std(params['embeddings']['embedding']), 0.02, rtol=0.05)
 
 
-def _step_fn(model, params):
-  def step(tokens, cache):
-    logits, mutated = model.apply({**params, 'cache': cache}, tokens, decode=True,
-                                  mutable=['cache'])
-    return logits[:, -1], mutated['cache']
-  return step
-
-
 def test_greedy_sampling_through_the_lm_task_follows_the_full_forward_pass(tiny):
   config = config_lib.load('configs/mamba_pydoc.py:variant=tiny')
   assert dict(config.model) == dict(TINY, scan='sequential')  # the `tiny` fixture's network
-  task = lm.make(config)
-  _, variables, _ = tiny
-  prompt = task.prompt_batch([[10, 20, 30], [40, 50, 60]], 2)
-  p, new = prompt['prompt'].shape[1], 8
-  out = jax.jit(lambda v, b: task.sample(v, b, jax.random.key(1), max_new_tokens=new,
-                                         temperature=0.0))(variables, prompt)['tokens']
-  # Greedy by the full forward pass, without a cache, over a buffer of the final length.
-  apply = jax.jit(mamba.Model(**config.model).apply)
-  seq = jnp.zeros((2, p + new), jnp.int32).at[:, :p].set(prompt['prompt'])
-  for i in range(p, p + new):
-    seq = seq.at[:, i].set(apply(variables, seq)[:, i - 1].argmax(-1).astype(jnp.int32))
-  want = np.asarray(seq[:, p:])
-  for row, got in zip(want, np.asarray(out)):  # a row ends at its first </s>
-    end = list(row).index(vocab.EOS) + 1 if vocab.EOS in row else new
-    np.testing.assert_array_equal(got[:end], row[:end])
+  model, variables, _ = tiny
+  lm_checks.check_greedy_sampling(config, model, variables)
 
 
 def test_beam_search_reorders_the_recurrent_state(tiny):
   # Beam search gathers cache rows along the batch axis when beams swap parents; a state
-  # left behind makes the returned score differ from the full forward pass's
-  # log-probability of the returned tokens.
+  # left behind makes the returned score differ from the full forward pass's.
   model, variables, tokens = tiny
-  prompt, new = tokens[:, :3], 6
-  shapes = jax.eval_shape(lambda: model.init(KEY, jnp.zeros((2, 3 + new), jnp.int32),
-                                             decode=True))['cache']
-  cache = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-  step = _step_fn(model, variables)
-
-  @jax.jit
-  def search(cache):
-    first, cache = step(prompt, cache)
-    return decoding.beam_search(step, cache, first, 3, new, eos_id=vocab.EOS,
-                                pad_id=vocab.PAD)
-  out, score = search(cache)
-  seq = jnp.concatenate([prompt, out], axis=1)
-  logp = jax.nn.log_softmax(jax.jit(model.apply)(variables, seq)[:, 2:-1])
-  for i in range(2):
-    row = list(np.asarray(out[i]))
-    end = row.index(vocab.EOS) + 1 if vocab.EOS in row else new
-    want = sum(float(logp[i, j, row[j]]) for j in range(end))
-    np.testing.assert_allclose(float(score[i]), want, rtol=1e-4, atol=1e-4)
-
-
-def _run(workdir, data_dir, **overrides):
-  from train import loop
-  config = load_config('mamba_pydoc.py:variant=tiny', **{
-      **dict(total_steps=4, warmup_steps=1, lr=3e-3, log_every=1, eval_every=4,
-             ckpt_every=2, eval_batch_size=64, data__data_dir=data_dir), **overrides})
-  loop.train_and_evaluate(config, str(workdir))
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    records = [json.loads(line) for line in f]
-  return ([(r['step'], r['loss']) for r in records if r['split'] == 'train'],
-          [r for r in records if r['split'] == 'eval'])
+  lm_checks.check_beam_search(model, variables, tokens[:, :3])
 
 
 def test_tiny_config_trains_and_resumes_exactly(tmp_path, data_dir):
-  straight, evals = _run(tmp_path / 'straight', data_dir)
-  assert [s for s, _ in straight] == [1, 2, 3, 4]
-  assert all(np.isfinite(l) for _, l in straight)
-  (ev,) = evals
-  assert ev['step'] == 4 and ev['tokens'] > 10_000 and np.isfinite(ev['loss'])
-  # Its step-2 checkpoint (parameters, optimizer, rng and data iterator) alone in another
-  # workdir resumes to the same steps 3 and 4, bitwise.
-  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
-                  tmp_path / 'resumed' / 'checkpoints' / '2')
-  resumed, _ = _run(tmp_path / 'resumed', data_dir, eval_every=0)
-  assert resumed == straight[2:]
+  lm_checks.check_trains_and_resumes('mamba_pydoc.py:variant=tiny', tmp_path, data_dir)
