@@ -1,7 +1,8 @@
 """Checks every decoder language-model family shares (tests/test_llama.py, test_mamba.py,
-test_rwkv.py): the LM task's greedy sampling against the full forward pass, beam search's
-score against the full forward pass (a cache row left behind when beams swap parents shows
-there), and the tiny config's training through the loop with a bitwise resume."""
+test_rwkv.py): causality, the LM task's greedy sampling against the full forward pass, beam
+search's score against the full forward pass (a cache row left behind when beams swap
+parents shows there), and the tiny config's training through the loop with a bitwise
+resume."""
 
 import json
 import os
@@ -14,6 +15,21 @@ import numpy as np
 from arch import vocab
 from arch.sequence import decoding, lm
 from conftest import load_config
+
+
+def check_causal(model, variables, tokens_BT):
+  """Logits (B, T, V) float32; changing token 7 leaves the logits before it unchanged and
+  changes every one from it on; order matters (swapping tokens 2 and 3 changes the last)."""
+  apply = jax.jit(model.apply)
+  base = apply(variables, tokens_BT)
+  assert base.shape == (*tokens_BT.shape, vocab.BYTE_VOCAB_SIZE)
+  assert base.dtype == jnp.float32
+  changed = apply(variables, tokens_BT.at[:, 7].set(5 + tokens_BT[:, 7] % 200))
+  np.testing.assert_array_equal(changed[:, :7], base[:, :7])
+  assert np.abs(changed[:, 7:] - base[:, 7:]).max(axis=-1).min() > 1e-6
+  swapped = apply(variables, tokens_BT.at[:, 2].set(tokens_BT[:, 3]).at[:, 3].set(
+      tokens_BT[:, 2]))
+  assert np.abs(swapped[:, -1] - base[:, -1]).max() > 1e-6
 
 
 def step_fn(model, variables):
