@@ -50,3 +50,22 @@ def data_dir(tmp_path_factory):
     proc = run_cli([name, '--data_dir', d], d, module='train.datasets')
     assert proc.returncode == 0, proc.stderr
   return str(d)
+
+
+def restored_states(abstract, workdirs, step):
+  """The train state of checkpoint `step` in each workdir, restored onto `abstract`."""
+  from train import checkpoint
+  states = []
+  for workdir in workdirs:
+    ckpt = checkpoint.Checkpointer(str(workdir), async_save=False)
+    states.append(ckpt.restore(step, abstract)[0])
+    ckpt.close()
+  return states
+
+
+def assert_same_states(a, b):
+  """Two train states equal leaf by leaf, bitwise."""
+  import jax
+  import numpy as np
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_config
+from conftest import assert_same_states, load_config, restored_states
 
 from arch.generative import gan
 
@@ -111,7 +111,7 @@ def test_per_group_optimizer_overrides():
 
 
 def test_both_optimizers_resume_bitwise(tmp_path, data_dir):
-  from train import checkpoint, loop
+  from train import loop
   common = dict(data__data_dir=data_dir, log_every=1, eval_every=0, ckpt_every=2,
                 )
   loop.train_and_evaluate(load_config('gan_digits.py:tiny', total_steps=4, **common),
@@ -121,13 +121,7 @@ def test_both_optimizers_resume_bitwise(tmp_path, data_dir):
   loop.train_and_evaluate(load_config('gan_digits.py:tiny', total_steps=4, **common),
                           str(tmp_path / 'split'))
   _, _, _, _, abstract = _setup()
-  states = []
-  for name in ('straight', 'split'):
-    ckpt = checkpoint.Checkpointer(str(tmp_path / name), async_save=False)
-    states.append(ckpt.restore(4, abstract)[0])
-    ckpt.close()
-  a, b = states
+  a, b = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'split'], 4)
   assert set(a.opt_state) == {'discriminator', 'generator'}
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  assert_same_states(a, b)
   assert int(a.opt_state['discriminator'][0].count) == 4

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from arch.graph import gat, gcn, ops, sage
-from conftest import load_config, read_metrics
+from conftest import assert_same_states, load_config, read_metrics, restored_states
 from train.errors import UserError
 
 MODELS = {
@@ -273,7 +273,7 @@ def test_karate_config_trains_and_resumes_exactly(spec, overrides, tmp_path, dat
   """4 steps with checkpoints at 2 and 4; the step-2 checkpoint alone in another workdir
   resumes to the same losses at steps 3 and 4 and the same step-4 state, bitwise
   (dropout and neighbour sampling draw from the saved rng)."""
-  from train import checkpoint, core
+  from train import core
   spec = f'gnn_karate.py:{spec},tiny'
   result = _train(spec, tmp_path / 'straight', data_dir, **overrides)
   assert 0 <= result['accuracy'] <= 1 and np.isfinite(result['loss'])
@@ -286,13 +286,8 @@ def test_karate_config_trains_and_resumes_exactly(spec, overrides, tmp_path, dat
   assert resumed == {3: straight[3], 4: straight[4]}
   config = load_config(spec, **overrides)
   abstract = core.abstract_state(config, core.load_task(config))
-  states = []
-  for name in ('straight', 'resumed'):
-    ckpt = checkpoint.Checkpointer(str(tmp_path / name), async_save=False)
-    states.append(ckpt.restore(4, abstract)[0])
-    ckpt.close()
-  for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
-    np.testing.assert_array_equal(a, b)
+  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
+  assert_same_states(*states)
 
 
 def test_option_errors_are_one_line():

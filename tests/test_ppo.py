@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from arch.rl import common, ppo
-from conftest import load_config, read_metrics
+from conftest import assert_same_states, load_config, read_metrics, restored_states
 from train.errors import UserError
 
 TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
@@ -158,7 +158,7 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
   """4 steps with checkpoints at 2 and 4; the step-2 checkpoint alone in another workdir
   resumes to the same metrics at steps 3 and 4 (episode returns included) and the same
   step-4 state (params, optimizer, environments, episode bookkeeping), bitwise."""
-  from train import checkpoint, core
+  from train import core
   result = _train(tmp_path / 'straight')
   assert set(result) == {'return', 'return_min'} and 1 <= result['return'] <= 500
   shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
@@ -177,13 +177,8 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
   abstract = core.abstract_state(config, core.load_task(config))
   assert set(abstract.extra[ppo.ENV]) == {'env', 'obs', 'episode_return', 'episode_length',
                                           'last_return'}
-  states = []
-  for name in ('straight', 'resumed'):
-    ckpt = checkpoint.Checkpointer(str(tmp_path / name), async_save=False)
-    states.append(ckpt.restore(4, abstract)[0])
-    ckpt.close()
-  for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
-    np.testing.assert_array_equal(a, b)
+  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
+  assert_same_states(*states)
   # The environments moved on from their initial state.
   init = jax.jit(core.make_init_fn(config, core.load_task(config),
                                    core.make_tx(config, core.load_task(config))[0]))
