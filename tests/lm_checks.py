@@ -14,7 +14,7 @@ import numpy as np
 
 from arch import vocab
 from arch.sequence import decoding, lm
-from conftest import load_config
+from conftest import load_config, run_cli
 
 
 def check_causal(model, variables, tokens_BT):
@@ -84,11 +84,16 @@ def check_beam_search(model, variables, prompt, new=6, beams=3):
     np.testing.assert_allclose(float(score[i]), want, rtol=1e-4, atol=1e-4)
 
 
+# The short run check_trains_and_resumes makes (config field=value).
+TEST_RUN = ('total_steps=4', 'warmup_steps=1', 'lr=3e-3', 'log_every=1', 'eval_every=4',
+            'ckpt_every=2', 'eval_batch_size=64')
+
+
 def _run(spec, workdir, data_dir, **overrides):
   from train import loop
   config = load_config(spec, **{
-      **dict(total_steps=4, warmup_steps=1, lr=3e-3, log_every=1, eval_every=4,
-             ckpt_every=2, eval_batch_size=64, data__data_dir=data_dir), **overrides})
+      **dict(item.split('=') for item in TEST_RUN), 'data__data_dir': data_dir,
+      **overrides})
   loop.train_and_evaluate(config, str(workdir))
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f]
@@ -110,3 +115,17 @@ def check_trains_and_resumes(spec, tmp_path, data_dir):
   resumed, _ = _run(spec, tmp_path / 'resumed', data_dir, eval_every=0)
   assert resumed == straight[2:]
   return straight
+
+
+def check_sampler_one_and_eight(spec, workdir, data_dir):
+  """`python -m train.sample` of a trained run (check_trains_and_resumes' straight
+  workdir) prints the same text on 1 and on 8 devices, and rows differ."""
+  args = ['--config', f'configs/{spec}', '--workdir', workdir, '--prompt', 'The ',
+          '--num_samples', '3', '--max_new_tokens', '12', '--seed', '5']
+  one = run_cli(args, data_dir, module='train.sample')
+  assert one.returncode == 0, one.stderr[-3000:]
+  eight = run_cli(args, data_dir, devices=8, module='train.sample')
+  assert eight.returncode == 0, eight.stderr[-3000:]
+  assert one.stdout == eight.stdout
+  bodies = one.stdout.split('--- sample')[1:]
+  assert len(bodies) == 3 and len(set(bodies)) > 1

@@ -140,5 +140,7 @@ def test_greedy_sampling_through_the_lm_task_follows_the_full_forward_pass(tiny)
   lm_checks.check_greedy_sampling(config, model, variables)
 
 
-def test_tiny_config_trains_and_resumes_exactly(tmp_path, data_dir):
+def test_tiny_config_trains_resumes_and_samples_alike_on_8_devices(tmp_path, data_dir):
   lm_checks.check_trains_and_resumes('llama_pydoc.py:variant=tiny', tmp_path, data_dir)
+  lm_checks.check_sampler_one_and_eight('llama_pydoc.py:variant=tiny', tmp_path / 'straight',
+                                        data_dir)

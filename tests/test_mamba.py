@@ -163,5 +163,7 @@ def test_beam_search_reorders_the_recurrent_state(tiny):
   lm_checks.check_beam_search(model, variables, tokens[:, :3])
 
 
-def test_tiny_config_trains_and_resumes_exactly(tmp_path, data_dir):
+def test_tiny_config_trains_resumes_and_samples_alike_on_8_devices(tmp_path, data_dir):
   lm_checks.check_trains_and_resumes('mamba_pydoc.py:variant=tiny', tmp_path, data_dir)
+  lm_checks.check_sampler_one_and_eight('mamba_pydoc.py:variant=tiny', tmp_path / 'straight',
+                                        data_dir)

@@ -208,7 +208,9 @@ def test_beam_search_reorders_the_recurrent_state(tiny):
   lm_checks.check_beam_search(model, variables, tokens[:, :3])
 
 
-def test_tiny_config_trains_and_resumes_exactly(tmp_path, data_dir):
+def test_tiny_config_trains_resumes_and_samples_alike_on_8_devices(tmp_path, data_dir):
   straight = lm_checks.check_trains_and_resumes('rwkv_pydoc.py:variant=tiny', tmp_path,
                                                 data_dir)
   assert straight[-1][1] < straight[0][1]  # the zero-initialised branches start learning
+  lm_checks.check_sampler_one_and_eight('rwkv_pydoc.py:variant=tiny', tmp_path / 'straight',
+                                        data_dir)

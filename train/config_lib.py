@@ -144,11 +144,14 @@ def base() -> ml_collections.ConfigDict:
   c.async_checkpoints = True
 
   c.parallelism = 'jit'           # or 'pmap'
-  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1})
+  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1, 'expert': 1})
   # Logical axis name -> mesh axis (or None: replicated). Models name axes, never meshes.
-  c.sharding_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('mlp', 'tensor'),
-                      ('heads', 'tensor'), ('kv', None), ('vocab', 'tensor'),
-                      ('classes', None), ('conv_in', None), ('conv_out', 'tensor'))
+  # `expert` (a Mixture-of-Experts layer's experts, arch/layers/moe.py) is a data axis
+  # for every other layer; the mesh always has it (size 1 unless set).
+  c.sharding_rules = (('batch', ('data', 'fsdp', 'expert')), ('embed', 'fsdp'),
+                      ('mlp', 'tensor'), ('heads', 'tensor'), ('kv', None), ('vocab', 'tensor'),
+                      ('classes', None), ('conv_in', None), ('conv_out', 'tensor'),
+                      ('expert', 'expert'), ('expert_group', ('data', 'fsdp')))
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo'))
 

@@ -14,8 +14,13 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from train.errors import UserError
 
-# The batch is split over every axis that holds replicas of the data.
-BATCH_AXES = ('data', 'fsdp')
+# The batch is split over every axis that holds replicas of the data: `expert` too, which
+# splits a Mixture-of-Experts layer's experts and is a data axis for every other layer
+# (GShard's expert parallelism: tokens travel to their experts' devices by all-to-all).
+BATCH_AXES = ('data', 'fsdp', 'expert')
+# Axes every mesh has; make_mesh adds any a config leaves out with size 1, so sharding
+# rules may name them whatever the config's mesh.
+DEFAULT_AXES = (('data', -1), ('fsdp', 1), ('tensor', 1), ('expert', 1))
 
 
 def maybe_initialize_distributed(config) -> None:
@@ -46,7 +51,9 @@ def maybe_initialize_distributed(config) -> None:
 
 def make_mesh(config) -> jax.sharding.Mesh:
   """The mesh of `config.mesh` (axis name -> size; one size may be -1 for 'the rest')."""
-  axes = dict(config.get('mesh') or {'data': -1, 'fsdp': 1, 'tensor': 1})
+  axes = dict(config.get('mesh') or DEFAULT_AXES[:3])
+  for name, size in DEFAULT_AXES[1:]:
+    axes.setdefault(name, size)
   n = jax.device_count()
   fixed = int(np.prod([s for s in axes.values() if s != -1]))
   if list(axes.values()).count(-1) > 1:
@@ -56,9 +63,8 @@ def make_mesh(config) -> jax.sharding.Mesh:
   shape = [n // fixed if s == -1 else s for s in axes.values()]
   if int(np.prod(shape)) != n:
     raise UserError(f'config.mesh {axes} has {int(np.prod(shape))} devices; there are {n}')
-  for name in BATCH_AXES:
-    if name not in axes:
-      raise UserError(f'config.mesh must have axes {BATCH_AXES} (size 1 is fine); got {axes}')
+  if 'data' not in axes:
+    raise UserError(f'config.mesh must have a data axis (size -1: every device); got {axes}')
   # Auto axes: XLA propagates shardings from the logical annotations (GSPMD style).
   return jax.make_mesh(shape, tuple(axes),
                        axis_types=(jax.sharding.AxisType.Auto,) * len(shape))

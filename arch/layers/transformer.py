@@ -91,21 +91,30 @@ class Block(nn.Module):
       x_BTD = self._residual(x_BTD, lambda h: cross_attn(
           h, enc_BSD, mask=cross_mask, bias=cross_bias, deterministic=deterministic),
           'cross_attn', deterministic)
-    mlp = Mlp(self.mlp_dim, self.activation, gated=self.gated_mlp, use_bias=self.use_bias,
-              dropout_rate=self.mlp_dropout_rate, init_stddev=self.init_stddev,
-              out_init_stddev=self.out_init_stddev, dtype=self.dtype,
-              param_dtype=self.param_dtype, name='mlp')
+    mlp = self.make_mlp('mlp')
     return self._residual(x_BTD, lambda h: mlp(h, deterministic), 'mlp', deterministic)
+
+  def make_mlp(self, name):
+    """The feed-forward branch, called as mlp(x_BTD, deterministic) -> (B, T, D);
+    subclasses override it (a Mixture-of-Experts layer in place of the dense MLP)."""
+    return Mlp(self.mlp_dim, self.activation, gated=self.gated_mlp, use_bias=self.use_bias,
+               dropout_rate=self.mlp_dropout_rate, init_stddev=self.init_stddev,
+               out_init_stddev=self.out_init_stddev, dtype=self.dtype,
+               param_dtype=self.param_dtype, name=name)
 
 
 def run_blocks(block, num_layers: int, x_BTD, *, is_decoder: bool, enc_BSD=None,
                enc_mask_BS=None, self_bias=None, positions_BT=None, train: bool = False,
                decode: bool = False):
-  """`num_layers` blocks named layers_{i}, made by `block` (a partial of `Block`): encoder
-  blocks attend bidirectionally under the source padding mask; decoder blocks are causal
-  and cross-attend to the encoder output (`enc_BSD`) under that mask."""
+  """`num_layers` blocks named layers_{i}, made by `block` (a partial of `Block`, or a
+  sequence of num_layers of them, one per layer): encoder blocks attend bidirectionally
+  under the source padding mask; decoder blocks are causal and cross-attend to the
+  encoder output (`enc_BSD`) under that mask."""
   enc_mask = None if enc_mask_BS is None else key_mask(enc_mask_BS)
-  for i in range(num_layers):
+  blocks = block if isinstance(block, (tuple, list)) else [block] * num_layers
+  if len(blocks) != num_layers:
+    raise ValueError(f'{len(blocks)} block factories for {num_layers} layers')
+  for i, block in enumerate(blocks):
     if is_decoder:
       x_BTD = block(cross_attention=True, name=f'layers_{i}')(
           x_BTD, enc_BSD, self_bias=self_bias, causal=True, cross_mask=enc_mask,

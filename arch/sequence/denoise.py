@@ -17,7 +17,9 @@ Config: `task_kwargs` (`Options`): mask_ratio (0.3), poisson_lambda (3.0), permu
 (False), sentence_end_ids (), src_length (0: config.data.pack). Batches: {'tokens': (B, L)}
 windows of the packed text (train/text.py), L = config.data.pack. Loss: cross-entropy
 over the target's non-<pad> tokens. Train metrics `loss`, `token_accuracy`,
-`masked_token_accuracy` (on the tokens the source lacks), `masked_fraction`; eval reports
+`masked_token_accuracy` (on the tokens the source lacks), `masked_fraction` (and, for a
+network with Mixture-of-Experts layers, `aux_loss`, added to the objective, and the
+layers' diagnostics: arch/layers/moe.py); eval reports
 the split's per-token `loss`, `token_accuracy`, `masked_token_accuracy`, `perplexity`.
 Noise is keyed by each window's content, so it does not depend on the batch layout;
 `evaluate` uses a fixed key.
@@ -34,6 +36,7 @@ import optax
 
 import arch
 from arch import vocab
+from arch.layers import moe
 from arch.task import ConfigError, Task, parse_options
 
 BYTE_FULL_STOP = ord('.') + vocab.NUM_SPECIAL
@@ -175,29 +178,35 @@ def make(config) -> Task:
     tokens = batch['tokens']
     src, info = corrupt(rng, tokens, **noise)
     rngs = {'dropout': dropout_rng} if dropout_rng is not None else None
-    logits = model.apply(variables, src, shift_right(tokens), train=train, rngs=rngs)
+    logits, aux, aux_metrics = moe.apply(model, variables, src, shift_right(tokens),
+                                         train=train, rngs=rngs)
     weights = (tokens != vocab.PAD).astype(jnp.float32)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens) * weights
     correct = (logits.argmax(-1) == tokens) * weights
-    return nll, correct, weights, info['masked'] * weights
+    return nll, correct, weights, info['masked'] * weights, aux, aux_metrics
 
   def init(rng, batch):
     tokens = batch['tokens']
     src = jnp.zeros((tokens.shape[0], src_length), tokens.dtype)
-    return model.init({'params': rng, 'dropout': rng}, src, shift_right(tokens), train=False)
+    return moe.without_sown(model.init({'params': rng, 'dropout': rng}, src,
+                                       shift_right(tokens), train=False))
 
   def loss(variables, batch, rng):
     noise_rng, dropout_rng = jax.random.split(rng)
-    nll, correct, weights, masked = forward(variables, batch, noise_rng, True, dropout_rng)
+    nll, correct, weights, masked, aux, aux_metrics = forward(variables, batch, noise_rng,
+                                                              True, dropout_rng)
     n = jnp.maximum(weights.sum(), 1.0)
     ce = nll.sum() / n
     metrics = {'loss': ce, 'token_accuracy': correct.sum() / n,
                'masked_token_accuracy': (correct * masked).sum() / jnp.maximum(masked.sum(), 1.0),
                'masked_fraction': masked.sum() / n}
-    return ce, (metrics, {})
+    if aux_metrics:  # Mixture-of-Experts layers (the Switch Transformer)
+      metrics.update(aux_metrics, aux_loss=aux)
+    return ce + aux, (metrics, {})
 
   def evaluate(variables, batch):
-    nll, correct, weights, masked = forward(variables, batch, jax.random.key(EVAL_SEED), False)
+    nll, correct, weights, masked, _, _ = forward(variables, batch, jax.random.key(EVAL_SEED),
+                                                  False)
     return {'nll': nll.sum(-1), 'correct': correct.sum(-1), 'tokens': weights.sum(-1),
             'masked_correct': (correct * masked).sum(-1), 'masked': masked.sum(-1)}
 

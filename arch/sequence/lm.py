@@ -9,6 +9,9 @@ Batches: {'tokens': (B, L)} windows of the packed text (train/text.py); the netw
 tokens[:, :-1] and predicts tokens[:, 1:]. <pad> targets (the split's last window) carry
 no loss. Eval reports the split's per-token `loss` (nats per token; per byte with the
 byte tokenizer), `accuracy` and `perplexity`. The task has no task_kwargs (`Options`).
+A network with Mixture-of-Experts layers (arch/layers/moe.py) adds their sown auxiliary
+losses to the objective; train metrics then carry `aux_loss` and the layers' diagnostics
+(expert load, dropped fraction), while `loss` stays the cross-entropy alone.
 """
 
 import dataclasses
@@ -20,6 +23,7 @@ import optax
 
 import arch
 from arch import vocab
+from arch.layers import moe
 from arch.sequence import decoding
 from arch.task import ConfigError, Task, parse_options
 
@@ -45,15 +49,20 @@ def make(config) -> Task:
     return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
 
   def init(rng, batch):
-    return model.init({'params': rng, 'dropout': rng}, split(batch)[0], train=False)
+    return moe.without_sown(model.init({'params': rng, 'dropout': rng}, split(batch)[0],
+                                       train=False))
 
   def loss(variables, batch, rng):
     inputs, targets, weights = split(batch)
-    logits = model.apply(variables, inputs, train=True, rngs={'dropout': rng})
+    logits, aux, aux_metrics = moe.apply(model, variables, inputs, train=True,
+                                         rngs={'dropout': rng})
     n = jnp.maximum(weights.sum(), 1.0)
     ce = (token_nll(logits, targets) * weights).sum() / n
     acc = ((logits.argmax(-1) == targets) * weights).sum() / n
-    return ce, ({'loss': ce, 'accuracy': acc}, {})
+    metrics = {'loss': ce, 'accuracy': acc}
+    if aux_metrics:  # Mixture-of-Experts layers: their losses join the objective
+      metrics.update(aux_metrics, aux_loss=aux)
+    return ce + aux, (metrics, {})
 
   def evaluate(variables, batch):
     inputs, targets, weights = split(batch)

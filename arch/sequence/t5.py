@@ -18,6 +18,13 @@ give the same logits (to 2e-6, with padded sources and distances past 128).
 Parameter counts equal HF's `sum(p.numel() for p in model.parameters())` (the tied
 embedding once): t5-small 60,506,624, t5-base 222,903,552.
 
+The Switch Transformer (Fedus et al. 2022) is this model with a Mixture-of-Experts layer
+(arch/layers/moe.py: top-1 routing, capacity and token dropping) in place of the MLP in
+every `sparse_step`-th layer of both stacks (`moe`): HF's
+SwitchTransformersForConditionalGeneration, switch-base-8 619,339,008 parameters
+(t5-base's plus 7 more experts and a router in each of 12 layers). Its router is HF's
+`mlp/router/classifier`, its experts `mlp/experts/expert_{e}/wi|wo` stacked as mlp/wi, wo.
+
 encode / decode / __call__ are `arch.layers.transformer.EncoderDecoder`'s (the seq2seq
 and denoising tasks and the beam-search sampler call them). With decode=True the decoder's
 self-attention keeps a KV cache in the 'cache' collection (created by
@@ -29,13 +36,14 @@ D width, N heads, V vocabulary.
 """
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from arch.layers.attention import RelativePositionBias, token_positions
 from arch.layers.embed import norm, token_embed
+from arch.layers.moe import MoEBlock, is_sparse
 from arch.layers.transformer import Block, EncoderDecoder, run_blocks
 from arch import vocab
 
@@ -52,6 +60,8 @@ class Stack(nn.Module):
   num_buckets: int = 32
   max_distance: int = 128
   is_decoder: bool = False
+  sparse_block: Optional[Callable[..., nn.Module]] = None  # the MoE layers' (Switch)
+  sparse_step: int = 0  # an MoE layer every sparse_step layers (moe.is_sparse)
   dropout_rate: float = 0.0
   norm_eps: float = 1e-6
   dtype: Dtype = jnp.float32
@@ -81,7 +91,9 @@ class Stack(nn.Module):
 
     x_BTD = nn.Dropout(self.dropout_rate)(self.embed(tokens_BT).astype(self.dtype),
                                           deterministic=not train)
-    x_BTD = run_blocks(self.block, self.num_layers, x_BTD, is_decoder=self.is_decoder,
+    blocks = [self.sparse_block if self.sparse_block and is_sparse(i, self.sparse_step)
+              else self.block for i in range(self.num_layers)]
+    x_BTD = run_blocks(blocks, self.num_layers, x_BTD, is_decoder=self.is_decoder,
                        enc_BSD=enc_BSD, enc_mask_BS=enc_mask_BS, self_bias=bias_1NTS,
                        positions_BT=pos_BT, train=train, decode=decode)
     x_BTD = norm('rms', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -102,6 +114,10 @@ class Model(EncoderDecoder):
   max_distance: int = 128
   dropout_rate: float = 0.0  # HF's T5Config default (fine-tuning): 0.1
   norm_eps: float = 1e-6
+  # Switch Transformer: MoE fields (arch/layers/moe.py: num_experts, top_k, ...; the
+  # experts' width is mlp_dim) for an MoE layer every `sparse_step` layers of each stack.
+  moe: Optional[dict] = None
+  sparse_step: int = 2
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -114,7 +130,17 @@ class Model(EncoderDecoder):
         attention_scale=1.0, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.dropout_rate, mlp_dropout_rate=self.dropout_rate,
         dtype=self.dtype, param_dtype=self.param_dtype)
-    stack = functools.partial(Stack, self.shared, block, num_heads=self.num_heads,
+    sparse = None
+    if self.moe:
+      sparse = functools.partial(MoEBlock, self.num_heads, self.mlp_dim, moe=dict(
+          self.moe, expert_dim=self.mlp_dim), head_dim=self.head_dim, pre_norm=True,
+          norm='rms', norm_eps=self.norm_eps, activation='relu', use_bias=False,
+          attention_scale=1.0, dropout_rate=self.dropout_rate,
+          attention_dropout_rate=self.dropout_rate, mlp_dropout_rate=self.dropout_rate,
+          dtype=self.dtype, param_dtype=self.param_dtype)
+    stack = functools.partial(Stack, self.shared, block, sparse_block=sparse,
+                              sparse_step=self.sparse_step if self.moe else 0,
+                              num_heads=self.num_heads,
                               num_buckets=self.num_buckets, max_distance=self.max_distance,
                               dropout_rate=self.dropout_rate, norm_eps=self.norm_eps,
                               dtype=self.dtype, param_dtype=self.param_dtype)
@@ -132,6 +158,16 @@ VARIANTS = {
                   head_dim=64, mlp_dim=2048),
     'base': dict(num_encoder_layers=12, num_decoder_layers=12, num_heads=12, embed_dim=768,
                  head_dim=64, mlp_dim=3072),
+    # google/switch-base-8 (SwitchTransformersConfig: t5-base's sizes, 8 experts of width
+    # 3072 in every other layer from the second, top-1; the paper's (Fedus et al. 2022)
+    # capacity factors 1.25 in training and 2.0 in evaluation, balance loss weight 1e-2,
+    # and ST-MoE's router z-loss weight 1e-3).
+    'switch-base-8': dict(num_encoder_layers=12, num_decoder_layers=12, num_heads=12,
+                          embed_dim=768, head_dim=64, mlp_dim=3072, sparse_step=2,
+                          moe=dict(num_experts=8, top_k=1, normalize_gates=False,
+                                   capacity_factor=1.25, eval_capacity_factor=2.0,
+                                   balance_loss_weight=0.01,
+                                   z_loss_weight=0.001)),
 }
 TINY = dict(vocab_size=vocab.BYTE_VOCAB_SIZE, num_encoder_layers=2, num_decoder_layers=2,
             num_heads=4, embed_dim=64, head_dim=16, mlp_dim=256)

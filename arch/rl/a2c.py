@@ -1,0 +1,177 @@
+"""Advantage actor-critic, A2C: the synchronous form of A3C (Mnih et al. 2016, "Asynchronous
+methods for deep reinforcement learning"; synchronous as in OpenAI baselines and
+Stable-Baselines3), on gymnax environments with discrete actions, end to end in one jitted
+train step.
+
+Each step of the loop:
+1. runs the policy (the current params) in N environments for T steps (the paper's
+   t_max), vectorised with jax.vmap and scanned with lax.scan (arch/rl/common.py),
+   keeping V(s_t);
+2. computes the returns R_t and advantages A_t = R_t - V(s_t) with GAE(lambda) (Schulman
+   et al. 2016): lambda = 1 (the default) gives the paper's n-step return, every step's
+   rewards to the end of the rollout plus gamma^k V of the state reached there,
+     R_t = r_t + gamma r_t+1 + ... + gamma^(k-1) r_t+k-1 + gamma^k V(s_t+k);
+   an episode that ends inside the rollout stops the sum, a termination adds no value and
+   a time-limit truncation bootstraps from its last state (gymnax 1.0 reports the two
+   apart; Pardo et al. 2018);
+3. takes ONE gradient step (the loop's `supervised` builder: the config's optimizer,
+   clipping and schedule) on all N T samples of the rollout,
+
+     L = -mean_t log pi(a_t|s_t) A_t + c_v mean_t (R_t - V(s_t))^2 - c_e mean_t S[pi(.|s_t)],
+
+   A_t and R_t constants of the gradient (the policy gradient with the value as its
+   baseline, the critic regressed on the returns, an entropy bonus), with A_t optionally
+   normalised over the rollout (`normalize_advantages`). The rollout is on-policy: the
+   params that collected it are the ones differentiated.
+
+State: the environments, their last observations and the episode bookkeeping are the
+non-param collection 'env' (`common.VecEnv`'s carry), so a resumed run continues the same
+episodes bit for bit. Keys come from `builders.shared_rng`, so every device runs the same
+rollout (the environments are not split over devices).
+
+Config keys read: `model_name` (a network `Model(num_actions=...)` returning (logits (B, A),
+values (B,)), e.g. 'rl.actor_critic'), `model`, `batch_size` (must be num_envs x
+num_steps, so the loop's `examples_per_sec` is environment steps per second),
+`grad_accum_steps` (must be 1), and `task_kwargs`, the fields of `Options`.
+Train metrics: `loss`, `policy_loss`, `value_loss`, `entropy`, `grad_norm`,
+`learning_rate`, and the rollout's `episode_return` and `episodes`. `evaluate_run`:
+`return` (and `return_min`) over `eval_episodes` whole episodes of the greedy policy.
+
+Dimension key: T rollout steps, N environments, B = T N samples, A actions.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+import arch
+from arch.rl import common
+from arch.task import ConfigError, Task, no_input, parse_options
+
+ENV = 'env'  # the non-param collection holding the environments (common.VecEnv's carry)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """A2C's task_kwargs."""
+  env: str = 'CartPole-v1'       # a gymnax environment id
+  num_envs: int = 8              # N
+  num_steps: int = 5             # T: the rollout length (t_max)
+  gamma: float = 0.99
+  gae_lambda: float = 1.0        # 1: n-step returns
+  vf_coef: float = 0.5           # c_v
+  ent_coef: float = 0.0          # c_e
+  normalize_advantages: bool = False  # over the rollout
+  eval_episodes: int = 32
+  eval_greedy: bool = True       # argmax actions at evaluation; False: sampled
+
+
+def a2c_loss(logits_BA, value_B, action_B, advantage_B, return_B, vf_coef: float,
+             ent_coef: float):
+  """(L, metrics) of the module docstring on B samples; the advantages and returns are
+  treated as constants."""
+  log_p_BA = jax.nn.log_softmax(logits_BA)
+  log_prob_B = jnp.take_along_axis(log_p_BA, action_B[:, None], axis=-1)[:, 0]
+  adv_B = jax.lax.stop_gradient(advantage_B)
+  policy_loss = -(log_prob_B * adv_B).mean()
+  value_loss = ((jax.lax.stop_gradient(return_B) - value_B) ** 2).mean()
+  entropy = -(jnp.exp(log_p_BA) * log_p_BA).sum(-1).mean()
+  loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+  return loss, {'policy_loss': policy_loss, 'value_loss': value_loss, 'entropy': entropy}
+
+
+class Agent:
+  """A2C's pieces for one config; `task()` assembles the loop's Task from them."""
+
+  def __init__(self, config):
+    opts = parse_options(Options, config)
+    self.opts = opts
+    env, env_params = common.make_env(opts.env)
+    if not hasattr(env.action_space(env_params), 'n'):
+      raise ConfigError(f'task_kwargs.env={opts.env!r} has continuous actions; this A2C '
+                        f'samples a categorical policy (discrete actions only)')
+    if opts.num_envs < 1 or opts.num_steps < 1:
+      raise ConfigError('task_kwargs.num_envs and num_steps must be >= 1')
+    self.env, self.env_params = env, env_params
+    self.rollout_size = opts.num_envs * opts.num_steps
+    if config.batch_size != self.rollout_size:
+      raise ConfigError(f'batch_size={config.batch_size} must be num_envs x num_steps = '
+                        f'{opts.num_envs} x {opts.num_steps} = {self.rollout_size} (the '
+                        f'environment steps of one train step)')
+    if int(config.get('grad_accum_steps', 1)) != 1:
+      raise ConfigError('A2C takes one gradient step on the whole rollout; set '
+                        'grad_accum_steps=1')
+    self.vec_env = common.VecEnv(env, env_params, opts.num_envs)
+    self.model = arch.model_from_config(config, num_actions=int(env.action_space(env_params).n))
+
+  def init(self, rng, batch):
+    del batch  # no data
+    k_params, k_env = jax.random.split(rng)
+    carry = self.vec_env.reset(k_env)
+    return {**self.model.init(k_params, carry['obs']), ENV: carry}
+
+  def collect(self, params, carry, rng):
+    """(carry, samples, stats): a rollout of the policy `params` from `carry`, flattened to
+    N T samples {obs, action, advantage, return}, and its episode statistics."""
+    opts = self.opts
+
+    def policy(obs, key):
+      logits_NA, value_N = self.model.apply({'params': params}, obs)
+      return jax.random.categorical(key, logits_NA), {'value': value_N}
+
+    carry, traj = common.rollout(self.vec_env, policy, carry, rng, opts.num_steps)
+    t, n = opts.num_steps, opts.num_envs
+    final_obs = traj['final_obs'].reshape(t * n, *traj['final_obs'].shape[2:])
+    next_value_TN = self.model.apply({'params': params}, final_obs)[1].reshape(t, n)
+    adv_TN, ret_TN = common.gae(traj['reward'], traj['value'], next_value_TN,
+                                traj['terminated'], traj['done'], opts.gamma, opts.gae_lambda)
+    samples = {'obs': traj['obs'], 'action': traj['action'], 'advantage': adv_TN,
+               'return': ret_TN}
+    samples = jax.tree.map(lambda x: x.reshape(t * n, *x.shape[2:]), samples)
+    return carry, samples, common.episode_stats(traj, carry)
+
+  def loss(self, variables, samples, rng):
+    """The loop's loss signature; non-param collections pass through unchanged."""
+    del rng
+    opts = self.opts
+    logits_BA, value_B = self.model.apply({'params': variables['params']}, samples['obs'])
+    adv_B = samples['advantage']
+    if opts.normalize_advantages:
+      adv_B = (adv_B - adv_B.mean()) / (adv_B.std() + 1e-8)
+    loss, metrics = a2c_loss(logits_BA, value_B, samples['action'], adv_B, samples['return'],
+                             opts.vf_coef, opts.ent_coef)
+    return loss, (metrics, {k: v for k, v in variables.items() if k != 'params'})
+
+  def make_step(self, builders):
+    """The loop's inner step: a rollout, then one library update on all of it."""
+    update = builders.supervised(self.loss, accum=1)
+
+    def step(state, batch, rng):
+      del batch  # no data; the rollout's keys from the state alone (module docstring)
+      carry, samples, stats = self.collect(state.params, state.extra[ENV],
+                                           builders.shared_rng(state))
+      others = {k: v for k, v in state.extra.items() if k != ENV}
+      new, metrics = update(state.replace(extra=others), samples, rng)
+      return new.replace(extra={**new.extra, ENV: carry}), {**metrics, **stats}
+
+    return step
+
+  def act(self, params, greedy: bool):
+    def act(obs, key):
+      logits_NA, _ = self.model.apply({'params': params}, obs)
+      return logits_NA.argmax(-1) if greedy else jax.random.categorical(key, logits_NA)
+    return act
+
+  def evaluate_run(self, variables, rng):
+    return common.evaluate_episodes(self.env, self.env_params,
+                                    self.act(variables['params'], self.opts.eval_greedy), rng,
+                                    self.opts.eval_episodes)
+
+  def task(self) -> Task:
+    return Task(init=self.init, loss=self.loss, example_batch=lambda batch_size: {},
+                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run)
+
+
+def make(config) -> Task:
+  return Agent(config).task()

@@ -1,0 +1,180 @@
+"""A2C on gymnax (arch/rl/a2c.py): the loss and its gradients against the formula on a hand
+example, the lambda = 1 returns against a numpy n-step return (termination and truncation
+apart), one gradient step per rollout, option errors, and the tiny config trained through
+the loop with an exact resume and the same numbers on 8 simulated devices as on 1; PPO's
+Acrobot config trained and resumed the same way."""
+
+import shutil
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from arch.rl import a2c, common
+from conftest import assert_same_states, load_config, read_metrics, restored_states, run_cli
+from train.errors import UserError
+
+TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
+
+
+def test_loss_and_gradients_equal_the_formula_by_hand():
+  """L = -mean log pi(a|s) A + c_v mean (R - V)^2 - c_e mean S on three samples, and its
+  gradients: d/dlogits = -(onehot(a) - pi) A / B - c_e dS/dlogits, d/dV = -2 c_v (R - V) / B;
+  none reach the advantages or returns."""
+  logits = np.array([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0], [0.5, 0.5, 0.5]], np.float32)
+  value = np.array([1.0, -0.5, 2.0], np.float32)
+  action = np.array([1, 2, 0], np.int32)
+  adv = np.array([1.5, -2.0, 0.25], np.float32)
+  ret = np.array([2.0, 0.5, 1.0], np.float32)
+  vf, ent = 0.5, 0.01
+  p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  logp = np.log(p)
+  entropy = -(p * logp).sum(1)
+  want = (-np.mean(logp[np.arange(3), action] * adv) + vf * np.mean((ret - value) ** 2)
+          - ent * entropy.mean())
+  loss, metrics = a2c.a2c_loss(logits, value, action, adv, ret, vf, ent)
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  np.testing.assert_allclose(metrics['value_loss'], np.mean((ret - value) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(metrics['entropy'], entropy.mean(), rtol=1e-6)
+
+  grads = jax.grad(lambda lg, v, ad, r: a2c.a2c_loss(lg, v, action, ad, r, vf, ent)[0],
+                   argnums=(0, 1, 2, 3))(logits, value, adv, ret)
+  onehot = np.eye(3)[action]
+  # dS/dlogits_k = -p_k (log p_k + S) for the entropy S = -sum p log p.
+  d_entropy = -p * (logp + entropy[:, None])
+  np.testing.assert_allclose(grads[0], -(onehot - p) * adv[:, None] / 3 - ent * d_entropy / 3,
+                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(grads[1], -2 * vf * (ret - value) / 3, rtol=1e-6)
+  np.testing.assert_array_equal(grads[2], 0)
+  np.testing.assert_array_equal(grads[3], 0)
+
+
+def _n_step_returns(rewards, next_values, terminated, done, gamma):
+  """Each step's discounted rewards up to its episode's end or the rollout's, plus gamma^k V
+  of the state reached there unless the episode terminated (Mnih et al. 2016, Algorithm S3)."""
+  t_max, n = rewards.shape
+  out = np.zeros((t_max, n))
+  for i in range(n):
+    for t in range(t_max):
+      ret, k = 0.0, t
+      while True:
+        ret += gamma ** (k - t) * rewards[k, i]
+        if done[k, i] or k == t_max - 1:
+          if not terminated[k, i]:
+            ret += gamma ** (k - t + 1) * next_values[k, i]
+          break
+        k += 1
+      out[t, i] = ret
+  return out
+
+
+def test_lambda_one_returns_are_n_step_returns():
+  """common.gae with lambda = 1 on a rollout whose next values chain (V(s'_t) = V(s_t+1)
+  inside an episode, as in a real rollout) gives every step's n-step return."""
+  rng = np.random.default_rng(1)
+  t, n = 7, 4
+  rewards = rng.normal(size=(t, n)).astype(np.float32)
+  values = rng.normal(size=(t, n)).astype(np.float32)
+  next_values = rng.normal(size=(t, n)).astype(np.float32)
+  terminated = rng.random((t, n)) < 0.2
+  truncated = (rng.random((t, n)) < 0.2) & ~terminated
+  done = terminated | truncated
+  assert terminated.any() and truncated.any()
+  next_values[:-1] = np.where(done[:-1], next_values[:-1], values[1:])
+  adv, ret = common.gae(rewards, values, next_values, terminated, done, 0.95, 1.0)
+  want = _n_step_returns(rewards, next_values, terminated, done, 0.95)
+  np.testing.assert_allclose(ret, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(adv, want - values, rtol=1e-5, atol=1e-5)
+
+
+def test_one_gradient_step_per_rollout_on_the_collected_samples():
+  """The loop step equals collect() with the step's key, then one update of the config's
+  optimizer with the gradient of the loss on those samples (computed here by hand)."""
+  import optax
+  from train import core
+  from train import steps as steps_lib
+  config = load_config('a2c_cartpole.py:tiny')
+  task = core.load_task(config)
+  agent = a2c.Agent(config)
+  tx, schedule = core.make_tx(config, task)
+  state = nn.meta.unbox(jax.jit(core.make_init_fn(config, task, tx))(jax.random.key(0)))
+  new, _ = jax.jit(steps_lib.make_train_step(config, task, tx, schedule))(state, {})
+
+  @jax.jit
+  def by_hand(state):
+    carry, samples, _ = agent.collect(state.params, state.extra[a2c.ENV],
+                                      steps_lib.step_rng(state))
+    grads = jax.grad(lambda p: agent.loss({'params': p}, samples, None)[0])(state.params)
+    updates, _ = tx.update(grads, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates), carry
+
+  params, carry = by_hand(state)
+  for a, b in zip(jax.tree.leaves((params, carry)),
+                  jax.tree.leaves((new.params, new.extra[a2c.ENV])), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert int(new.step) == 1
+
+
+def test_option_errors_are_one_line():
+  from train import core
+  for overrides, match in (({'batch_size': 100}, 'num_envs x num_steps'),
+                           ({'task_kwargs__env': 'Pendulum-v1'}, 'discrete actions'),
+                           ({'task_kwargs__ent_coeff': 0.1}, 'did you mean ent_coef'),
+                           ({'grad_accum_steps': 2}, 'grad_accum_steps=1')):
+    with pytest.raises(UserError, match=match) as e:
+      core.load_task(load_config('a2c_cartpole.py:tiny', **overrides))
+    assert '\n' not in str(e.value)
+
+
+def _train(spec, workdir, **overrides):
+  from train import loop
+  return loop.train_and_evaluate(load_config(spec, **overrides), str(workdir))
+
+
+@pytest.mark.parametrize('spec', ['a2c_cartpole.py:tiny', 'ppo_acrobot.py:tiny'])
+def test_tiny_config_trains_and_resumes_exactly(tmp_path, spec):
+  """4 steps with checkpoints at 2 and 4; the step-2 checkpoint alone resumes to the same
+  metrics at steps 3 and 4 and the same step-4 state (params, optimizer, environments),
+  bitwise. Also PPO's Acrobot config (arch/rl/ppo.py, tested in test_ppo.py on CartPole)."""
+  from train import core
+  result = _train(spec, tmp_path / 'straight')
+  low = -500 if spec.startswith('ppo_acrobot') else 1
+  assert set(result) == {'return', 'return_min'} and low <= result['return'] <= 500
+  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
+                  tmp_path / 'resumed' / 'checkpoints' / '2')
+  _train(spec, tmp_path / 'resumed', eval_every=0)
+  straight, resumed = ({s: {k: v for k, v in r.items() if k not in TIMING}
+                        for s, r in read_metrics(tmp_path / name).items()}
+                       for name in ('straight', 'resumed'))
+  assert sorted(straight) == [1, 2, 3, 4]
+  assert {'loss', 'policy_loss', 'value_loss', 'entropy', 'episode_return', 'episodes',
+          'learning_rate', 'grad_norm'} <= set(straight[4])
+  assert resumed == {3: straight[3], 4: straight[4]}
+  config = load_config(spec)
+  assert config.task_kwargs.env == ('Acrobot-v1' if 'acrobot' in spec else 'CartPole-v1')
+  abstract = core.abstract_state(config, core.load_task(config))
+  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
+  assert_same_states(*states)
+
+
+def test_eight_devices_give_the_same_numbers_as_one(tmp_path):
+  """Every device runs the same rollout (keys from the state) and the gradients are averaged
+  over identical copies, so 8 simulated devices, under jit and under pmap, train as 1."""
+  args = ['--config', 'configs/a2c_cartpole.py:tiny', '--config.total_steps=3',
+          '--config.eval_every=3']
+  runs = {'one': run_cli([*args, '--workdir', tmp_path / 'one'], tmp_path)}
+  for mode in ('jit', 'pmap'):
+    runs[mode] = run_cli([*args, '--workdir', tmp_path / mode, f'--config.parallelism={mode}'],
+                         tmp_path, devices=8)
+  assert all(p.returncode == 0 for p in runs.values()), [p.stderr[-2000:] for p in runs.values()]
+  one = read_metrics(tmp_path / 'one')
+  for mode in ('jit', 'pmap'):
+    eight = read_metrics(tmp_path / mode)
+    for s in range(1, 4):
+      for key in ('loss', 'policy_loss', 'value_loss', 'entropy', 'grad_norm'):
+        assert eight[s][key] == pytest.approx(one[s][key], rel=1e-5, abs=1e-7), (mode, s, key)
+      for key in ('episode_return', 'episodes'):
+        assert eight[s][key] == one[s][key], (mode, s, key)
+    assert (read_metrics(tmp_path / mode, 'eval')[3]['return']
+            == read_metrics(tmp_path / 'one', 'eval')[3]['return'])
