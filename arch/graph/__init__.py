@@ -1,2 +1,3 @@
-"""Graph neural networks (GCN, GAT, GraphSAGE) over padded, static-shape graph batches, and
-their objectives."""
+"""Graph neural networks (GCN, GAT, GraphSAGE, MPNN with set2set) over padded, static-shape
+graph batches, neighbour-sampled computation trees (ops.sample_tree / tree_graph), and their
+objectives (node classification, graph regression)."""

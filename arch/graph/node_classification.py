@@ -14,6 +14,16 @@ S shards of a batch on a leading axis, and the network runs on each shard (vmap)
 is the mean cross-entropy over the labelled nodes of the whole batch; evaluation sums
 correct and labelled nodes per graph and reports `accuracy` = correct / labelled over the
 split (and the mean `loss` over its labelled nodes), not a mean over graphs.
+
+Minibatches of target nodes (`batch_nodes` > 0; GraphSAGE's Algorithm 2, for graphs too
+large to run whole): each training step draws `batch_nodes` labelled nodes of every graph
+(uniformly, without replacement; fewer where a graph has fewer) and their computation trees
+with `fanouts` (S_1, ..., S_K) sampled neighbours per level (`ops.sample_tree`), and the
+network runs on the trees (`ops.tree_graph`) with whole neighbourhoods: a K-layer network
+then computes at each target what it computes on the sampled K-hop neighbourhood. The
+loss is over the targets. Every graph draws from its own key (the step's key folded with
+the graph's place in the global batch), so a batch samples the same trees on 1 device or
+8. Evaluation still runs on the whole graphs.
 """
 
 import dataclasses
@@ -36,6 +46,20 @@ class Options:
   node_features: int = 0  # F of the examples' `nodes`
   max_nodes: int = 0      # node budget per graph of a collated batch
   max_edges: int = 0      # (directed) edge budget per graph
+  batch_nodes: int = 0    # > 0: train on this many sampled target nodes per graph
+  fanouts: tuple = ()     # with batch_nodes: (S_1, ..., S_K) neighbours sampled per level
+
+
+def sample_targets(key, g, n_node, mask_N, max_nodes: int, count: int):
+  """(nodes (count,) int, real (count,) bool): `count` labelled nodes (`mask_N`) of graph g
+  of a batch, uniformly without replacement (the smallest of uniform scores over its at
+  most `max_nodes` nodes); the entries past its number of labelled nodes are not real."""
+  offset = jnp.cumsum(n_node)[g] - n_node[g]
+  local = jnp.arange(max_nodes)
+  labelled = (local < n_node[g]) & mask_N[jnp.clip(offset + local, 0, mask_N.shape[0] - 1)]
+  score = jnp.where(labelled, jax.random.uniform(key, (max_nodes,)), 2.0)
+  neg_top, order = jax.lax.top_k(-score, count)
+  return (offset + order).astype(jnp.int32), neg_top > -2.0
 
 
 def make(config) -> Task:
@@ -47,6 +71,15 @@ def make(config) -> Task:
   if config.model.get('num_classes', opts.num_classes) != opts.num_classes:
     raise ConfigError(f'config.model.num_classes={config.model.num_classes} but '
                       f'config.task_kwargs.num_classes={opts.num_classes}; make them agree')
+  if opts.batch_nodes:
+    if not opts.fanouts or min(opts.fanouts) < 1 or opts.batch_nodes > opts.max_nodes:
+      raise ConfigError(f'task_kwargs.batch_nodes={opts.batch_nodes} needs fanouts (one '
+                        f'positive sample size per layer, got {tuple(opts.fanouts)}) and at '
+                        f'most max_nodes={opts.max_nodes} targets')
+    if config.model.get('sample_sizes'):
+      raise ConfigError('config.model.sample_sizes samples the whole graph\'s neighbourhoods; '
+                        'with task_kwargs.batch_nodes the trees are sampled by fanouts: '
+                        'leave sample_sizes empty')
   model = arch.model_from_config(config, num_classes=opts.num_classes)
 
   def logits(variables, batch, rng=None):
@@ -73,8 +106,40 @@ def make(config) -> Task:
     correct = (out_SNC.argmax(-1) == batch['label']).astype(jnp.float32)
     return xent * labelled, correct * labelled, labelled
 
+  def minibatch_terms(variables, batch, rng):
+    """Per target node (S, G * T): cross-entropy, correct and real (floats)."""
+    s, g = batch['n_node'].shape[0], batch['n_node'].shape[1] - 1
+    sample_rng, dropout_rng = jax.random.split(rng)
+    graph_keys = jax.vmap(lambda i: jax.random.fold_in(sample_rng, i))(
+        jnp.arange(s * g)).reshape(s, g)
+
+    def shard(b, keys_G, key):
+      graph = ops.from_batch(b)
+      adj = ops.adjacency(graph.senders, graph.receivers, graph.nodes.shape[0])
+      roots, real = jax.vmap(lambda k, i: sample_targets(
+          jax.random.fold_in(k, 0), i, graph.n_node, b['mask'], opts.max_nodes,
+          opts.batch_nodes))(keys_G, jnp.arange(g))
+      ids, valid = jax.vmap(lambda k, r, v: ops.sample_tree(
+          jax.random.fold_in(k, 1), adj, r, v, opts.fanouts))(keys_G, roots, real)
+      tree = ops.tree_graph(graph.nodes, [x.reshape(-1) for x in ids],
+                            [x.reshape(-1) for x in valid])
+      dropout, sample = jax.random.split(key)
+      out = model.apply(variables, tree, train=True, rngs={'dropout': dropout,
+                                                           'sample': sample})
+      roots, real = roots.reshape(-1), real.reshape(-1).astype(jnp.float32)
+      out_TC = out[:roots.shape[0]].astype(jnp.float32)
+      label = b['label'][roots]
+      xent = optax.softmax_cross_entropy_with_integer_labels(out_TC, label)
+      correct = (out_TC.argmax(-1) == label).astype(jnp.float32)
+      return xent * real, correct * real, real
+
+    return jax.vmap(shard)(batch, graph_keys, jax.random.split(dropout_rng, s))
+
   def loss(variables, batch, rng):
-    xent, correct, labelled = node_terms(logits(variables, batch, rng), batch)
+    if opts.batch_nodes:
+      xent, correct, labelled = minibatch_terms(variables, batch, rng)
+    else:
+      xent, correct, labelled = node_terms(logits(variables, batch, rng), batch)
     count = jnp.maximum(labelled.sum(), 1.0)
     value = xent.sum() / count
     return value, ({'accuracy': correct.sum() / count}, {})

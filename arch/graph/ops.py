@@ -199,13 +199,83 @@ def sample_neighbours(rng, senders, receivers, num_nodes: int, k: int):
   k invalid entries."""
   if senders.shape[0] == 0:
     return jnp.zeros((num_nodes, k), jnp.int32), jnp.zeros((num_nodes, k), bool)
-  sorted_senders, start, degree = _by_receiver(senders, receivers, num_nodes)
-  u = jax.random.uniform(rng, (num_nodes, k))
-  offset = jnp.minimum((u * degree[:, None]).astype(jnp.int32),
-                       jnp.maximum(degree[:, None] - 1, 0))
-  idx = sorted_senders[jnp.clip(start[:, None] + offset, 0, senders.shape[0] - 1)]
-  valid = jnp.broadcast_to(degree[:, None] > 0, (num_nodes, k))
+  adj = adjacency(senders, receivers, num_nodes)
+  return _draw(jax.random.uniform(rng, (num_nodes, k)), adj, jnp.arange(num_nodes))
+
+
+class Adjacency(NamedTuple):
+  """In-neighbour lists (CSR): node i's in-neighbours are senders[start[i]:start[i] +
+  degree[i]], in edge order."""
+  senders: Any  # (E,) int, sorted by receiver
+  start: Any    # (N,) int
+  degree: Any   # (N,) int
+
+
+def adjacency(senders, receivers, num_nodes: int) -> Adjacency:
+  """The Adjacency of an edge list (one stable sort of the edges by receiver)."""
+  return Adjacency(*_by_receiver(senders, receivers, num_nodes))
+
+
+def _draw(u_RK, adj: Adjacency, nodes_R):
+  """(idx (R, K), valid (R, K)): in-neighbour u * degree (rounded down) of each node of
+  `nodes_R` for the uniforms u in [0, 1); a node without neighbours gets invalid entries."""
+  degree_R = adj.degree[nodes_R]
+  offset = jnp.minimum((u_RK * degree_R[:, None]).astype(jnp.int32),
+                       jnp.maximum(degree_R[:, None] - 1, 0))
+  last = max(adj.senders.shape[0] - 1, 0)
+  idx = adj.senders[jnp.clip(adj.start[nodes_R][:, None] + offset, 0, last)]
+  valid = jnp.broadcast_to(degree_R[:, None] > 0, u_RK.shape)
   return jnp.where(valid, idx, 0), valid
+
+
+def sample_from(rng, adj: Adjacency, nodes_R, k: int):
+  """(idx (R, k) int, valid (R, k) bool): k in-neighbours of each node of `nodes_R` drawn
+  uniformly with replacement, as `sample_neighbours` draws them for every node."""
+  if adj.senders.shape[0] == 0:
+    return jnp.zeros(nodes_R.shape + (k,), jnp.int32), jnp.zeros(nodes_R.shape + (k,), bool)
+  return _draw(jax.random.uniform(rng, nodes_R.shape + (k,)), adj, nodes_R)
+
+
+def sample_tree(rng, adj: Adjacency, roots_R, valid_R, sizes):
+  """GraphSAGE's minibatch computation trees (Hamilton et al. 2017, Algorithm 2) in the
+  tree form of the authors' code: level 0 is the roots (the minibatch's target nodes); each
+  node of level d gets its own uniform sample (with replacement) of S_{K-d} in-neighbours,
+  level d + 1, for `sizes` = (S_1, ..., S_K) (layer k aggregates S_k samples: the roots'
+  layer-K neighbourhood is the last size). Returns (ids, valid): per level d = 0..K, node
+  ids (R * S_K * ... * S_{K-d+1},) and whether the entry is real (its parent is real and
+  has neighbours); entry r of level d is a child of entry r // S_{K-d+1} of level d - 1."""
+  ids, valid = [roots_R], [valid_R]
+  for d, size in enumerate(reversed(tuple(sizes))):
+    idx, ok = sample_from(jax.random.fold_in(rng, d), adj, ids[-1], int(size))
+    ids.append(idx.reshape(-1))
+    valid.append((ok & valid[-1][:, None]).reshape(-1))
+  return tuple(ids), tuple(valid)
+
+
+def tree_graph(nodes_NF, ids, valid) -> Graph:
+  """The Graph of computation trees (`sample_tree`'s levels, each flattened; several
+  batches of trees may be stacked along each level as long as every level keeps the same
+  children per parent): the rows of every level in order, with features `nodes_NF[ids]`,
+  one edge from each child to its parent, and one padding node last, on which the edges
+  of invalid entries are parked. A message-passing network with K layers on this graph
+  computes at the roots (rows 0..R-1) what GraphSAGE computes on the sampled trees."""
+  ids_M = jnp.concatenate(ids)
+  m = ids_M.shape[0]
+  nodes = jnp.concatenate([nodes_NF[ids_M], jnp.zeros((1,) + nodes_NF.shape[1:],
+                                                      nodes_NF.dtype)])
+  offsets = np.cumsum([0] + [level.shape[0] for level in ids])
+  senders, receivers = [], []
+  for d in range(1, len(ids)):
+    width = ids[d].shape[0] // ids[d - 1].shape[0]
+    child = np.arange(ids[d].shape[0])
+    senders.append(jnp.where(valid[d], offsets[d] + child, m))
+    receivers.append(jnp.where(valid[d], offsets[d - 1] + child // width, m))
+  senders = jnp.concatenate(senders).astype(jnp.int32)
+  receivers = jnp.concatenate(receivers).astype(jnp.int32)
+  e = senders.shape[0]
+  return Graph(nodes=nodes, edges=None, senders=senders, receivers=receivers,
+               n_node=jnp.array([m, 1], jnp.int32), n_edge=jnp.array([e, 0], jnp.int32),
+               globals=None)
 
 
 def table_edges(idx, valid):

@@ -19,8 +19,9 @@ of every node for layer k uniformly with replacement (the paper's fixed-size sam
 without `sample_sizes`, use the whole neighbourhood; the LSTM then reads at most
 `max_degree` neighbours per node, in edge order at evaluation and shuffled in training.
 Randomness comes from the 'sample' rng stream. (This samples every node's neighbours, the
-full-batch form; the paper's minibatches of target nodes and their sampled computation
-trees come with the large-graph data.)
+full-batch form; the paper's minibatches of target nodes with their sampled computation
+trees are the node-classification task's `batch_nodes` and `fanouts`, which run this
+network on the trees: configs/sage_sbm.py.)
 
 Dimension key: N nodes, E edges, W neighbours per node in a table, F features
 (see arch/graph/ops.py).

@@ -9,9 +9,12 @@ from train.datasets.digits import Digits
 from train.datasets.karate import Karate
 from train.datasets.moving_digits import MovingDigits
 from train.datasets.pydoc_text import PydocText
+from train.datasets.random_graphs import RandomGraphs
+from train.datasets.sbm import Sbm
 from train.datasets.shapes import Shapes
 from train.datasets.tones import Tones
 from train.datasets.translation import Translation
 
 OFFLINE = {'digits': Digits, 'karate': Karate, 'moving_digits': MovingDigits,
-           'pydoc_text': PydocText, 'shapes': Shapes, 'tones': Tones, 'translation': Translation}
+           'pydoc_text': PydocText, 'random_graphs': RandomGraphs, 'sbm': Sbm,
+           'shapes': Shapes, 'tones': Tones, 'translation': Translation}
