@@ -35,6 +35,15 @@ dropless in evaluation and sampling; load-balancing loss weight 0.01, router z-l
 
 Expert parallelism: `--config.mesh.expert=N` splits the experts over N devices (and the
 batch over them too); 8 devices give the 1-device loss (tests/test_moe.py).
+
+Measured 2026-12-06 on the 2-core CPU (1 device, jit) while other training jobs loaded it
+(load average 8-13), so the wall time is an upper bound: the default (mixtral routing,
+10.37 M parameters, 3.28 M active) reaches validation 1.467 / 1.288 / 1.238 nats/byte at
+steps 200 / 400 / 600 (token accuracy 0.667) in 93 min; llama_pydoc's cpu variant, the
+dense model with the same active parameters, 1.509 / 1.308 / 1.256 on the same data and
+schedule (10.9 min unloaded). Expert load at step 600 (share of assignments, averaged
+over the 4 layers; 0.125 is even): 0.116-0.131, balance loss 1.024, 2.0% of the
+assignments dropped at capacity factor 1.25 (7.8% at step 100).
 """
 
 from configs import recipes

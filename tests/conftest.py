@@ -1,13 +1,25 @@
 """Shared test helpers: the repo root, a prepared offline data dir, running the CLI."""
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One persistent XLA compilation cache for the whole session: this process, pytest-xdist's
+# workers and every CLI subprocess inherit the variables, so a resumed run, a sampler run
+# after training, or the same config in another test loads the compiled program instead of
+# compiling it again. The process that made the folder removes it at exit.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='archzoo-xla-cache-')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 
 def cli_env(data_dir, devices=1, **extra):

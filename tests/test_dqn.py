@@ -13,37 +13,11 @@ import numpy as np
 import pytest
 
 from arch.rl import dqn
+from arch.rl.replay import replay_add, replay_init
 from conftest import assert_same_states, load_config, read_metrics, restored_states, run_cli
 from train.errors import UserError
 
 TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
-
-
-def test_ring_buffer_matches_a_numpy_ring_and_samples_filled_slots():
-  """Adds of 3 into a buffer of 5: slots wrap and overwrite the oldest; `size` saturates;
-  samples come only from the filled slots."""
-  example = {'obs': jnp.zeros((2,), jnp.float32), 'action': jnp.zeros((), jnp.int32)}
-  buf = dqn.replay_init(example, 5)
-  ref_obs, ref_act, cursor = np.zeros((5, 2)), np.zeros(5), 0
-  add = jax.jit(dqn.replay_add)
-  for j in range(4):
-    obs = np.arange(6, dtype=np.float32).reshape(3, 2) + 10 * j
-    act = np.arange(3, dtype=np.int32) + 3 * j
-    buf = add(buf, {'obs': obs, 'action': act})
-    for r in range(3):
-      ref_obs[cursor], ref_act[cursor] = obs[r], act[r]
-      cursor = (cursor + 1) % 5
-    np.testing.assert_array_equal(buf['obs'], ref_obs)
-    np.testing.assert_array_equal(buf['action'], ref_act)
-    assert int(buf['cursor']) == cursor and int(buf['size']) == min(3 * (j + 1), 5)
-    assert buf['action'].dtype == jnp.int32
-  # Only 3 slots filled: every sampled transition is one of the first add's.
-  first = dqn.replay_add(dqn.replay_init(example, 5),
-                         {'obs': np.ones((3, 2), np.float32) * [[1], [2], [3]],
-                          'action': np.array([1, 2, 3], np.int32)})
-  mb = dqn.replay_sample(first, jax.random.key(0), 200)
-  assert set(np.asarray(mb['action']).tolist()) == {1, 2, 3}
-  np.testing.assert_array_equal(mb['obs'][:, 0], mb['action'])
 
 
 def test_td_targets_equal_numpy_on_a_hand_example():
@@ -128,14 +102,13 @@ def test_no_update_before_learning_starts_and_truncation_stored_as_non_terminal(
   agent.vec_env = common.VecEnv(agent.env, agent.env_params.replace(max_steps_in_episode=3),
                                 2)
   carry = agent.vec_env.reset(jax.random.key(0))
-  replay = dqn.replay_init({k: v[0] for k, v in state.extra[dqn.REPLAY].items()
-                            if k not in ('cursor', 'size')}, 24)
+  replay = replay_init({k: v[0] for k, v in state.extra[dqn.REPLAY]['data'].items()}, 24)
 
   @jax.jit
   def act_and_store(carry, replay, t):
     action = jnp.full((2,), t % 2, jnp.int32)
     new, tr = agent.vec_env.step(carry, action, jax.random.key(t))
-    replay = dqn.replay_add(replay, {'obs': carry['obs'], 'action': action,
+    replay = replay_add(replay, {'obs': carry['obs'], 'action': action,
                                      'reward': tr['reward'], 'next_obs': tr['final_obs'],
                                      'terminated': tr['terminated']})
     return new, replay, tr['truncated']
@@ -143,11 +116,12 @@ def test_no_update_before_learning_starts_and_truncation_stored_as_non_terminal(
   for t in range(6):
     carry, replay, truncated = act_and_store(carry, replay, t)
     assert bool(truncated.all()) == (t % 3 == 2)
-  assert not np.asarray(replay['terminated'][:12]).any()
+  assert not np.asarray(replay['data']['terminated'][:12]).any()
   # Slots 4, 5 hold the truncated step: s' continues s (x moves by dt * x_dot), not a reset.
-  np.testing.assert_allclose(replay['next_obs'][4:6, 0],
-                             replay['obs'][4:6, 0] + 0.02 * replay['obs'][4:6, 1], rtol=1e-5)
-  assert not np.allclose(replay['next_obs'][4:6], replay['obs'][6:8])
+  memory = replay['data']
+  np.testing.assert_allclose(memory['next_obs'][4:6, 0],
+                             memory['obs'][4:6, 0] + 0.02 * memory['obs'][4:6, 1], rtol=1e-5)
+  assert not np.allclose(memory['next_obs'][4:6], memory['obs'][6:8])
 
 
 def test_option_errors_are_one_line():
@@ -194,7 +168,7 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
   assert_same_states(*states)
   # The memory wrapped (32 transitions into 24 slots); learning started at the 8th
   # environment step (the last iteration of step 1), then one update per iteration.
-  assert int(states[0].extra[dqn.REPLAY]['cursor']) == 8
+  assert int(states[0].extra[dqn.REPLAY]['index']) == 8
   assert int(states[0].extra[dqn.TARGET]['updates']) == 1 + 3 * 4
 
 

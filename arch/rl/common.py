@@ -28,7 +28,7 @@ import gymnax
 import jax
 import jax.numpy as jnp
 
-from arch.task import ConfigError
+from arch.task import ConfigError, Task, no_input
 
 
 def make_env(name: str):
@@ -164,3 +164,26 @@ def evaluate_episodes(env, env_params, act, rng, num_episodes: int, max_steps: i
   (_, ret_N, _), _ = jax.lax.scan(body, (carry, zeros, jnp.ones((num_episodes,), bool)),
                                   jax.random.split(k_run, max_steps))
   return {'return': ret_N.mean(), 'return_min': ret_N.min()}
+
+
+class CategoricalAgent:
+  """What the on-policy agents over an actor-critic network with discrete actions share
+  (PPO, A2C): a subclass sets `model` (params -> (logits (B, A), values (B,))), `opts`
+  (with `eval_greedy`, `eval_episodes`), `env`, `env_params` and defines `init`, `loss`
+  and `make_step`."""
+
+  def act(self, params, greedy: bool):
+    """act(obs, key) -> actions: the argmax of the logits, or a sample of them."""
+    def act(obs, key):
+      logits_NA, _ = self.model.apply({'params': params}, obs)
+      return logits_NA.argmax(-1) if greedy else jax.random.categorical(key, logits_NA)
+    return act
+
+  def evaluate_run(self, variables, rng):
+    return evaluate_episodes(self.env, self.env_params,
+                             self.act(variables['params'], self.opts.eval_greedy), rng,
+                             self.opts.eval_episodes)
+
+  def task(self) -> Task:
+    return Task(init=self.init, loss=self.loss, example_batch=lambda batch_size: {},
+                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run)

@@ -10,7 +10,7 @@ optimisation"):
    argmax_a Q(s, a); epsilon falls linearly from `eps_start` to `eps_end` over the first
    `eps_anneal_steps` environment steps, then stays;
 2. store the N transitions (s, a, r, s', terminated) in the replay memory, a ring buffer
-   of the last `buffer_size` of them, overwriting the oldest (`replay_add`); s' is the
+   of the last `buffer_size` of them, overwriting the oldest (arch/rl/replay.py); s' is the
    state the transition reached (gymnax's final observation, before its automatic reset);
 3. once `learning_starts` environment steps have been taken, draw `replay_batch`
    transitions uniformly from the memory and take one gradient step (the loop's
@@ -58,10 +58,11 @@ import jax.numpy as jnp
 
 import arch
 from arch.rl import common
+from arch.rl.replay import replay_add, replay_init, replay_sample
 from arch.task import ConfigError, Task, no_input, parse_options
 
 ENV = 'env'        # the environments (common.VecEnv's carry)
-REPLAY = 'replay'  # the ring buffer: transitions (C, ...), `cursor` and `size`
+REPLAY = 'replay'  # the ring buffer of transitions (arch/rl/replay.py)
 TARGET = 'target'  # {'params': the target network, 'updates': gradient steps so far}
 LOSSES = ('mse', 'huber')
 
@@ -84,36 +85,6 @@ class Options:
   eps_anneal_steps: int = 250_000  # environment steps of the linear decay
   eval_episodes: int = 32
   eval_epsilon: float = 0.0      # 0: greedy evaluation
-
-
-# ------------------------------------------------------------------------- replay memory
-
-
-def replay_init(example, capacity: int) -> dict:
-  """An empty ring buffer for transitions shaped like `example` (a dict of arrays of one
-  transition each): every field zeros (C, ...), `cursor` (the next slot) and `size` (the
-  slots filled) int32 scalars."""
-  buf = {k: jnp.zeros((capacity, *jnp.shape(v)), jnp.asarray(v).dtype)
-         for k, v in example.items()}
-  return {**buf, 'cursor': jnp.zeros((), jnp.int32), 'size': jnp.zeros((), jnp.int32)}
-
-
-def replay_add(buf: dict, batch: dict) -> dict:
-  """`buf` with the M transitions of `batch` (dict of (M, ...)) written at slots cursor,
-  cursor + 1, ... modulo C, overwriting the oldest once full."""
-  fields = [k for k in buf if k not in ('cursor', 'size')]
-  capacity = buf[fields[0]].shape[0]
-  m = batch[fields[0]].shape[0]
-  idx_M = (buf['cursor'] + jnp.arange(m, dtype=jnp.int32)) % capacity
-  new = {k: buf[k].at[idx_M].set(batch[k].astype(buf[k].dtype)) for k in fields}
-  return {**new, 'cursor': (buf['cursor'] + m) % capacity,
-          'size': jnp.minimum(buf['size'] + m, capacity)}
-
-
-def replay_sample(buf: dict, rng, batch_size: int) -> dict:
-  """`batch_size` transitions drawn uniformly, with replacement, from the filled slots."""
-  idx_B = jax.random.randint(rng, (batch_size,), 0, jnp.maximum(buf['size'], 1))
-  return {k: v[idx_B] for k, v in buf.items() if k not in ('cursor', 'size')}
 
 
 # ------------------------------------------------------------------------------ objective

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 
 import arch
 from arch.rl import common
-from arch.task import ConfigError, Task, no_input, parse_options
+from arch.task import ConfigError, Task, parse_options
 
 ENV = 'env'  # the non-param collection holding the environments (common.VecEnv's carry)
 
@@ -102,7 +102,7 @@ def _log_prob(logits_BA, action_B):
   return jnp.take_along_axis(log_p_BA, action_B[:, None], axis=-1)[:, 0], log_p_BA
 
 
-class Agent:
+class Agent(common.CategoricalAgent):
   """PPO's pieces for one config; `task()` assembles the loop's Task from them."""
 
   def __init__(self, config):
@@ -215,21 +215,6 @@ class Agent:
       return new.replace(extra={**new.extra, ENV: carry}), {**metrics, **stats}
 
     return step
-
-  def act(self, params, greedy: bool):
-    def act(obs, key):
-      logits_NA, _ = self.model.apply({'params': params}, obs)
-      return logits_NA.argmax(-1) if greedy else jax.random.categorical(key, logits_NA)
-    return act
-
-  def evaluate_run(self, variables, rng):
-    return common.evaluate_episodes(self.env, self.env_params,
-                                    self.act(variables['params'], self.opts.eval_greedy), rng,
-                                    self.opts.eval_episodes)
-
-  def task(self) -> Task:
-    return Task(init=self.init, loss=self.loss, example_batch=lambda batch_size: {},
-                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run)
 
 
 def make(config) -> Task:

@@ -25,9 +25,8 @@ Dimension key: B batch, T length, D width, V vocabulary.
 """
 
 import math
-from typing import Any, Optional
+from typing import Optional
 
-import flax.linen as nn
 import jax
 import numpy as np
 
