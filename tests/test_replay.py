@@ -27,3 +27,27 @@ def test_replay_ring_against_numpy():
               {'n': jnp.arange(1, 4)})
   drawn = replay_sample(small, jax.random.key(0), 500)['n']
   assert set(np.asarray(drawn).tolist()) == {1, 2, 3}
+
+
+def test_masked_add_against_a_python_ring():
+  """Masked rows are dropped, the kept ones written in order; the ring wraps and keeps
+  the newest C rows; `size` saturates at C."""
+  capacity = 5
+  buf = replay_init({'x': jnp.zeros((2,), jnp.float32)}, capacity)
+  ring, cursor = [None] * capacity, 0
+  rng = np.random.default_rng(0)
+  add = jax.jit(replay_add)
+  for m in (3, 4, 9, 2):
+    rows = rng.normal(size=(m, 2)).astype(np.float32)
+    keep = rng.random(m) < 0.6
+    buf = add(buf, {'x': rows}, keep)
+    for row in rows[keep]:
+      ring[cursor % capacity] = row
+      cursor += 1
+    filled = min(cursor, capacity)
+    assert int(buf['size']) == filled and int(buf['index']) == cursor % capacity
+    for i in range(filled):
+      np.testing.assert_array_equal(buf['data']['x'][i], ring[i])
+  sample = replay_sample(buf, jax.random.key(0), 64)
+  stored = {tuple(r) for r in np.asarray(buf['data']['x'])}
+  assert all(tuple(r) in stored for r in np.asarray(sample['x']))

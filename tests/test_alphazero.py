@@ -1,0 +1,214 @@
+"""AlphaZero on tic-tac-toe (arch/rl/alphazero.py): the minimax table on known positions,
+the search never choosing an occupied square (even with a prior that wants one), the loss
+against its formula, board symmetries against the table, the replay buffer against a
+plain-Python ring, self-play targets' invariants, the evaluation harness with the table's
+own player, option errors, and the tiny config trained through the loop with an exact
+resume (replay buffer included)."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from arch.rl import alphazero as az
+from conftest import assert_same_states, load_config, read_metrics, restored_states
+from train.errors import UserError
+
+TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
+
+
+def _bits(*squares):
+  return sum(1 << s for s in squares)
+
+
+@pytest.fixture(scope='module')
+def tables():
+  return az.minimax_tables()
+
+
+def _agent(**overrides):
+  return az.Agent(load_config('alphazero_tictactoe.py:tiny', **overrides))
+
+
+def test_minimax_table_on_known_positions(tables):
+  value, q = tables
+  # 4,520 non-terminal positions are reachable in tic-tac-toe.
+  assert int((q > az.ILLEGAL).any(-1).sum()) == 4520
+  # The empty board is a draw, and so is every first move.
+  empty = az.board_index(0, 0)
+  assert value[empty] == 0 and np.all(q[empty] == 0)
+  # X (to move) on 0 1, O on 3 4: square 2 wins at once.
+  row = az.board_index(_bits(0, 1), _bits(3, 4))
+  assert value[row] == 1 and q[row, 2] == 1
+  assert np.all(q[row, [0, 1, 3, 4]] == az.ILLEGAL)
+  # O to move against X on 0 1 (O on 4): only the block at 2 avoids losing.
+  row = az.board_index(_bits(4), _bits(0, 1))
+  assert value[row] == 0 and q[row, 2] == 0
+  assert np.all(q[row, [3, 5, 6, 7, 8]] == -1)
+  # After X takes a corner, the centre is O's only reply that does not lose.
+  row = az.board_index(0, _bits(8))
+  np.testing.assert_array_equal(q[row], [-1, -1, -1, -1, 0, -1, -1, -1, az.ILLEGAL])
+  # X on 8, O on the opposite corner 0: X forces a win by 2 or 6 (a fork follows).
+  row = az.board_index(_bits(8), _bits(0))
+  assert value[row] == 1
+  assert set(np.flatnonzero(q[row] == 1)) == {2, 6}
+
+
+def test_symmetries_preserve_the_table(tables):
+  """Each of the 8 symmetries maps every solved position to one of the same value whose
+  move values are the original's, permuted the same way."""
+  value, q = tables
+  obs, rows = az.solved_positions(q)
+  assert len(set(map(tuple, az.SYMMETRIES))) == 8
+  for g in range(8):
+    out = az.symmetrize({'obs': jnp.asarray(obs), 'pi': jnp.asarray(q[rows]),
+                         'z': jnp.zeros(len(rows))}, jnp.full((len(rows),), g))
+    new_rows = np.asarray(az.obs_index(out['obs']))
+    np.testing.assert_array_equal(value[new_rows], value[rows])
+    np.testing.assert_array_equal(q[new_rows], np.asarray(out['pi']))
+    assert (g == 0) == np.array_equal(new_rows, rows)
+
+
+def test_loss_equals_its_formula_by_hand():
+  logits = np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]], np.float32)
+  value = np.array([0.5, -0.2], np.float32)
+  pi = np.array([[0.0, 0.25, 0.75], [1.0, 0.0, 0.0]], np.float32)
+  z = np.array([1.0, -1.0], np.float32)
+  loss, v_loss, p_loss = az.alphazero_loss(logits, value, pi, z, value_coef=2.0)
+  want_v = ((1 - 0.5) ** 2 + (-1 + 0.2) ** 2) / 2
+  lse0 = np.log(1 + np.e + np.e ** 2)
+  ce0 = -(0.25 * (1 - lse0) + 0.75 * (2 - lse0))
+  ce1 = np.log(3.0)
+  np.testing.assert_allclose(v_loss, want_v, rtol=1e-6)
+  np.testing.assert_allclose(p_loss, (ce0 + ce1) / 2, rtol=1e-6)
+  np.testing.assert_allclose(loss, 2.0 * want_v + (ce0 + ce1) / 2, rtol=1e-6)
+
+
+def _midgame_states(agent, n, plies, seed=0):
+  """n games after `plies` random legal moves (none finished: plies < 5)."""
+  state = jax.vmap(agent.env.init)(jax.random.split(jax.random.key(seed), n))
+  for t in range(plies):
+    state = jax.vmap(agent.env.step)(
+        state, agent.random_player(state, jax.random.key(100 * seed + t)))
+  assert not state.terminated.any()
+  return state
+
+
+@pytest.mark.parametrize('search', az.SEARCHES)
+def test_search_never_picks_an_occupied_square(search):
+  """A prior that puts almost all its mass on occupied squares: the search's move, policy
+  target and root visits still avoid them, in self-play (noise) and evaluation. Below the
+  root Gumbel MuZero never steps onto an occupied square either: pgx would punish that as
+  a loss for the mover (reward -1), and no edge of the tree carries such a reward."""
+  agent = _agent(task_kwargs__search=search)
+
+  def greedy_for_occupied(params, obs):
+    occupied = obs.reshape(obs.shape[0], 9, 2).any(-1)
+    return jnp.where(occupied, 10.0, 0.0), jnp.zeros(obs.shape[0])
+
+  agent.net = greedy_for_occupied
+  state = _midgame_states(agent, 16, 3)
+  legal = np.asarray(state.legal_action_mask)
+  for explore in (True, False):
+    out = jax.jit(lambda s, k: agent.search(None, s, k, 24, explore))(state, jax.random.key(1))
+    action = np.asarray(out.action)
+    assert legal[np.arange(16), action].all()
+    assert np.all(np.asarray(out.action_weights)[~legal] == 0)
+    visits = np.asarray(out.search_tree.summary().visit_counts)
+    assert np.all(visits[~legal] == 0) and visits.sum() > 0
+    if search == 'gumbel':
+      tree = out.search_tree
+      reached = np.asarray(tree.children_visits) > 0
+      assert not np.any(np.asarray(tree.children_rewards)[reached] < 0)
+    chosen = agent.choose(out, jnp.int32(0), jax.random.key(2))
+    assert legal[np.arange(16), np.asarray(chosen)].all()
+
+
+def test_self_play_targets():
+  """Searched policies are distributions over free squares; outcomes alternate in sign
+  along a game (the movers alternate) and the last mover of a won game gets +1."""
+  agent = _agent()
+  params = agent.init(jax.random.key(0), {})['params']
+  positions, played, stats = jax.jit(agent.self_play)(params, jax.random.key(1))
+  n = agent.opts.num_games
+  obs = np.asarray(positions['obs']).reshape(az.PLIES, n, 9, 2)
+  pi = np.asarray(positions['pi']).reshape(az.PLIES, n, 9)
+  z = np.asarray(positions['z']).reshape(az.PLIES, n)
+  played = np.asarray(played).reshape(az.PLIES, n)
+  assert played[:5].all() and played.sum(0).min() >= 5
+  for t in range(az.PLIES):
+    for i in range(n):
+      if not played[t, i]:
+        continue
+      np.testing.assert_allclose(pi[t, i].sum(), 1.0, rtol=1e-5)
+      assert np.all(pi[t, i][obs[t, i].any(-1)] == 0)
+      assert z[t, i] in (-1, 0, 1)
+      if t + 1 < az.PLIES and played[t + 1, i]:
+        assert z[t + 1, i] == -z[t, i]
+  last = played.sum(0) - 1
+  z_last = z[last, np.arange(n)]
+  # Only the player who just moved can have won; a 9-ply game may be a draw.
+  assert np.all((z_last == 1) | ((z_last == 0) & (last == 8)))
+  assert 0 <= float(stats['draw_rate']) <= 1
+
+
+def test_evaluation_harness_with_the_table_player():
+  """The perfect player never loses: against itself every game is a draw, against random
+  play it loses none and wins most; the random player loses to it."""
+  agent = _agent()
+  mm = agent.minimax_player()
+  play = jax.jit(lambda a, b, k: agent.play(a, b, k, 200), static_argnums=(0, 1))
+  selfplay = play(mm, mm, jax.random.key(0))
+  assert float(selfplay['draw']) == 1
+  vs_random = play(mm, agent.random_player, jax.random.key(1))
+  assert float(vs_random['loss']) == 0 and float(vs_random['win']) > 0.7
+  random_vs = play(agent.random_player, mm, jax.random.key(2))
+  assert float(random_vs['loss']) > 0.5 and float(random_vs['win']) == 0
+
+
+def test_option_errors_are_one_line():
+  from train import core
+  for overrides, match in (({'task_kwargs__search': 'alphabeta'}, 'valid: gumbel, puct'),
+                           ({'task_kwargs__updates_per_step': 0}, 'must be >= 1'),
+                           ({'task_kwargs__eval_games': 7}, 'even'),
+                           ({'task_kwargs__num_simulation': 3}, 'did you mean num_simulations')):
+    with pytest.raises(UserError, match=match) as e:
+      core.load_task(load_config('alphazero_tictactoe.py:tiny', **overrides))
+    assert '\n' not in str(e.value)
+
+
+def _train(workdir, **overrides):
+  from train import loop
+  return loop.train_and_evaluate(load_config('alphazero_tictactoe.py:tiny', **overrides),
+                                 str(workdir))
+
+
+def test_tiny_config_trains_and_resumes_exactly(tmp_path):
+  """4 steps with checkpoints at 2 and 4; the step-2 checkpoint alone in another workdir
+  resumes to the same metrics at steps 3 and 4 and the same step-4 state (params,
+  optimizer, replay buffer), bitwise."""
+  from train import core
+  result = _train(tmp_path / 'straight')
+  assert {'loss_rate_vs_random', 'loss_rate_vs_minimax', 'value_error',
+          'policy_optimal_rate'} <= set(result)
+  assert 0 <= result['loss_rate_vs_minimax'] <= 1
+  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
+                  tmp_path / 'resumed' / 'checkpoints' / '2')
+  _train(tmp_path / 'resumed', eval_every=0)
+  straight, resumed = ({s: {k: v for k, v in r.items() if k not in TIMING}
+                        for s, r in read_metrics(tmp_path / name).items()}
+                       for name in ('straight', 'resumed'))
+  assert sorted(straight) == [1, 2, 3, 4]
+  assert {'loss', 'value_loss', 'policy_loss', 'policy_entropy', 'game_length',
+          'draw_rate', 'positions', 'buffer_size', 'learning_rate'} <= set(straight[4])
+  assert all(np.isfinite(v) for k, v in straight[4].items() if k != 'split')
+  assert resumed == {3: straight[3], 4: straight[4]}
+  config = load_config('alphazero_tictactoe.py:tiny')
+  abstract = core.abstract_state(config, core.load_task(config))
+  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
+  assert_same_states(*states)
+  replay = states[0].extra[az.REPLAY]
+  # 4 steps x 4 games of >= 5 plies overfill the 64-slot ring.
+  assert int(replay['size']) == 64 and np.asarray(replay['data']['pi']).sum() > 0
