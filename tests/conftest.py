@@ -81,3 +81,23 @@ def assert_same_states(a, b):
   import numpy as np
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)
+
+
+def check_resumes_from_step_2(spec, train, tmp_path, data_dir):
+  """After `train(spec, tmp_path / 'straight', data_dir)` ran 4 steps with checkpoints at
+  2 and 4: the step-2 checkpoint alone in another workdir resumes (without evaluating) to
+  the same losses at steps 3 and 4 and the same step-4 train state, bitwise. `train`
+  takes config overrides as keywords."""
+  import numpy as np
+  from train import core
+  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
+                  tmp_path / 'resumed' / 'checkpoints' / '2')
+  train(spec, tmp_path / 'resumed', data_dir, eval_every=0)
+  straight, resumed = ({s: r['loss'] for s, r in read_metrics(tmp_path / name).items()}
+                       for name in ('straight', 'resumed'))
+  assert sorted(straight) == [1, 2, 3, 4] and all(np.isfinite(list(straight.values())))
+  assert resumed == {3: straight[3], 4: straight[4]}
+  config = load_config(spec)
+  abstract = core.abstract_state(config, core.load_task(config))
+  assert_same_states(*restored_states(abstract, [tmp_path / 'straight',
+                                                 tmp_path / 'resumed'], 4))

@@ -5,7 +5,6 @@ other graphs, the edge-blind baseline blind to edge features, the task's loss th
 one shard or eight, the random_graphs dataset's targets recomputed with networkx, and the
 config trained with an exact resume."""
 
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from arch.graph import mpnn, ops
-from conftest import assert_same_states, load_config, read_metrics, restored_states
+from conftest import check_resumes_from_step_2, load_config
 from train.datasets import random_graphs
 
 MODEL = dict(features=8, edge_hidden=6, steps=2, readout_steps=3, num_targets=2)
@@ -229,18 +228,7 @@ def test_config_trains_and_resumes_exactly(tmp_path, data_dir):
   """4 steps with checkpoints at 2 and 4 (an eval on 16 test graphs); the step-2
   checkpoint alone in another workdir resumes to the same losses at steps 3 and 4 and the
   same step-4 state, bitwise."""
-  from train import core
   spec = 'mpnn_graphs.py:tiny'
   result = _train(spec, tmp_path / 'straight', data_dir, data__eval_split='test[:16]')
   assert np.isfinite(result['mae']) and result['mae'] > 0
-  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
-                  tmp_path / 'resumed' / 'checkpoints' / '2')
-  _train(spec, tmp_path / 'resumed', data_dir, eval_every=0)
-  straight, resumed = ({s: r['loss'] for s, r in read_metrics(tmp_path / name).items()}
-                       for name in ('straight', 'resumed'))
-  assert sorted(straight) == [1, 2, 3, 4] and all(np.isfinite(list(straight.values())))
-  assert resumed == {3: straight[3], 4: straight[4]}
-  config = load_config(spec)
-  abstract = core.abstract_state(config, core.load_task(config))
-  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
-  assert_same_states(*states)
+  check_resumes_from_step_2(spec, _train, tmp_path, data_dir)
