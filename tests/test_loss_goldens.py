@@ -43,7 +43,7 @@ CHUNKS = 3  # subprocesses for the 1-device check: sorted(SPECS)[chunk::CHUNKS]
 NEW_SINCE = ('a2c_cartpole.py', 'alphazero_tictactoe.py', 'ddpg_pendulum.py', 'dqn_cartpole.py',
              'finetune_digits.py', 'gnn_karate.py', 'gpt_finetune_translation.py', 'hyena_pydoc.py',
              'llama_pydoc.py', 'mamba_pydoc.py', 'moe_pydoc.py', 'mpnn_graphs.py', 'ppo_acrobot.py',
-             'ppo_cartpole.py', 'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py')
+             'ppo_cartpole.py', 'rmt_recall.py', 'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py')
 
 
 def test_every_offline_config_has_a_record():

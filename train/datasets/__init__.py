@@ -10,11 +10,12 @@ from train.datasets.karate import Karate
 from train.datasets.moving_digits import MovingDigits
 from train.datasets.pydoc_text import PydocText
 from train.datasets.random_graphs import RandomGraphs
+from train.datasets.recall import Recall
 from train.datasets.sbm import Sbm
 from train.datasets.shapes import Shapes
 from train.datasets.tones import Tones
 from train.datasets.translation import Translation
 
 OFFLINE = {'digits': Digits, 'karate': Karate, 'moving_digits': MovingDigits,
-           'pydoc_text': PydocText, 'random_graphs': RandomGraphs, 'sbm': Sbm,
+           'pydoc_text': PydocText, 'random_graphs': RandomGraphs, 'recall': Recall, 'sbm': Sbm,
            'shapes': Shapes, 'tones': Tones, 'translation': Translation}
