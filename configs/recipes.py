@@ -163,3 +163,35 @@ def pydoc_lm(model_name: str, variant: str, tokenizer: str, *, published: dict, 
   c.sample.temperature = 0.8
   c.sample.top_k = 40
   return c
+
+
+def off_policy_pendulum(task: str, tiny: bool, total_env_steps: int, lr: float,
+                        phases: tuple[str, ...], **task_kwargs) -> ml_collections.ConfigDict:
+  """An off-policy actor-critic (DDPG, SAC) on gymnax's Pendulum-v1: one environment, one
+  update per environment step on minibatches of 256 from a replay buffer holding the whole
+  run, 1,000 steps before learning starts, 256-256 networks; a loop step is one 200-step
+  episode, one Adam at `lr` per Task.phases group in `phases`. `tiny` shrinks it for tests."""
+  c = config_lib.base()
+  c.task = task
+  c.task_kwargs = dict(env='Pendulum-v1', num_envs=1, num_steps=200, updates_per_step=1,
+                       minibatch_size=256, buffer_size=total_env_steps,
+                       learning_starts=1_000, gamma=0.99, tau=0.005, eval_episodes=10,
+                       **task_kwargs)
+  c.model_name = 'rl.continuous'
+  c.model = dict(hidden=(8, 8) if tiny else (256, 256))
+  k = c.task_kwargs
+  if tiny:
+    k.num_envs, k.num_steps, k.minibatch_size, k.buffer_size = 2, 4, 8, 12
+    k.learning_starts, k.eval_episodes = 8, 2
+  # One loop step is num_envs x num_steps environment steps: the batch (so the loop's
+  # examples_per_sec is environment steps per second).
+  c.batch_size = k.get_ref('num_envs') * k.get_ref('num_steps')
+  c.total_steps = 4 if tiny else total_env_steps // (k.num_envs * k.num_steps)
+  c.log_every = 1 if tiny else 5
+  c.eval_every = 4 if tiny else 10
+  c.ckpt_every = 2 if tiny else 50
+  c.optax_name = 'adam'
+  c.lr = lr
+  c.schedule = 'constant'
+  c.optimizers = {phase: dict(lr=lr) for phase in phases}
+  return c

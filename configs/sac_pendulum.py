@@ -25,6 +25,7 @@ environment steps); of the 24 evals after it two fell below -200 (-253, seed 3 a
 41-65 median per run.
 """
 
+from configs import recipes
 from train import config_lib
 
 TOTAL_ENV_STEPS = 20_000
@@ -32,29 +33,7 @@ TOTAL_ENV_STEPS = 20_000
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, tiny=False)
-  c = config_lib.base()
-  c.task = 'rl.sac'
-  c.task_kwargs = dict(env='Pendulum-v1', num_envs=1, num_steps=200, updates_per_step=1,
-                       minibatch_size=256, buffer_size=TOTAL_ENV_STEPS,
-                       learning_starts=1_000, gamma=0.99, tau=0.005, eval_episodes=10,
-                       init_alpha=1.0, learn_alpha=True)
-  c.model_name = 'rl.continuous'
-  c.model = dict(hidden=(8, 8) if a.tiny else (256, 256))
-  k = c.task_kwargs
-  if a.tiny:
-    k.num_envs, k.num_steps, k.minibatch_size, k.buffer_size = 2, 4, 8, 12
-    k.learning_starts, k.eval_episodes = 8, 2
-  # One loop step is num_envs x num_steps environment steps: the batch (so the loop's
-  # examples_per_sec is environment steps per second).
-  c.batch_size = k.get_ref('num_envs') * k.get_ref('num_steps')
-  c.total_steps = 4 if a.tiny else TOTAL_ENV_STEPS // (k.num_envs * k.num_steps)
-  c.log_every = 1 if a.tiny else 5
-  c.eval_every = 4 if a.tiny else 10
-  c.ckpt_every = 2 if a.tiny else 50
-
   # One Adam per network and one for the temperature (Task.phases groups), 3e-4 each.
-  c.optax_name = 'adam'
-  c.lr = 3e-4
-  c.schedule = 'constant'
-  c.optimizers = dict(critic=dict(lr=3e-4), actor=dict(lr=3e-4), alpha=dict(lr=3e-4))
-  return c
+  return recipes.off_policy_pendulum('rl.sac', a.tiny, TOTAL_ENV_STEPS, 3e-4,
+                                     ('critic', 'actor', 'alpha'), init_alpha=1.0,
+                                     learn_alpha=True)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from arch.rl import a2c, common
-from conftest import assert_same_states, load_config, read_metrics, restored_states, run_cli
+from conftest import (assert_same_states, check_eight_devices, load_config, read_metrics,
+                      restored_states)
 from train.errors import UserError
 
 TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
@@ -161,20 +162,6 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path, spec):
 def test_eight_devices_give_the_same_numbers_as_one(tmp_path):
   """Every device runs the same rollout (keys from the state) and the gradients are averaged
   over identical copies, so 8 simulated devices, under jit and under pmap, train as 1."""
-  args = ['--config', 'configs/a2c_cartpole.py:tiny', '--config.total_steps=3',
-          '--config.eval_every=3']
-  runs = {'one': run_cli([*args, '--workdir', tmp_path / 'one'], tmp_path)}
-  for mode in ('jit', 'pmap'):
-    runs[mode] = run_cli([*args, '--workdir', tmp_path / mode, f'--config.parallelism={mode}'],
-                         tmp_path, devices=8)
-  assert all(p.returncode == 0 for p in runs.values()), [p.stderr[-2000:] for p in runs.values()]
-  one = read_metrics(tmp_path / 'one')
-  for mode in ('jit', 'pmap'):
-    eight = read_metrics(tmp_path / mode)
-    for s in range(1, 4):
-      for key in ('loss', 'policy_loss', 'value_loss', 'entropy', 'grad_norm'):
-        assert eight[s][key] == pytest.approx(one[s][key], rel=1e-5, abs=1e-7), (mode, s, key)
-      for key in ('episode_return', 'episodes'):
-        assert eight[s][key] == one[s][key], (mode, s, key)
-    assert (read_metrics(tmp_path / mode, 'eval')[3]['return']
-            == read_metrics(tmp_path / 'one', 'eval')[3]['return'])
+  check_eight_devices('a2c_cartpole.py:tiny', tmp_path, ('jit', 'pmap'), steps=3,
+                     close=('loss', 'policy_loss', 'value_loss', 'entropy', 'grad_norm'),
+                     equal=('episode_return', 'episodes'))

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from arch.rl import continuous, ddpg
-from conftest import (assert_same_states, load_config, read_metrics, restored_states,
-                      run_cli)
+from conftest import (assert_same_states, check_eight_devices, load_config, read_metrics,
+                      restored_states)
 from train.errors import UserError
 
 TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
@@ -201,30 +201,13 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
                             'episode_return', 'episodes', 'updates', 'learning_rate'))
 
 
-def check_eight_devices(spec, tmp_path, modes):
-  """The tiny config through the CLI on 1 device and on 8 simulated ones: every step's
-  losses and the final eval return equal (bitwise under jit, where every device computes
-  the same replicated step; to rounding under pmap, whose mean of 8 equal gradients is not
-  always exact)."""
-  args = ['--config', f'configs/{spec}', '--config.eval_every=4']
-  p1 = run_cli([*args, '--workdir', tmp_path / 'one'], tmp_path, devices=1)
-  assert p1.returncode == 0, p1.stderr[-3000:]
-  one = read_metrics(tmp_path / 'one')
-  for mode in modes:
-    p8 = run_cli([*args, '--workdir', tmp_path / mode, f'--config.parallelism={mode}'],
-                 tmp_path, devices=8)
-    assert p8.returncode == 0, p8.stderr[-3000:]
-    eight = read_metrics(tmp_path / mode)
-    for s in range(1, 5):
-      for key in ('loss', 'critic/loss', 'actor/loss', 'episode_return'):
-        if mode == 'jit':
-          assert eight[s][key] == one[s][key], (mode, s, key)
-        else:
-          assert eight[s][key] == pytest.approx(one[s][key], rel=1e-4, abs=1e-5), (mode, s, key)
-    ret1 = read_metrics(tmp_path / 'one', 'eval')[4]['return']
-    ret8 = read_metrics(tmp_path / mode, 'eval')[4]['return']
-    assert ret8 == pytest.approx(ret1, rel=1e-4), mode
+def check_off_policy_on_eight(spec, tmp_path, modes):
+  """The tiny config's losses, episode returns and eval return on 8 simulated devices equal
+  those on 1: bitwise under jit, to rounding under pmap."""
+  check_eight_devices(spec, tmp_path, modes, close=('loss', 'critic/loss', 'actor/loss',
+                                                    'episode_return'),
+                      rel=1e-4, abs=1e-5, bitwise_jit=True)
 
 
 def test_eight_devices_give_the_same_numbers(tmp_path):
-  check_eight_devices('ddpg_pendulum.py:tiny', tmp_path, ('pmap',))  # jit: test_sac.py
+  check_off_policy_on_eight('ddpg_pendulum.py:tiny', tmp_path, ('pmap',))  # jit: test_sac.py

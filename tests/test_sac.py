@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from arch.rl import continuous
-from test_ddpg import (builders, check_eight_devices, check_polyak_in_step,
+from test_ddpg import (builders, check_off_policy_on_eight, check_polyak_in_step,
                        check_trains_and_resumes, critic_numpy, random_minibatch, setup)
 
 
@@ -118,4 +118,4 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
 
 
 def test_eight_devices_give_the_same_numbers(tmp_path):
-  check_eight_devices('sac_pendulum.py:tiny', tmp_path, ('jit', 'pmap'))
+  check_off_policy_on_eight('sac_pendulum.py:tiny', tmp_path, ('jit', 'pmap'))

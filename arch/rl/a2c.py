@@ -45,11 +45,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-import arch
 from arch.rl import common
-from arch.task import ConfigError, Task, parse_options
+from arch.task import Task, parse_options
 
-ENV = 'env'  # the non-param collection holding the environments (common.VecEnv's carry)
+ENV = common.ENV  # the non-param collection holding the environments (common.VecEnv's carry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,31 +84,8 @@ class Agent(common.CategoricalAgent):
   """A2C's pieces for one config; `task()` assembles the loop's Task from them."""
 
   def __init__(self, config):
-    opts = parse_options(Options, config)
-    self.opts = opts
-    env, env_params = common.make_env(opts.env)
-    if not hasattr(env.action_space(env_params), 'n'):
-      raise ConfigError(f'task_kwargs.env={opts.env!r} has continuous actions; this A2C '
-                        f'samples a categorical policy (discrete actions only)')
-    if opts.num_envs < 1 or opts.num_steps < 1:
-      raise ConfigError('task_kwargs.num_envs and num_steps must be >= 1')
-    self.env, self.env_params = env, env_params
-    self.rollout_size = opts.num_envs * opts.num_steps
-    if config.batch_size != self.rollout_size:
-      raise ConfigError(f'batch_size={config.batch_size} must be num_envs x num_steps = '
-                        f'{opts.num_envs} x {opts.num_steps} = {self.rollout_size} (the '
-                        f'environment steps of one train step)')
-    if int(config.get('grad_accum_steps', 1)) != 1:
-      raise ConfigError('A2C takes one gradient step on the whole rollout; set '
-                        'grad_accum_steps=1')
-    self.vec_env = common.VecEnv(env, env_params, opts.num_envs)
-    self.model = arch.model_from_config(config, num_actions=int(env.action_space(env_params).n))
-
-  def init(self, rng, batch):
-    del batch  # no data
-    k_params, k_env = jax.random.split(rng)
-    carry = self.vec_env.reset(k_env)
-    return {**self.model.init(k_params, carry['obs']), ENV: carry}
+    self.setup(config, parse_options(Options, config), 'A2C',
+               'takes one gradient step on the whole rollout')
 
   def collect(self, params, carry, rng):
     """(carry, samples, stats): a rollout of the policy `params` from `carry`, flattened to

@@ -28,7 +28,10 @@ import gymnax
 import jax
 import jax.numpy as jnp
 
+import arch
 from arch.task import ConfigError, Task, no_input
+
+ENV = 'env'  # the non-param collection an agent keeps its environments in (a VecEnv's carry)
 
 
 def make_env(name: str):
@@ -168,9 +171,37 @@ def evaluate_episodes(env, env_params, act, rng, num_episodes: int, max_steps: i
 
 class CategoricalAgent:
   """What the on-policy agents over an actor-critic network with discrete actions share
-  (PPO, A2C): a subclass sets `model` (params -> (logits (B, A), values (B,))), `opts`
-  (with `eval_greedy`, `eval_episodes`), `env`, `env_params` and defines `init`, `loss`
-  and `make_step`."""
+  (PPO, A2C): the environment, the rollout size, the network (params -> (logits (B, A),
+  values (B,))), `init`, acting and evaluation. A subclass calls `setup` from its
+  `__init__` and defines `loss` and `make_step`."""
+
+  def setup(self, config, opts, name: str, update: str):
+    """Sets `opts`, `env`, `env_params`, `rollout_size`, `vec_env` and `model` from the
+    config, checking what every on-policy agent needs (`update` says, for the error, how the
+    agent splits its rollout instead of gradient accumulation)."""
+    self.opts = opts
+    env, env_params = make_env(opts.env)
+    if not hasattr(env.action_space(env_params), 'n'):
+      raise ConfigError(f'task_kwargs.env={opts.env!r} has continuous actions; this {name} '
+                        f'samples a categorical policy (discrete actions only)')
+    if opts.num_envs < 1 or opts.num_steps < 1:
+      raise ConfigError('task_kwargs.num_envs and num_steps must be >= 1')
+    self.env, self.env_params = env, env_params
+    self.rollout_size = opts.num_envs * opts.num_steps
+    if config.batch_size != self.rollout_size:
+      raise ConfigError(f'batch_size={config.batch_size} must be num_envs x num_steps = '
+                        f'{opts.num_envs} x {opts.num_steps} = {self.rollout_size} (the '
+                        f'environment steps of one train step)')
+    if int(config.get('grad_accum_steps', 1)) != 1:
+      raise ConfigError(f'{name} {update}; set grad_accum_steps=1')
+    self.vec_env = VecEnv(env, env_params, opts.num_envs)
+    self.model = arch.model_from_config(config, num_actions=int(env.action_space(env_params).n))
+
+  def init(self, rng, batch):
+    del batch  # no data
+    k_params, k_env = jax.random.split(rng)
+    carry = self.vec_env.reset(k_env)
+    return {**self.model.init(k_params, carry['obs']), ENV: carry}
 
   def act(self, params, greedy: bool):
     """act(obs, key) -> actions: the argmax of the logits, or a sample of them."""

@@ -54,11 +54,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-import arch
 from arch.rl import common
 from arch.task import ConfigError, Task, parse_options
 
-ENV = 'env'  # the non-param collection holding the environments (common.VecEnv's carry)
+ENV = common.ENV  # the non-param collection holding the environments (common.VecEnv's carry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,35 +106,15 @@ class Agent(common.CategoricalAgent):
 
   def __init__(self, config):
     opts = parse_options(Options, config)
-    self.opts = opts
-    env, env_params = common.make_env(opts.env)
-    if not hasattr(env.action_space(env_params), 'n'):
-      raise ConfigError(f'task_kwargs.env={opts.env!r} has continuous actions; this PPO '
-                        f'samples a categorical policy (discrete actions only)')
-    self.env, self.env_params = env, env_params
-    self.rollout_size = opts.num_envs * opts.num_steps
-    if opts.num_envs < 1 or opts.num_steps < 1 or opts.epochs < 1 or opts.minibatches < 1:
-      raise ConfigError('task_kwargs.num_envs, num_steps, epochs and minibatches must be >= 1')
+    if opts.epochs < 1 or opts.minibatches < 1:
+      raise ConfigError('task_kwargs.epochs and minibatches must be >= 1')
+    self.setup(config, opts, 'PPO', 'splits its rollout into its own minibatches '
+               '(task_kwargs.minibatches)')
     if self.rollout_size % opts.minibatches:
       raise ConfigError(f'num_envs x num_steps = {self.rollout_size} does not split into '
                         f'{opts.minibatches} minibatches')
-    if config.batch_size != self.rollout_size:
-      raise ConfigError(f'batch_size={config.batch_size} must be num_envs x num_steps = '
-                        f'{opts.num_envs} x {opts.num_steps} = {self.rollout_size} (the '
-                        f'environment steps of one train step)')
-    if int(config.get('grad_accum_steps', 1)) != 1:
-      raise ConfigError('PPO splits its rollout into its own minibatches '
-                        '(task_kwargs.minibatches); set grad_accum_steps=1')
-    self.vec_env = common.VecEnv(env, env_params, opts.num_envs)
-    self.model = arch.model_from_config(config, num_actions=int(env.action_space(env_params).n))
 
   # ----------------------------------------------------------------------- pieces
-
-  def init(self, rng, batch):
-    del batch  # no data
-    k_params, k_env = jax.random.split(rng)
-    carry = self.vec_env.reset(k_env)
-    return {**self.model.init(k_params, carry['obs']), ENV: carry}
 
   def collect(self, params, carry, rng):
     """(carry, samples, stats): a rollout of pi_old = `params` from `carry`, flattened to
