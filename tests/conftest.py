@@ -83,24 +83,39 @@ def assert_same_states(a, b):
     np.testing.assert_array_equal(x, y)
 
 
-def check_resumes_from_step_2(spec, train, tmp_path, data_dir):
-  """After `train(spec, tmp_path / 'straight', data_dir)` ran 4 steps with checkpoints at
-  2 and 4: the step-2 checkpoint alone in another workdir resumes (without evaluating) to
-  the same losses at steps 3 and 4 and the same step-4 train state, bitwise. `train`
-  takes config overrides as keywords."""
+TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
+
+
+def check_resumes_alike(spec, train, tmp_path, must_have=('loss',), **overrides):
+  """After `train(tmp_path / 'straight', **overrides)` ran 4 steps of `spec` with
+  checkpoints at 2 and 4: the step-2 checkpoint alone in another workdir resumes (without
+  evaluating) to the same train metrics at steps 3 and 4 (all but timings; `must_have`
+  among them, all finite) and the same step-4 train state, bitwise. Returns (the straight
+  run's metrics by step, the abstract state, the two step-4 states)."""
   import numpy as np
   from train import core
   shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
                   tmp_path / 'resumed' / 'checkpoints' / '2')
-  train(spec, tmp_path / 'resumed', data_dir, eval_every=0)
-  straight, resumed = ({s: r['loss'] for s, r in read_metrics(tmp_path / name).items()}
+  train(tmp_path / 'resumed', eval_every=0, **overrides)
+  straight, resumed = ({s: {k: v for k, v in r.items() if k not in TIMING}
+                        for s, r in read_metrics(tmp_path / name).items()}
                        for name in ('straight', 'resumed'))
-  assert sorted(straight) == [1, 2, 3, 4] and all(np.isfinite(list(straight.values())))
+  assert sorted(straight) == [1, 2, 3, 4]
+  assert set(must_have) <= set(straight[4]), sorted(straight[4])
+  assert all(np.isfinite(v) for r in straight.values() for k, v in r.items() if k != 'split')
   assert resumed == {3: straight[3], 4: straight[4]}
-  config = load_config(spec)
+  config = load_config(spec, **overrides)
   abstract = core.abstract_state(config, core.load_task(config))
-  assert_same_states(*restored_states(abstract, [tmp_path / 'straight',
-                                                 tmp_path / 'resumed'], 4))
+  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
+  assert_same_states(*states)
+  return straight, abstract, states
+
+
+def check_resumes_from_step_2(spec, train, tmp_path, data_dir):
+  """`check_resumes_alike` for a `train(spec, workdir, data_dir, **overrides)` that has
+  already run tmp_path / 'straight'."""
+  check_resumes_alike(spec, lambda workdir, **kw: train(spec, workdir, data_dir, **kw),
+                      tmp_path)
 
 
 def check_eight_devices(spec, tmp_path, modes, close=(), equal=(), steps=4, args=(),

@@ -4,7 +4,6 @@ apart), one gradient step per rollout, option errors, and the tiny config traine
 the loop with an exact resume and the same numbers on 8 simulated devices as on 1; PPO's
 Acrobot config trained and resumed the same way."""
 
-import shutil
 
 import flax.linen as nn
 import jax
@@ -12,11 +11,9 @@ import numpy as np
 import pytest
 
 from arch.rl import a2c, common
-from conftest import (assert_same_states, check_eight_devices, load_config, read_metrics,
-                      restored_states)
+from conftest import check_eight_devices, check_resumes_alike, load_config
 from train.errors import UserError
 
-TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
 
 
 def test_loss_and_gradients_equal_the_formula_by_hand():
@@ -138,25 +135,14 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path, spec):
   """4 steps with checkpoints at 2 and 4; the step-2 checkpoint alone resumes to the same
   metrics at steps 3 and 4 and the same step-4 state (params, optimizer, environments),
   bitwise. Also PPO's Acrobot config (arch/rl/ppo.py, tested in test_ppo.py on CartPole)."""
-  from train import core
   result = _train(spec, tmp_path / 'straight')
   low = -500 if spec.startswith('ppo_acrobot') else 1
   assert set(result) == {'return', 'return_min'} and low <= result['return'] <= 500
-  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
-                  tmp_path / 'resumed' / 'checkpoints' / '2')
-  _train(spec, tmp_path / 'resumed', eval_every=0)
-  straight, resumed = ({s: {k: v for k, v in r.items() if k not in TIMING}
-                        for s, r in read_metrics(tmp_path / name).items()}
-                       for name in ('straight', 'resumed'))
-  assert sorted(straight) == [1, 2, 3, 4]
-  assert {'loss', 'policy_loss', 'value_loss', 'entropy', 'episode_return', 'episodes',
-          'learning_rate', 'grad_norm'} <= set(straight[4])
-  assert resumed == {3: straight[3], 4: straight[4]}
-  config = load_config(spec)
-  assert config.task_kwargs.env == ('Acrobot-v1' if 'acrobot' in spec else 'CartPole-v1')
-  abstract = core.abstract_state(config, core.load_task(config))
-  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
-  assert_same_states(*states)
+  check_resumes_alike(spec, lambda w, **kw: _train(spec, w, **kw), tmp_path,
+                      ('loss', 'policy_loss', 'value_loss', 'entropy', 'episode_return',
+                       'episodes', 'learning_rate', 'grad_norm'))
+  assert load_config(spec).task_kwargs.env == ('Acrobot-v1' if 'acrobot' in spec
+                                               else 'CartPole-v1')
 
 
 def test_eight_devices_give_the_same_numbers_as_one(tmp_path):

@@ -5,7 +5,6 @@ plain-Python ring, self-play targets' invariants, the evaluation harness with th
 own player, option errors, and the tiny config trained through the loop with an exact
 resume (replay buffer included)."""
 
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -13,10 +12,9 @@ import numpy as np
 import pytest
 
 from arch.rl import alphazero as az
-from conftest import assert_same_states, load_config, read_metrics, restored_states
+from conftest import check_resumes_alike, load_config
 from train.errors import UserError
 
-TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
 
 
 def _bits(*squares):
@@ -189,26 +187,14 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
   """4 steps with checkpoints at 2 and 4; the step-2 checkpoint alone in another workdir
   resumes to the same metrics at steps 3 and 4 and the same step-4 state (params,
   optimizer, replay buffer), bitwise."""
-  from train import core
   result = _train(tmp_path / 'straight')
   assert {'loss_rate_vs_random', 'loss_rate_vs_minimax', 'value_error',
           'policy_optimal_rate'} <= set(result)
   assert 0 <= result['loss_rate_vs_minimax'] <= 1
-  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
-                  tmp_path / 'resumed' / 'checkpoints' / '2')
-  _train(tmp_path / 'resumed', eval_every=0)
-  straight, resumed = ({s: {k: v for k, v in r.items() if k not in TIMING}
-                        for s, r in read_metrics(tmp_path / name).items()}
-                       for name in ('straight', 'resumed'))
-  assert sorted(straight) == [1, 2, 3, 4]
-  assert {'loss', 'value_loss', 'policy_loss', 'policy_entropy', 'game_length',
-          'draw_rate', 'positions', 'buffer_size', 'learning_rate'} <= set(straight[4])
-  assert all(np.isfinite(v) for k, v in straight[4].items() if k != 'split')
-  assert resumed == {3: straight[3], 4: straight[4]}
-  config = load_config('alphazero_tictactoe.py:tiny')
-  abstract = core.abstract_state(config, core.load_task(config))
-  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
-  assert_same_states(*states)
+  _, _, states = check_resumes_alike(
+      'alphazero_tictactoe.py:tiny', _train, tmp_path,
+      ('loss', 'value_loss', 'policy_loss', 'policy_entropy', 'game_length', 'draw_rate',
+       'positions', 'buffer_size', 'learning_rate'))
   replay = states[0].extra[az.REPLAY]
   # 4 steps x 4 games of >= 5 plies overfill the 64-slot ring.
   assert int(replay['size']) == 64 and np.asarray(replay['data']['pi']).sum() > 0

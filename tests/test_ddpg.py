@@ -8,7 +8,6 @@ The helpers `setup`, `check_trains_and_resumes` and `check_eight_devices` serve
 tests/test_sac.py too."""
 
 import functools
-import shutil
 
 import flax.linen as nn
 import jax
@@ -16,11 +15,10 @@ import numpy as np
 import pytest
 
 from arch.rl import continuous, ddpg
-from conftest import (assert_same_states, check_eight_devices, load_config, read_metrics,
+from conftest import (check_eight_devices, check_resumes_alike, load_config,
                       restored_states)
 from train.errors import UserError
 
-TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
 
 
 @functools.lru_cache(maxsize=None)
@@ -169,26 +167,13 @@ def check_trains_and_resumes(spec, tmp_path, metric_names):
   """4 steps (the buffer of 12 fills and wraps: 8 transitions a step) with checkpoints
   at 2 and 4; the step-2 checkpoint alone resumes to the same metrics at steps 3 and 4 and
   the same step-4 state, replay buffer, environments and targets included, bitwise."""
-  from train import core
   result = _train(spec, tmp_path / 'straight')
   assert set(result) == {'return', 'return_min'} and -2000 < result['return'] <= 0
-  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
-                  tmp_path / 'resumed' / 'checkpoints' / '2')
-  _train(spec, tmp_path / 'resumed', eval_every=0)
-  straight, resumed = ({s: {k: v for k, v in r.items() if k not in TIMING}
-                        for s, r in read_metrics(tmp_path / name).items()}
-                       for name in ('straight', 'resumed'))
-  assert sorted(straight) == [1, 2, 3, 4]
-  assert set(metric_names) <= set(straight[4])
-  assert all(np.isfinite(v) for k, v in straight[4].items() if k != 'split')
+  straight, abstract, states = check_resumes_alike(
+      spec, lambda w, **kw: _train(spec, w, **kw), tmp_path, metric_names)
   # learning_starts = 8 of 8 transitions a step: 1 update in step 1, then 4 a step.
   assert [straight[s]['updates'] for s in (1, 2, 3, 4)] == [1, 4, 4, 4]
-  assert resumed == {3: straight[3], 4: straight[4]}
-  config = load_config(spec)
-  abstract = core.abstract_state(config, core.load_task(config))
   assert set(abstract.extra) == {continuous.ENV, continuous.REPLAY, continuous.TARGET}
-  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
-  assert_same_states(*states)
   replay = states[0].extra[continuous.REPLAY]
   assert int(replay['size']) == 12 and int(replay['index']) == 32 % 12
   mid = restored_states(abstract, [tmp_path / 'straight'], 2)[0].extra[continuous.REPLAY]

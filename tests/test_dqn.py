@@ -4,7 +4,6 @@ that stays frozen between syncs and equals the online params right after one, tr
 transitions stored as non-terminal, and the tiny config trained through the loop with an
 exact resume (replay memory included) and the same numbers on 8 simulated devices as on 1."""
 
-import shutil
 
 import flax.linen as nn
 import jax
@@ -14,11 +13,9 @@ import pytest
 
 from arch.rl import dqn
 from arch.rl.replay import replay_add, replay_init
-from conftest import (assert_same_states, check_eight_devices, load_config, read_metrics,
-                      restored_states)
+from conftest import check_eight_devices, check_resumes_alike, load_config
 from train.errors import UserError
 
-TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
 
 
 def test_td_targets_equal_numpy_on_a_hand_example():
@@ -148,25 +145,14 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
   8-device test); the step-2 checkpoint alone resumes to the same metrics at steps 3 and 4
   and the same step-4 state (params, optimizer, target network, replay memory,
   environments), bitwise."""
-  from train import core
   result = _train(tmp_path / 'straight', task_kwargs__double=True)
   assert set(result) == {'return', 'return_min'} and 1 <= result['return'] <= 500
-  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
-                  tmp_path / 'resumed' / 'checkpoints' / '2')
-  _train(tmp_path / 'resumed', eval_every=0, task_kwargs__double=True)
-  straight, resumed = ({s: {k: v for k, v in r.items() if k not in TIMING}
-                        for s, r in read_metrics(tmp_path / name).items()}
-                       for name in ('straight', 'resumed'))
-  assert sorted(straight) == [1, 2, 3, 4]
-  assert {'loss', 'q_value', 'td_error', 'epsilon', 'buffer_size', 'episode_return',
-          'episodes', 'learning_rate', 'grad_norm'} <= set(straight[4])
+  straight, abstract, states = check_resumes_alike(
+      'dqn_cartpole.py:tiny', _train, tmp_path,
+      ('loss', 'q_value', 'td_error', 'epsilon', 'buffer_size', 'episode_return', 'episodes',
+       'learning_rate', 'grad_norm'), task_kwargs__double=True)
   assert straight[2]['buffer_size'] == 16 and straight[4]['buffer_size'] == 24
-  assert resumed == {3: straight[3], 4: straight[4]}
-  config = load_config('dqn_cartpole.py:tiny', task_kwargs__double=True)
-  abstract = core.abstract_state(config, core.load_task(config))
   assert set(abstract.extra) == {dqn.ENV, dqn.REPLAY, dqn.TARGET}
-  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
-  assert_same_states(*states)
   # The memory wrapped (32 transitions into 24 slots); learning started at the 8th
   # environment step (the last iteration of step 1), then one update per iteration.
   assert int(states[0].extra[dqn.REPLAY]['index']) == 8

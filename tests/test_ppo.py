@@ -3,7 +3,6 @@ recursion, time-limit truncation kept apart from termination, the clipped object
 hand, a ratio of exactly 1 before the first update, option errors, and the tiny config
 trained through the loop with an exact resume (environments, episodes and keys included)."""
 
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +10,9 @@ import numpy as np
 import pytest
 
 from arch.rl import common, ppo
-from conftest import assert_same_states, load_config, read_metrics, restored_states
+from conftest import check_resumes_alike, load_config
 from train.errors import UserError
 
-TIMING = ('steps_per_sec', 'examples_per_sec', 'mfu')
 
 
 def _gae_numpy(rewards, values, next_values, terminated, done, gamma, lam):
@@ -158,28 +156,18 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
   """4 steps with checkpoints at 2 and 4; the step-2 checkpoint alone in another workdir
   resumes to the same metrics at steps 3 and 4 (episode returns included) and the same
   step-4 state (params, optimizer, environments, episode bookkeeping), bitwise."""
-  from train import core
   result = _train(tmp_path / 'straight')
   assert set(result) == {'return', 'return_min'} and 1 <= result['return'] <= 500
-  shutil.copytree(tmp_path / 'straight' / 'checkpoints' / '2',
-                  tmp_path / 'resumed' / 'checkpoints' / '2')
-  _train(tmp_path / 'resumed', eval_every=0)
-  straight, resumed = ({s: {k: v for k, v in r.items() if k not in TIMING}
-                        for s, r in read_metrics(tmp_path / name).items()}
-                       for name in ('straight', 'resumed'))
-  assert sorted(straight) == [1, 2, 3, 4]
-  assert {'loss', 'policy_loss', 'value_loss', 'entropy', 'approx_kl', 'clip_fraction',
-          'episode_return', 'episodes', 'learning_rate'} <= set(straight[4])
-  assert all(np.isfinite(v) for k, v in straight[4].items() if k != 'split')
+  straight, abstract, states = check_resumes_alike(
+      'ppo_cartpole.py:tiny', _train, tmp_path,
+      ('loss', 'policy_loss', 'value_loss', 'entropy', 'approx_kl', 'clip_fraction',
+       'episode_return', 'episodes', 'learning_rate'))
   assert sum(straight[s]['episodes'] for s in straight) > 0
-  assert resumed == {3: straight[3], 4: straight[4]}
-  config = load_config('ppo_cartpole.py:tiny')
-  abstract = core.abstract_state(config, core.load_task(config))
   assert set(abstract.extra[ppo.ENV]) == {'env', 'obs', 'episode_return', 'episode_length',
                                           'last_return'}
-  states = restored_states(abstract, [tmp_path / 'straight', tmp_path / 'resumed'], 4)
-  assert_same_states(*states)
   # The environments moved on from their initial state.
+  from train import core
+  config = load_config('ppo_cartpole.py:tiny')
   init = jax.jit(core.make_init_fn(config, core.load_task(config),
                                    core.make_tx(config, core.load_task(config))[0]))
   fresh = init(jax.random.key(config.seed)).extra[ppo.ENV]
