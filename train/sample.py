@@ -20,7 +20,8 @@ each output the sampler returns (`WRITERS`): text ('tokens', decoded with the ru
 tokenizer: `config.data.tokenizer` or `config.sample.tokenizer`) to stdout and .txt, each
 --prompt getting --num_samples samples; 'images' as one PNG grid; 'videos' as an animated
 GIF grid and a PNG of each clip's frames in a row; 'audio' (with 'sample_rate') as one WAV
-a clip; every array also to .npz. Bad input prints one `error:` line and exits with 2.
+a clip; 'episodes' (an RL agent's evaluation episodes, with 'episode_return') as a GIF grid
+and a PNG of 8 frames of each; every array also to .npz. Bad input prints one `error:` line and exits with 2.
 """
 
 import argparse
@@ -298,11 +299,40 @@ def write_audio(stem, outputs):
           f'at {int(rates[0])} Hz')
 
 
+def write_points(stem, outputs):
+  """2-D points (N, 2) as a 256 x 256 PNG histogram (dark = dense, y up) over a square
+  that holds 99.5% of them, at least [-4.5, 4.5]^2."""
+  pts = np.asarray(outputs['points'], np.float64).reshape(len(outputs['points']), -1)[:, :2]
+  lim = max(4.5, float(np.ceil(np.nanpercentile(np.abs(pts), 99.5))))
+  h = np.histogram2d(pts[:, 1], pts[:, 0], bins=256, range=[[-lim, lim]] * 2)[0][::-1]
+  write_png(stem + '.png', 255 - np.round(255 * np.sqrt(h / max(h.max(), 1))).astype(np.uint8))
+  return f'{stem}.png: a histogram of {len(pts)} 2-D points over [-{lim:g}, {lim:g}]^2'
+
+
+def write_episodes(stem, outputs):
+  """RL evaluation episodes (N, T, H, W, 3): one GIF grid playing them together at 25
+  frames a second, and a PNG with 8 evenly spaced frames of each episode in a row."""
+  episodes = outputs['episodes']
+  write_gif(stem + '.gif', video_grids(episodes), fps=25.0)
+  # 8 frames spread over each episode's own length (its video holds the last frame after).
+  moving = np.any(episodes[:, 1:] != episodes[:, :-1], axis=(2, 3, 4))  # (N, T-1)
+  shown = [1 + (np.flatnonzero(m)[-1] + 1 if m.any() else 0) for m in moving]
+  rows = [e[np.linspace(0, n - 1, 8).round().astype(int)] for e, n in zip(episodes, shown)]
+  write_png(stem + '.png', image_grid(np.stack([np.concatenate(list(r), axis=1)
+                                                for r in rows])))
+  returns = np.asarray(outputs.get('episode_return', np.zeros(len(episodes))), np.float64)
+  lengths = np.asarray(outputs.get('episode_length', np.zeros(len(episodes))))
+  return (f'{stem}.gif and .png: {len(episodes)} episodes of {episodes.shape[1]} frames; '
+          f'returns {", ".join(f"{r:g}" for r in returns)} (mean {returns.mean():g}), '
+          f'lengths {", ".join(str(int(n)) for n in lengths)}')
+
+
 # output name -> writer(stem, outputs) -> a line saying what it wrote. A family with a new
 # kind of output (rendered views, episode videos) registers its writer here by name.
-WRITERS = {'images': write_images, 'videos': write_videos, 'audio': write_audio}
+WRITERS = {'images': write_images, 'videos': write_videos, 'audio': write_audio,
+           'points': write_points, 'episodes': write_episodes}
 # Outputs that only qualify another (written by that one's writer).
-AUXILIARY = ('sample_rate',)
+AUXILIARY = ('sample_rate', 'episode_return', 'episode_length')
 
 
 def write_outputs(stem, outputs) -> str:

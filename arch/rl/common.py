@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 import arch
+from arch.rl import render
 from arch.task import ConfigError, Task, no_input
 
 ENV = 'env'  # the non-param collection an agent keeps its environments in (a VecEnv's carry)
@@ -216,5 +217,8 @@ class CategoricalAgent:
                              self.opts.eval_episodes)
 
   def task(self) -> Task:
+    sample, prompt_batch = render.make_sample(self.opts.env, self.env, self.env_params,
+                                              self.act)
     return Task(init=self.init, loss=self.loss, example_batch=lambda batch_size: {},
-                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run)
+                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run,
+                sample=sample, prompt_batch=prompt_batch)

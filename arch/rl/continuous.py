@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
-from arch.rl import common
+from arch.rl import common, render
 from arch.rl.replay import replay_add, replay_init, replay_sample
 from arch.task import ConfigError, Task, no_input, parse_options
 
@@ -359,12 +359,20 @@ class OffPolicyAgent:
     return step
 
   def evaluate_run(self, variables, rng):
-    params = variables['params']
-    act = lambda obs, key: to_env(self.deterministic(params, obs), self.low, self.high)
-    return common.evaluate_episodes(self.env, self.env_params, act, rng,
+    return common.evaluate_episodes(self.env, self.env_params,
+                                    self.act(variables['params'], greedy=True), rng,
                                     self.opts.eval_episodes)
 
+  def act(self, params, greedy: bool):
+    """act(obs, key) -> environment actions: the evaluation policy, or the exploring one."""
+    def act(obs, key):
+      action = self.deterministic(params, obs) if greedy else self.explore(params, obs, key)
+      return to_env(action, self.low, self.high)
+    return act
+
   def task(self) -> Task:
+    sample, prompt_batch = render.make_sample(self.opts.env, self.env, self.env_params,
+                                              self.act)
     return Task(init=self.init, loss=None, example_batch=lambda batch_size: {},
                 phases=self.phases(), make_step=self.make_step, input=no_input,
-                evaluate_run=self.evaluate_run)
+                evaluate_run=self.evaluate_run, sample=sample, prompt_batch=prompt_batch)

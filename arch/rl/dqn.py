@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 
 import arch
-from arch.rl import common
+from arch.rl import common, render
 from arch.rl.replay import replay_add, replay_init, replay_sample
 from arch.task import ConfigError, Task, no_input, parse_options
 
@@ -253,8 +253,13 @@ class Agent:
                                     rng, self.opts.eval_episodes)
 
   def task(self) -> Task:
+    # Rendered episodes: greedy, or epsilon-greedy at the evaluation's epsilon.
+    sample, prompt_batch = render.make_sample(
+        self.opts.env, self.env, self.env_params,
+        lambda params, greedy: self.act(params, 0.0 if greedy else self.opts.eval_epsilon))
     return Task(init=self.init, loss=self.loss, example_batch=lambda batch_size: {},
-                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run)
+                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run,
+                sample=sample, prompt_batch=prompt_batch)
 
 
 def make(config) -> Task:
