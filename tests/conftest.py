@@ -119,12 +119,12 @@ def check_resumes_from_step_2(spec, train, tmp_path, data_dir):
 
 
 def check_eight_devices(spec, tmp_path, modes, close=(), equal=(), steps=4, args=(),
-                        rel=1e-5, abs=1e-7, bitwise_jit=False):
+                        rel=1e-5, abs=1e-7, bitwise_jit=False, evals=('return',)):
   """`configs/{spec}` through the CLI for `steps` steps (evaluating at the last) on 1 device
   and on 8 simulated ones under each parallelism in `modes`: every step's `close` metrics
   agree to rel/abs (bitwise under jit with `bitwise_jit`: every device computes the same
   replicated step, while pmap's mean of 8 equal gradients is not always exact), its `equal`
-  metrics are equal, and so is the last eval's `return` (to rel under pmap)."""
+  metrics are equal, and so are the last eval's `evals` (to rel under pmap)."""
   args = ['--config', f'configs/{spec}', f'--config.total_steps={steps}',
           f'--config.eval_every={steps}', *args]
   runs = {'one': run_cli([*args, '--workdir', tmp_path / 'one'], tmp_path)}
@@ -133,7 +133,7 @@ def check_eight_devices(spec, tmp_path, modes, close=(), equal=(), steps=4, args
                          tmp_path, devices=8)
   assert all(p.returncode == 0 for p in runs.values()), [p.stderr[-2000:] for p in runs.values()]
   one = read_metrics(tmp_path / 'one')
-  one_return = read_metrics(tmp_path / 'one', 'eval')[steps]['return']
+  one_eval = read_metrics(tmp_path / 'one', 'eval')[steps]
   for mode in modes:
     eight = read_metrics(tmp_path / mode)
     exact = bitwise_jit and mode == 'jit'
@@ -143,6 +143,7 @@ def check_eight_devices(spec, tmp_path, modes, close=(), equal=(), steps=4, args
         assert eight[s][key] == want, (mode, s, key)
       for key in equal:
         assert eight[s][key] == one[s][key], (mode, s, key)
-    eight_return = read_metrics(tmp_path / mode, 'eval')[steps]['return']
-    assert eight_return == (one_return if exact or not bitwise_jit
-                            else pytest.approx(one_return, rel=1e-4)), mode
+    eight_eval = read_metrics(tmp_path / mode, 'eval')[steps]
+    for key in evals:
+      assert eight_eval[key] == (one_eval[key] if exact or not bitwise_jit
+                                 else pytest.approx(one_eval[key], rel=1e-4)), (mode, key)

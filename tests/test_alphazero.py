@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from arch.rl import alphazero as az
-from conftest import check_resumes_alike, load_config
+from conftest import check_eight_devices, check_resumes_alike, load_config
 from train.errors import UserError
 
 
@@ -166,6 +166,37 @@ def test_evaluation_harness_with_the_table_player():
   assert float(random_vs['loss']) > 0.5 and float(random_vs['win']) == 0
 
 
+def _lines(board):
+  b = np.asarray(board).reshape(3, 3)
+  return [*b, *b.T, b.diagonal(), np.fliplr(b).diagonal()]
+
+
+def test_sampled_games_show_their_boards_and_results():
+  """The sampler's games against minimax: frame k pictures the board after k plies (k
+  marks, X first), held after the end; the agent (X in even rows, O in odd ones, drawn in
+  the accent colour) gets +1 only with three in a row, -1 only when the opponent has them;
+  minimax never loses."""
+  from arch.rl import render
+  agent = _agent()
+  variables = jax.jit(agent.init)(jax.random.key(0), {})
+  sample = jax.jit(lambda v, k, r: agent.sample(v, {}, k, row_ids=r, size=48))
+  out = jax.device_get(sample(variables, jax.random.key(1), jnp.arange(6)))
+  assert out['episodes'].shape == (6, 10, 48, 48, 3) and out['boards'].shape == (6, 10, 9)
+  for i in range(6):
+    plies, result, boards = int(out['episode_length'][i]), out['episode_return'][i], \
+        out['boards'][i]
+    mark = i % 2
+    assert 5 <= plies <= 9
+    for k in range(10):
+      shown = min(k, plies)
+      assert (boards[k] == 0).sum() == (shown + 1) // 2 and (boards[k] == 1).sum() == shown // 2
+      np.testing.assert_array_equal(out['episodes'][i, k], render.board(boards[k], mark, 48))
+    wins = {m: any(np.all(line == m) for line in _lines(boards[-1])) for m in (0, 1)}
+    assert result == (1.0 if wins[mark] else -1.0 if wins[1 - mark] else 0.0)
+    assert result <= 0  # against minimax
+    assert plies == 9 or wins[0] or wins[1]
+
+
 def test_option_errors_are_one_line():
   from train import core
   for overrides, match in (({'task_kwargs__search': 'alphabeta'}, 'valid: gumbel, puct'),
@@ -198,3 +229,15 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
   replay = states[0].extra[az.REPLAY]
   # 4 steps x 4 games of >= 5 plies overfill the 64-slot ring.
   assert int(replay['size']) == 64 and np.asarray(replay['data']['pi']).sum() > 0
+
+
+def test_eight_devices_give_the_same_numbers_as_one(tmp_path):
+  """Every device plays, stores and samples alike (keys from the state), so 8 simulated
+  devices, under jit and under pmap, train and evaluate the same agent as 1 (8 games a
+  step: the loop needs a batch that 8 devices divide)."""
+  check_eight_devices('alphazero_tictactoe.py:tiny', tmp_path, ('jit', 'pmap'),
+                      args=('--config.task_kwargs.num_games=8',),
+                      close=('loss', 'value_loss', 'policy_loss', 'policy_entropy'),
+                      equal=('game_length', 'draw_rate', 'positions', 'buffer_size'),
+                      evals=('loss_rate_vs_random', 'loss_rate_vs_minimax', 'value_error',
+                             'policy_optimal_rate'), rel=1e-5, abs=1e-6)

@@ -332,7 +332,7 @@ def write_episodes(stem, outputs):
 WRITERS = {'images': write_images, 'videos': write_videos, 'audio': write_audio,
            'points': write_points, 'episodes': write_episodes}
 # Outputs that only qualify another (written by that one's writer).
-AUXILIARY = ('sample_rate', 'episode_return', 'episode_length')
+AUXILIARY = ('sample_rate', 'episode_return', 'episode_length', 'boards')
 
 
 def write_outputs(stem, outputs) -> str:

@@ -104,8 +104,9 @@ import numpy as np
 import pgx
 
 import arch
+from arch.rl import render
 from arch.rl.replay import replay_add, replay_init, replay_sample
-from arch.task import ConfigError, Task, no_input, parse_options
+from arch.task import ConfigError, Task, no_input, parse_options, row_keys, unconditional_rows
 
 REPLAY = 'replay'  # the ring buffer of positions (arch/rl/replay.py)
 SEARCHES = ('gumbel', 'puct')
@@ -510,9 +511,53 @@ class Agent:
     return {'value_error': jnp.abs(value_P - jnp.asarray(self.positions_value)).mean(),
             'policy_optimal_rate': (chosen_P == q_PA.max(-1)).mean()}
 
+  def sample(self, variables, batch, rng, *, row_ids, opponent: str = 'minimax',
+             num_simulations: int = 0, size: int = 96):
+    """One game per row of the agent (the search with `num_simulations`, default the
+    evaluation's) against `opponent` ('minimax', 'random' or 'self'), the agent moving
+    first in even rows: {'episodes': (N, 10, size, size, 3) the board before each ply and
+    after the last (held once the game ends; the agent's marks in the accent colour),
+    'episode_return': (N,) the agent's result (+1 win, 0 draw, -1 loss),
+    'episode_length': (N,) plies, 'boards': (N, 10, 9) the pictured positions (pgx's
+    cells: -1 empty, 0 X, 1 O)}."""
+    del batch
+    players = {'minimax': self.minimax_player(), 'random': self.random_player}
+    if opponent not in (*players, 'self'):
+      raise ConfigError(f'--opponent {opponent!r}: valid opponents are minimax, random, self')
+    agent = self.search_player(variables['params'],
+                               num_simulations or self.opts.eval_simulations)
+    other = agent if opponent == 'self' else players[opponent]
+
+    def game(key, second):
+      k_init, k_play = jax.random.split(key)
+      state = jax.vmap(self.env.init)(k_init[None])
+      state = state.replace(current_player=jnp.full((1,), second, jnp.int32))
+
+      def ply(carry, key):
+        state, result, plies = carry
+        k_agent, k_other = jax.random.split(key)
+        action = jnp.where(state.current_player == 0, agent(state, k_agent),
+                           other(state, k_other))
+        live = ~(state.terminated | state.truncated)
+        new = jax.vmap(self.env.step)(state, action)
+        return (new, result + new.rewards[0, 0], plies + live[0]), state._x.board[0]
+
+      (last, result, plies), boards = jax.lax.scan(
+          ply, (state, jnp.float32(0), jnp.int32(0)), jax.random.split(k_play, PLIES))
+      return jnp.concatenate([boards, last._x.board]), result, plies
+
+    second_N = row_ids % 2  # the agent moves second in odd rows
+    boards, result, plies = jax.vmap(game)(row_keys(rng, row_ids), second_N)
+    # The first mover plays X (mark 0): the agent's mark is 1 when it moved second.
+    frames = jax.vmap(lambda b, m: jax.vmap(lambda c: render.board(c, m, size))(b))(
+        boards, second_N)
+    return {'episodes': frames, 'episode_return': result, 'episode_length': plies,
+            'boards': boards}
+
   def task(self) -> Task:
     return Task(init=self.init, loss=self.loss, example_batch=lambda batch_size: {},
-                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run)
+                make_step=self.make_step, input=no_input, evaluate_run=self.evaluate_run,
+                sample=self.sample, prompt_batch=unconditional_rows)
 
 
 def make(config) -> Task:

@@ -186,6 +186,28 @@ def episode(env, env_params, act, key, max_steps: int, stride: int):
   return jax.tree.map(lambda s: s[::stride], states), ret, length
 
 
+def board(cells, agent_mark, size: int = 96):
+  """A tic-tac-toe position as a uint8 (size, size, 3) picture: `cells` (9,) row-major with
+  -1 empty, 0 the first mover's X, 1 the second mover's O (pgx's board); the marks of
+  `agent_mark` (0 or 1) in the accent colour, the opponent's in ink."""
+  c = Canvas(size, size, (0.0, 3.0), (0.0, 3.0))
+  img = c.paint(c.blank(), jnp.abs(box(c.X, c.Y, (1.5, 1.5), (1.5, 1.5))) - 1.5 * c.pixel, INK)
+  for k in (1.0, 2.0):
+    img = c.paint(img, capsule(c.X, c.Y, (k, 0.1), (k, 2.9), 0.02), TRACK)
+    img = c.paint(img, capsule(c.X, c.Y, (0.1, k), (2.9, k), 0.02), TRACK)
+  for i in range(9):
+    x, y = i % 3 + 0.5, 2.5 - i // 3
+    d = 0.28
+    cross = jnp.minimum(capsule(c.X, c.Y, (x - d, y - d), (x + d, y + d), 0.06),
+                        capsule(c.X, c.Y, (x - d, y + d), (x + d, y - d), 0.06))
+    ring = jnp.abs(disc(c.X, c.Y, (x, y), 0.3)) - 0.06
+    for mark, shape in ((0, cross), (1, ring)):
+      colour = jnp.where(agent_mark == mark, jnp.asarray(ACCENT), jnp.asarray(INK))
+      alpha = _coverage(shape, c.pixel)[..., None] * (cells[i] == mark)
+      img = img * (1 - alpha) + alpha * colour
+  return jnp.round(jnp.clip(img, 0, 1) * 255).astype(jnp.uint8)
+
+
 def make_sample(env_name: str, env, env_params, act_fn):
   """`Task.sample` and `Task.prompt_batch` rendering evaluation episodes, one per row:
   sample(variables, batch, rng, *, row_ids, max_steps, stride, height, width, greedy) ->
