@@ -10,7 +10,8 @@ node 33); 'test' is the same graph with the other 32 members labelled (`mask`).
 """
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from train.datasets.procedural import Procedural
 
 NUM_NODES = 34
 CLUBS = ('Mr. Hi', 'Officer')
@@ -30,31 +31,15 @@ def karate_graph() -> dict:
           'receivers': receivers, 'label': label}
 
 
-class Karate(tfds.core.GeneratorBasedBuilder):
+class Karate(Procedural):
   """Zachary's karate club: one graph, node labels, train / test node masks."""
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  FEATURES = {'nodes': ((None, NUM_NODES), np.float32), 'senders': ((None,), np.int32),
+              'receivers': ((None,), np.int32), 'label': ((None,), np.int32),
+              'mask': ((None,), np.bool_)}
+  SPLITS = {'train': (True,), 'test': (False,)}  # the labelled leaders, or everyone else
+  HOMEPAGE = ('https://networkx.org/documentation/stable/reference/generated/'
+              'networkx.generators.social.karate_club_graph.html')
 
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'nodes': tfds.features.Tensor(shape=(None, NUM_NODES), dtype=np.float32),
-            'senders': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'receivers': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'label': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'mask': tfds.features.Tensor(shape=(None,), dtype=np.bool_),
-        }),
-        homepage='https://networkx.org/documentation/stable/reference/generated/'
-                 'networkx.generators.social.karate_club_graph.html',
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # the data ships with networkx
-    graph = karate_graph()
-    train = np.isin(np.arange(NUM_NODES), TRAIN_NODES)
-    return {'train': self._generate_examples(graph, train),
-            'test': self._generate_examples(graph, ~train)}
-
-  def _generate_examples(self, graph, mask):
-    yield 0, {**graph, 'mask': mask}
+  def generate(self, train):
+    mask = np.isin(np.arange(NUM_NODES), TRAIN_NODES)
+    yield {**karate_graph(), 'mask': mask if train else ~mask}

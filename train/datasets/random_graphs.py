@@ -23,7 +23,8 @@ nodes, cannot see.) Splits from different seeds:
 """
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from train.datasets.procedural import Procedural
 
 ATOM_TYPES, BOND_TYPES = 4, 3
 MIN_NODES, MAX_NODES = 10, 30
@@ -100,29 +101,14 @@ def example(rng) -> dict:
           'target': np.array([energy(atoms, bonds, types)], np.float32)}
 
 
-class RandomGraphs(tfds.core.GeneratorBasedBuilder):
+class RandomGraphs(Procedural):
   """Random molecule-like graphs (10-30 atoms) with an additive bond and angle energy."""
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  FEATURES = {'nodes': ((None, ATOM_TYPES), np.float32), 'edges': ((None, BOND_TYPES), np.float32),
+              'senders': ((None,), np.int32), 'receivers': ((None,), np.int32),
+              'target': ((1,), np.float32)}
+  SPLITS = SPLITS
 
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'nodes': tfds.features.Tensor(shape=(None, ATOM_TYPES), dtype=np.float32),
-            'edges': tfds.features.Tensor(shape=(None, BOND_TYPES), dtype=np.float32),
-            'senders': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'receivers': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'target': tfds.features.Tensor(shape=(1,), dtype=np.float32),
-        }),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # procedural
-    return {name: self._generate_examples(count, seed)
-            for name, (count, seed) in SPLITS.items()}
-
-  def _generate_examples(self, count, seed):
+  def generate(self, count, seed):
     rng = np.random.default_rng(seed)
-    for i in range(count):
-      yield i, example(rng)
+    for _ in range(count):
+      yield example(rng)

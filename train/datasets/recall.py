@@ -27,7 +27,8 @@ validation and 2,000 test examples.
 """
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from train.datasets.procedural import Procedural
 
 SEGMENT_LENGTH, NUM_SEGMENTS = 16, 3
 LENGTH = SEGMENT_LENGTH * NUM_SEGMENTS
@@ -60,26 +61,12 @@ def examples(count: int, seed: int, num_pairs: int = NUM_PAIRS) -> dict:
   return {'tokens': tokens.astype(np.int32), 'targets': targets.astype(np.int32)}
 
 
-class Recall(tfds.core.GeneratorBasedBuilder):
+class Recall(Procedural):
   """Key-value recall across 3 segments of 16 tokens: the pair first, the query last."""
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  FEATURES = {'tokens': ((LENGTH,), np.int32), 'targets': ((LENGTH,), np.int32)}
+  SPLITS = SPLITS
 
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'tokens': tfds.features.Tensor(shape=(LENGTH,), dtype=np.int32),
-            'targets': tfds.features.Tensor(shape=(LENGTH,), dtype=np.int32),
-        }),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # procedural
-    return {name: self._generate_examples(count, seed)
-            for name, (count, seed) in SPLITS.items()}
-
-  def _generate_examples(self, count, seed):
+  def generate(self, count, seed):
     data = examples(count, seed)
     for i in range(count):
-      yield i, {'tokens': data['tokens'][i], 'targets': data['targets'][i]}
+      yield {'tokens': data['tokens'][i], 'targets': data['targets'][i]}

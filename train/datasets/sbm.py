@@ -20,7 +20,8 @@ the nearest class mean of those averages, 0.677.
 """
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from train.datasets.procedural import Procedural
 
 NUM_NODES, NUM_CLASSES, NUM_FEATURES = 3000, 5, 16
 DEGREE, HOMOPHILY = 16.0, 0.5
@@ -56,29 +57,14 @@ def graph(rng, n=NUM_NODES) -> dict:
           'label': label, 'mask': np.ones(n, bool)}
 
 
-class Sbm(tfds.core.GeneratorBasedBuilder):
+class Sbm(Procedural):
   """Stochastic block model graphs of 3,000 nodes, 5 communities, noisy node features."""
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  FEATURES = {'nodes': ((None, NUM_FEATURES), np.float32), 'senders': ((None,), np.int32),
+              'receivers': ((None,), np.int32), 'label': ((None,), np.int32),
+              'mask': ((None,), np.bool_)}
+  SPLITS = SPLITS
 
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'nodes': tfds.features.Tensor(shape=(None, NUM_FEATURES), dtype=np.float32),
-            'senders': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'receivers': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'label': tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            'mask': tfds.features.Tensor(shape=(None,), dtype=np.bool_),
-        }),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # procedural
-    return {name: self._generate_examples(count, seed)
-            for name, (count, seed) in SPLITS.items()}
-
-  def _generate_examples(self, count, seed):
+  def generate(self, count, seed):
     rng = np.random.default_rng(seed)
-    for i in range(count):
-      yield i, graph(rng)
+    for _ in range(count):
+      yield graph(rng)
