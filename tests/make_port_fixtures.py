@@ -28,7 +28,8 @@ def _randomise(model, seed):
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in model.named_parameters():
-      centre = 1.0 if name.split('.')[-2].startswith('ln') and name.endswith('weight') else 0.0
+      norm = name.split('.')[-2].startswith(('ln', 'layernorm'))
+      centre = 1.0 if norm and name.endswith('weight') else 0.0
       p.copy_(centre + torch.randn(p.shape, generator=g) * 0.2)
 
 
@@ -51,5 +52,26 @@ def gpt2_tiny():
     print('gpt2_tiny:', json.load(f)['model_type'], logits.shape, float(np.abs(logits).max()))
 
 
+def vit_tiny():
+  """configs/vit_digits.py:tiny's network: 32x32 single-channel images, 4x4 patches."""
+  from transformers import ViTConfig, ViTForImageClassification
+  config = ViTConfig(image_size=32, patch_size=4, num_channels=1, hidden_size=16,
+                     num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     num_labels=10, layer_norm_eps=1e-6, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+  torch.manual_seed(0)
+  model = ViTForImageClassification(config).eval()
+  _randomise(model, 1)
+  out = os.path.join(HERE, 'vit_tiny')
+  os.makedirs(out, exist_ok=True)
+  model.save_pretrained(out, safe_serialization=True)
+  images = np.random.default_rng(0).normal(size=(2, 32, 32, 1)).astype(np.float32)  # NHWC
+  with torch.no_grad():
+    logits = model(torch.as_tensor(images).permute(0, 3, 1, 2)).logits.numpy()
+  np.savez(os.path.join(out, 'reference.npz'), images=images, logits=logits.astype(np.float32))
+  print('vit_tiny:', logits.shape, float(np.abs(logits).max()))
+
+
 if __name__ == '__main__':
   gpt2_tiny()
+  vit_tiny()

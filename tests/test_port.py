@@ -15,7 +15,10 @@ import pytest
 from conftest import REPO, load_config, run_cli
 
 GPT2 = os.path.join(REPO, 'tests', 'fixtures', 'port', 'gpt2_tiny')
+VIT = os.path.join(REPO, 'tests', 'fixtures', 'port', 'vit_tiny')
 SPEC = 'configs/gpt_pydoc.py:variant=tiny'
+# arch -> (fixture, the config whose network it is)
+FIXTURES = {'gpt2': (GPT2, SPEC), 'vit': (VIT, 'configs/vit_digits.py:tiny')}
 
 
 def _port(args, data_dir, devices=1):
@@ -23,41 +26,53 @@ def _port(args, data_dir, devices=1):
   return proc.returncode, proc.stdout + proc.stderr
 
 
-def _import(workdir, data_dir, devices=1, src=GPT2, extra=()):
-  return _port(['--from', 'hf', '--arch', 'gpt2', '--src', src, '--workdir', workdir,
-                '--config', SPEC, '--reference_logits', os.path.join(GPT2, 'reference.npz'),
-                *extra], data_dir, devices)
+def _import(workdir, data_dir, devices=1, src=GPT2, arch='gpt2'):
+  fixture, spec = FIXTURES[arch]
+  return _port(['--from', 'hf', '--arch', arch, '--src', src, '--workdir', workdir,
+                '--config', spec, '--reference_logits', os.path.join(fixture, 'reference.npz')],
+               data_dir, devices)
 
 
-@pytest.mark.parametrize('devices', [1, 8])
-def test_gpt2_import_matches_the_reference_logits(tmp_path, data_dir, devices):
-  code, out = _import(tmp_path / 'run', data_dir, devices)
+@pytest.mark.parametrize('arch, devices', [('gpt2', 1), ('gpt2', 8), ('vit', 8)])
+def test_import_matches_the_reference_logits(tmp_path, data_dir, arch, devices):
+  code, out = _import(tmp_path / 'run', data_dir, devices, FIXTURES[arch][0], arch)
   assert code == 0, out[-3000:]
   err = float(re.search(r'parity: .* = (\S+) on (\d+) device', out).group(1))
   assert err < 1e-4 and f'on {devices} device' in out
 
 
-def test_gpt2_export_round_trip_is_exact_and_the_run_trains_on(tmp_path, data_dir):
+@pytest.mark.parametrize('arch, keys', [
+    ('gpt2', ('vocab_size', 'n_positions', 'n_embd', 'n_layer', 'n_head', 'layer_norm_epsilon',
+              'activation_function')),
+    ('vit', ('image_size', 'patch_size', 'num_channels', 'hidden_size', 'num_hidden_layers',
+             'num_attention_heads', 'intermediate_size', 'hidden_act', 'layer_norm_eps',
+             'id2label'))])
+def test_export_round_trip_is_exact(tmp_path, data_dir, arch, keys):
   from safetensors.numpy import load_file
-  from train import loop, port
-  assert _import(tmp_path / 'run', data_dir)[0] == 0
-  code, out = _port(['--to', 'hf', '--arch', 'gpt2', '--workdir', tmp_path / 'run',
-                     '--config', SPEC, '--dst', tmp_path / 'out'], data_dir)
+  from train import port
+  fixture, spec = FIXTURES[arch]
+  assert _import(tmp_path / 'run', data_dir, src=fixture, arch=arch)[0] == 0
+  code, out = _port(['--to', 'hf', '--arch', arch, '--workdir', tmp_path / 'run',
+                     '--config', spec, '--dst', tmp_path / 'out'], data_dir)
   assert code == 0, out[-3000:]
-  want = load_file(os.path.join(GPT2, 'model.safetensors'))
+  want = load_file(os.path.join(fixture, 'model.safetensors'))
   got = load_file(str(tmp_path / 'out' / 'model.safetensors'))
-  assert sorted(got) == sorted(k for k in want if not port.Gpt2.skip(k))
+  assert sorted(got) == sorted(k for k in want if not port.ARCHS[arch].skip(k))
   for k, v in got.items():
     assert v.dtype == want[k].dtype
     np.testing.assert_array_equal(v, want[k])
-  with open(os.path.join(GPT2, 'config.json')) as f:
+  with open(os.path.join(fixture, 'config.json')) as f:
     ref = json.load(f)
   with open(tmp_path / 'out' / 'config.json') as f:
     exported = json.load(f)
-  for key in ('vocab_size', 'n_positions', 'n_embd', 'n_layer', 'n_head', 'layer_norm_epsilon',
-              'activation_function'):
+  for key in keys:
     assert exported[key] == ref[key], key
-  # The import is step 0 of a run of the config: training resumes from it.
+
+
+def test_an_imported_run_trains_on(tmp_path, data_dir):
+  """The import is step 0 of a run of the config: training resumes from it."""
+  from train import loop
+  assert _import(tmp_path / 'run', data_dir)[0] == 0
   config = load_config(SPEC.removeprefix('configs/'), data__data_dir=data_dir, total_steps=1,
                        eval_every=0)
   loop.train_and_evaluate(config, str(tmp_path / 'run'))

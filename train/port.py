@@ -50,6 +50,7 @@ from train.errors import UserError
 class Gpt2:
   """GPT-2 (Radford et al. 2019) as Hugging Face stores it <-> arch/sequence/gpt.py."""
   model_name = 'sequence.gpt'
+  inputs = 'tokens'  # (B, T) in the reference .npz
 
   @staticmethod
   def model_fields(ref: dict) -> dict:
@@ -60,7 +61,8 @@ class Gpt2:
             **({'mlp_dim': ref['n_inner']} if ref.get('n_inner') else {})}
 
   @staticmethod
-  def reference_config(model) -> dict:
+  def reference_config(model, channels: int = 0) -> dict:
+    del channels
     d = int(model['embed_dim'])
     return {'model_type': 'gpt2', 'architectures': ['GPT2LMHeadModel'],
             'vocab_size': int(model['vocab_size']), 'n_positions': int(model['max_length']),
@@ -77,13 +79,7 @@ class Gpt2:
   @staticmethod
   def to_archzoo(t: dict, ref: dict) -> dict:
     t = {k.removeprefix('transformer.'): v for k, v in t.items()}
-
-    def take(name):
-      if name not in t:
-        raise UserError(f'gpt2: the checkpoint has no {name!r} (it has '
-                        f'{len(t)} other tensors)')
-      return t.pop(name)
-
+    take = _taker(t, 'gpt2')
     d, h = ref['n_embd'], ref['n_head']
     out = {'wte/embedding': take('wte.weight'), 'wpe/embedding': take('wpe.weight'),
            'ln_f/scale': take('ln_f.weight'), 'ln_f/bias': take('ln_f.bias')}
@@ -102,39 +98,150 @@ class Gpt2:
       for src, dst in (('c_fc', 'wi'), ('c_proj', 'wo')):
         out[q + f'mlp/{dst}/kernel'] = take(p + f'mlp.{src}.weight')
         out[q + f'mlp/{dst}/bias'] = take(p + f'mlp.{src}.bias')
-    if t:
-      raise UserError(f'gpt2: tensors this format does not know: {", ".join(sorted(t)[:8])}')
+    _all_taken(t, 'gpt2')
     return out
 
   @staticmethod
   def to_reference(flat: dict, model) -> dict:
     f = dict(flat)
+    take = _taker(f, 'gpt2')
     d = int(model['embed_dim'])
-    out = {'transformer.wte.weight': f.pop('wte/embedding'),
-           'transformer.wpe.weight': f.pop('wpe/embedding'),
-           'transformer.ln_f.weight': f.pop('ln_f/scale'),
-           'transformer.ln_f.bias': f.pop('ln_f/bias')}
+    out = {'transformer.wte.weight': take('wte/embedding'),
+           'transformer.wpe.weight': take('wpe/embedding'),
+           'transformer.ln_f.weight': take('ln_f/scale'),
+           'transformer.ln_f.bias': take('ln_f/bias')}
     for i in range(int(model['num_layers'])):
       p, q = f'transformer.h.{i}.', f'h{i}/'
       names = ('query', 'key', 'value')
       out[p + 'attn.c_attn.weight'] = np.stack(
-          [f.pop(q + f'self_attn/{n}/kernel') for n in names], 1).reshape(d, 3 * d)
+          [take(q + f'self_attn/{n}/kernel') for n in names], 1).reshape(d, 3 * d)
       out[p + 'attn.c_attn.bias'] = np.stack(
-          [f.pop(q + f'self_attn/{n}/bias') for n in names]).reshape(3 * d)
-      out[p + 'attn.c_proj.weight'] = f.pop(q + 'self_attn/out/kernel').reshape(d, d)
-      out[p + 'attn.c_proj.bias'] = f.pop(q + 'self_attn/out/bias')
+          [take(q + f'self_attn/{n}/bias') for n in names]).reshape(3 * d)
+      out[p + 'attn.c_proj.weight'] = take(q + 'self_attn/out/kernel').reshape(d, d)
+      out[p + 'attn.c_proj.bias'] = take(q + 'self_attn/out/bias')
       for src, dst in (('ln_1', 'self_attn_norm'), ('ln_2', 'mlp_norm')):
-        out[p + f'{src}.weight'] = f.pop(q + f'{dst}/scale')
-        out[p + f'{src}.bias'] = f.pop(q + f'{dst}/bias')
+        out[p + f'{src}.weight'] = take(q + f'{dst}/scale')
+        out[p + f'{src}.bias'] = take(q + f'{dst}/bias')
       for src, dst in (('c_fc', 'wi'), ('c_proj', 'wo')):
-        out[p + f'mlp.{src}.weight'] = f.pop(q + f'mlp/{dst}/kernel')
-        out[p + f'mlp.{src}.bias'] = f.pop(q + f'mlp/{dst}/bias')
-    if f:
-      raise UserError(f'gpt2: params this format has no place for: {", ".join(sorted(f)[:8])}')
+        out[p + f'mlp.{src}.weight'] = take(q + f'mlp/{dst}/kernel')
+        out[p + f'mlp.{src}.bias'] = take(q + f'mlp/{dst}/bias')
+    _all_taken(f, 'gpt2')
     return out
 
 
-ARCHS = {'gpt2': Gpt2}
+class Vit:
+  """ViT (Dosovitskiy et al. 2021) as Hugging Face's ViTForImageClassification stores it
+  <-> arch/vision/vit.py (pool='cls'). torch Linear weights are (out, in): transposed;
+  the patch convolution (D, C, P, P) becomes a flax (P, P, C, D) kernel."""
+  model_name = 'vision.vit'
+  inputs = 'images'  # (B, H, W, C) in the reference .npz, as archzoo takes them
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    return {'image_size': ref['image_size'], 'patch_size': ref['patch_size'],
+            'embed_dim': ref['hidden_size'], 'depth': ref['num_hidden_layers'],
+            'num_heads': ref['num_attention_heads'], 'mlp_dim': ref['intermediate_size'],
+            'num_classes': len(ref.get('id2label') or {}) or ref.get('num_labels', 2),
+            'norm_eps': ref.get('layer_norm_eps', 1e-12), 'pool': 'cls', 'distilled': False}
+
+  @staticmethod
+  def reference_config(model, channels: int) -> dict:
+    k = int(model['num_classes'])
+    return {'model_type': 'vit', 'architectures': ['ViTForImageClassification'],
+            'image_size': int(model['image_size']), 'patch_size': int(model['patch_size']),
+            'num_channels': channels, 'hidden_size': int(model['embed_dim']),
+            'num_hidden_layers': int(model['depth']), 'num_attention_heads': int(model['num_heads']),
+            'intermediate_size': int(model['mlp_dim']), 'hidden_act': 'gelu',
+            'layer_norm_eps': float(model['norm_eps']), 'qkv_bias': True,
+            'id2label': {str(i): f'LABEL_{i}' for i in range(k)},
+            'label2id': {f'LABEL_{i}': i for i in range(k)}}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    return name.startswith('vit.pooler.')  # ViTModel's pooler: classification never reads it
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'vit')
+    d, h = ref['hidden_size'], ref['num_attention_heads']
+    e = 'vit.embeddings.'
+    out = {'cls_token': take(e + 'cls_token'), 'pos_embed': take(e + 'position_embeddings'),
+           'patch_embed/proj/kernel': take(e + 'patch_embeddings.projection.weight'
+                                           ).transpose(2, 3, 1, 0),
+           'patch_embed/proj/bias': take(e + 'patch_embeddings.projection.bias'),
+           'encoder/norm/scale': take('vit.layernorm.weight'),
+           'encoder/norm/bias': take('vit.layernorm.bias'),
+           'head/kernel': take('classifier.weight').T, 'head/bias': take('classifier.bias')}
+    for i in range(ref['num_hidden_layers']):
+      p, q = f'vit.encoder.layer.{i}.', f'encoder/layers_{i}/'
+      for name in ('query', 'key', 'value'):
+        out[q + f'self_attn/{name}/kernel'] = take(
+            p + f'attention.attention.{name}.weight').T.reshape(d, h, d // h)
+        out[q + f'self_attn/{name}/bias'] = take(
+            p + f'attention.attention.{name}.bias').reshape(h, d // h)
+      out[q + 'self_attn/out/kernel'] = take(p + 'attention.output.dense.weight').T.reshape(
+          h, d // h, d)
+      out[q + 'self_attn/out/bias'] = take(p + 'attention.output.dense.bias')
+      for src, dst in (('layernorm_before', 'self_attn_norm'), ('layernorm_after', 'mlp_norm')):
+        out[q + f'{dst}/scale'] = take(p + f'{src}.weight')
+        out[q + f'{dst}/bias'] = take(p + f'{src}.bias')
+      for src, dst in (('intermediate.dense', 'wi'), ('output.dense', 'wo')):
+        out[q + f'mlp/{dst}/kernel'] = take(p + f'{src}.weight').T
+        out[q + f'mlp/{dst}/bias'] = take(p + f'{src}.bias')
+    _all_taken(t, 'vit')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'vit')
+    d = int(model['embed_dim'])
+    e = 'vit.embeddings.'
+    out = {e + 'cls_token': take('cls_token'), e + 'position_embeddings': take('pos_embed'),
+           e + 'patch_embeddings.projection.weight': take('patch_embed/proj/kernel'
+                                                         ).transpose(3, 2, 0, 1),
+           e + 'patch_embeddings.projection.bias': take('patch_embed/proj/bias'),
+           'vit.layernorm.weight': take('encoder/norm/scale'),
+           'vit.layernorm.bias': take('encoder/norm/bias'),
+           'classifier.weight': take('head/kernel').T, 'classifier.bias': take('head/bias')}
+    for i in range(int(model['depth'])):
+      p, q = f'vit.encoder.layer.{i}.', f'encoder/layers_{i}/'
+      for name in ('query', 'key', 'value'):
+        out[p + f'attention.attention.{name}.weight'] = take(
+            q + f'self_attn/{name}/kernel').reshape(d, d).T
+        out[p + f'attention.attention.{name}.bias'] = take(
+            q + f'self_attn/{name}/bias').reshape(d)
+      out[p + 'attention.output.dense.weight'] = take(q + 'self_attn/out/kernel').reshape(d, d).T
+      out[p + 'attention.output.dense.bias'] = take(q + 'self_attn/out/bias')
+      for src, dst in (('layernorm_before', 'self_attn_norm'), ('layernorm_after', 'mlp_norm')):
+        out[p + f'{src}.weight'] = take(q + f'{dst}/scale')
+        out[p + f'{src}.bias'] = take(q + f'{dst}/bias')
+      for src, dst in (('intermediate.dense', 'wi'), ('output.dense', 'wo')):
+        out[p + f'{src}.weight'] = take(q + f'mlp/{dst}/kernel').T
+        out[p + f'{src}.bias'] = take(q + f'mlp/{dst}/bias')
+    _all_taken(f, 'vit')
+    return out
+
+
+def _taker(tensors: dict, arch: str):
+  """take(name): pops a tensor, or one UserError naming the missing one."""
+  def take(name):
+    if name not in tensors:
+      raise UserError(f'{arch}: the checkpoint has no {name!r} (it has {len(tensors)} other '
+                      f'tensors)')
+    return tensors.pop(name)
+  return take
+
+
+def _all_taken(rest: dict, arch: str):
+  if rest:
+    raise UserError(f'{arch}: tensors this format has no place for: '
+                    f'{", ".join(sorted(rest)[:8])}')
+
+
+ARCHS = {'gpt2': Gpt2, 'vit': Vit}
+ARCHS_BY_MODEL = {f.model_name: f for f in ARCHS.values()}
 SOURCES = ('hf',)
 
 
@@ -259,12 +366,13 @@ def reference_parity(config, workdir: str, path: str) -> float:
   from train import core
   from train.sample import restore
   ref = np.load(path)
-  variables, _, mesh, rules, _ = restore(config, workdir)
+  variables, _, mesh, rules, _ = restore(config, workdir, sampler=False)
   model = arch_lib.model_from_config(config)
-  fn = lambda v, b, rng, row_ids: {'logits': model.apply({'params': v['params']}, b['tokens'])}
+  key = ARCHS_BY_MODEL[config.model_name].inputs
+  fn = lambda v, b, rng, row_ids: {'logits': model.apply({'params': v['params']}, b[key])}
   import jax
-  got = core.run_batch(jax.jit(fn), variables, {'tokens': ref['tokens']},
-                       range(len(ref['tokens'])), mesh, rules, seed=0)['logits']
+  got = core.run_batch(jax.jit(fn), variables, {key: ref[key]}, range(len(ref[key])), mesh,
+                       rules, seed=0)['logits']
   return float(np.abs(got - ref['logits']).max() / np.abs(ref['logits']).max())
 
 
@@ -284,8 +392,10 @@ def export_weights(config, arch: str, workdir: str, dst: str) -> str:
   tensors = {k: np.ascontiguousarray(v) for k, v in fmt.to_reference(flat, model).items()}
   os.makedirs(dst, exist_ok=True)
   save_file(tensors, os.path.join(dst, 'model.safetensors'), metadata={'format': 'pt'})
+  kernel = flat.get('patch_embed/proj/kernel')
   with open(os.path.join(dst, 'config.json'), 'w') as f:
-    json.dump(fmt.reference_config(model), f, indent=2)
+    json.dump(fmt.reference_config(model, 0 if kernel is None else kernel.shape[2]), f,
+              indent=2)
   return f'{len(tensors)} tensors of step {step}'
 
 

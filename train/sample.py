@@ -122,8 +122,9 @@ def parse(argv):
           {**defaults, **given})
 
 
-def restore(config, workdir, step=None):
-  """(variables placed over the mesh, step, mesh, rules, task) of the run in `workdir`."""
+def restore(config, workdir, step=None, sampler=True):
+  """(variables placed over the mesh, step, mesh, rules, task) of the run in `workdir`
+  (`sampler`: its task must have one)."""
   from train import core
   from train import mesh as mesh_lib
   from train.errors import UserError
@@ -131,7 +132,7 @@ def restore(config, workdir, step=None):
   mesh_lib.maybe_initialize_distributed(config)
   mesh = mesh_lib.make_mesh(config)
   task = core.load_task(config)
-  if task.sample is None or task.prompt_batch is None:
+  if sampler and (task.sample is None or task.prompt_batch is None):
     raise UserError(f'task {config.task!r} has no sampler')
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise UserError(f'no checkpoints in {workdir}; train it first with '

@@ -97,6 +97,7 @@ class Model(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
+  norm_eps: float = 1e-6  # the JAX and timm ViTs'; Hugging Face's ViT configs say 1e-12
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -120,8 +121,9 @@ class Model(nn.Module):
     x_BPD = x_BPD + jnp.asarray(pos, self.dtype)
     x_BPD = nn.Dropout(self.dropout_rate)(x_BPD, deterministic=not train)
     x_BPD = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout_rate,
-                    self.attention_dropout_rate, self.stochastic_depth, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name='encoder')(x_BPD, train=train)
+                    self.attention_dropout_rate, self.stochastic_depth, norm_eps=self.norm_eps,
+                    dtype=self.dtype, param_dtype=self.param_dtype, name='encoder')(
+                        x_BPD, train=train)
     rep_BD = x_BPD[:, 0] if self.pool == 'cls' else x_BPD.mean(axis=1)
     if not self.num_classes:
       return rep_BD.astype(jnp.float32)
