@@ -64,6 +64,15 @@ def data_dir(tmp_path_factory):
   return str(d)
 
 
+def train_spec(spec, workdir, data_dir, **overrides):
+  """`configs/{spec}` trained in-process in `workdir` on the prepared data dir (overrides
+  as load_config takes them); the final eval metrics. The `train` that
+  check_resumes_from_step_2 takes."""
+  from train import loop
+  config = load_config(spec, data__data_dir=data_dir, **overrides)
+  return loop.train_and_evaluate(config, str(workdir))
+
+
 def restored_states(abstract, workdirs, step):
   """The train state of checkpoint `step` in each workdir, restored onto `abstract`."""
   from train import checkpoint

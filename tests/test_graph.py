@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from arch.graph import gat, gcn, ops, sage
-from conftest import assert_same_states, load_config, read_metrics, restored_states
+from conftest import assert_same_states, load_config, read_metrics, restored_states, train_spec
 from train.errors import UserError
 
 MODELS = {
@@ -260,10 +260,7 @@ def test_karate_dataset(data_dir):
   assert train['label'][0] != train['label'][33]  # one labelled member per club
 
 
-def _train(spec, workdir, data_dir, **overrides):
-  from train import loop
-  config = load_config(spec, data__data_dir=data_dir, **overrides)
-  return loop.train_and_evaluate(config, str(workdir))
+_train = train_spec
 
 
 @pytest.mark.parametrize('spec, overrides', [

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from arch.graph import mpnn, ops
-from conftest import check_resumes_from_step_2, load_config
+from conftest import check_resumes_from_step_2, load_config, train_spec
 from train.datasets import random_graphs
 
 MODEL = dict(features=8, edge_hidden=6, steps=2, readout_steps=3, num_targets=2)
@@ -218,10 +218,7 @@ def test_task_loss_is_the_same_over_one_shard_or_eight():
   np.testing.assert_allclose(per_graph['mae'].mean(), m1['mae'], rtol=1e-6)
 
 
-def _train(spec, workdir, data_dir, **overrides):
-  from train import loop
-  config = load_config(spec, data__data_dir=data_dir, **overrides)
-  return loop.train_and_evaluate(config, str(workdir))
+_train = train_spec
 
 
 def test_config_trains_and_resumes_exactly(tmp_path, data_dir):

@@ -13,7 +13,7 @@ import pytest
 
 from arch.layers.transformer import Block
 from arch.sequence import gpt, rmt
-from conftest import check_resumes_from_step_2, load_config
+from conftest import check_resumes_from_step_2, load_config, train_spec
 from train.datasets import recall
 
 T = 8  # segment length of the small models below
@@ -208,10 +208,7 @@ def test_recall_dataset_answers_are_right(data_dir):
   assert not np.array_equal(recall.examples(5, 1)['tokens'], recall.examples(5, 2)['tokens'])
 
 
-def _train(spec, workdir, data_dir, **overrides):
-  from train import loop
-  return loop.train_and_evaluate(load_config(spec, data__data_dir=data_dir, **overrides),
-                                 str(workdir))
+_train = train_spec
 
 
 @pytest.mark.parametrize('spec', ['rmt_recall.py:tiny', 'rmt_recall.py:tiny,memory=0'])

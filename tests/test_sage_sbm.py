@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from arch.graph import ops, sage
-from conftest import check_resumes_from_step_2, load_config
+from conftest import check_resumes_from_step_2, load_config, train_spec
 from train.datasets import sbm
 
 
@@ -199,10 +199,7 @@ def test_sbm_dataset(data_dir):
   np.testing.assert_allclose(means, sbm.class_means(), atol=0.15)
 
 
-def _train(spec, workdir, data_dir, **overrides):
-  from train import loop
-  config = load_config(spec, data__data_dir=data_dir, **overrides)
-  return loop.train_and_evaluate(config, str(workdir))
+_train = train_spec
 
 
 def test_config_trains_and_resumes_exactly(tmp_path, data_dir):

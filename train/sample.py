@@ -20,8 +20,9 @@ each output the sampler returns (`WRITERS`): text ('tokens', decoded with the ru
 tokenizer: `config.data.tokenizer` or `config.sample.tokenizer`) to stdout and .txt, each
 --prompt getting --num_samples samples; 'images' as one PNG grid; 'videos' as an animated
 GIF grid and a PNG of each clip's frames in a row; 'audio' (with 'sample_rate') as one WAV
-a clip; 'episodes' (an RL agent's evaluation episodes, with 'episode_return') as a GIF grid
-and a PNG of 8 frames of each; every array also to .npz. Bad input prints one `error:` line and exits with 2.
+a clip; 'points' (2-D samples) as a PNG histogram; 'episodes' (an RL agent's evaluation
+episodes, with 'episode_return') as a GIF grid and a PNG of 8 frames of each; every array
+also to .npz. Bad input prints one `error:` line and exits with 2.
 """
 
 import argparse

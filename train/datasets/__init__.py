@@ -6,6 +6,7 @@ first use (they take seconds). Prepare one by hand with
 """
 
 from train.datasets.digits import Digits
+from train.datasets.events import Events
 from train.datasets.karate import Karate
 from train.datasets.moving_digits import MovingDigits
 from train.datasets.pydoc_text import PydocText
@@ -13,9 +14,13 @@ from train.datasets.random_graphs import RandomGraphs
 from train.datasets.recall import Recall
 from train.datasets.sbm import Sbm
 from train.datasets.shapes import Shapes
+from train.datasets.spirals import Spirals
 from train.datasets.tones import Tones
+from train.datasets.toy2d import Toy2d
+from train.datasets.traffic import Traffic
 from train.datasets.translation import Translation
 
-OFFLINE = {'digits': Digits, 'karate': Karate, 'moving_digits': MovingDigits,
+OFFLINE = {'digits': Digits, 'events': Events, 'karate': Karate, 'moving_digits': MovingDigits,
            'pydoc_text': PydocText, 'random_graphs': RandomGraphs, 'recall': Recall, 'sbm': Sbm,
-           'shapes': Shapes, 'tones': Tones, 'translation': Translation}
+           'shapes': Shapes, 'spirals': Spirals, 'tones': Tones, 'toy2d': Toy2d,
+           'traffic': Traffic, 'translation': Translation}
