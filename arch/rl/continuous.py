@@ -40,6 +40,7 @@ Dimension key: B batch, O observation features, A action dimensions, K critics,
 C replay capacity, N environments (rows added at once), T vector-environment steps.
 """
 
+import abc
 import dataclasses
 from typing import Sequence
 
@@ -222,7 +223,7 @@ class Options:
   eval_episodes: int = 10
 
 
-class OffPolicyAgent:
+class OffPolicyAgent(abc.ABC):
   """The shared off-policy machinery (see above); subclasses set `Options`, `policy`,
   `num_critics`, `target_groups` and define `phases`, `explore`, `deterministic`."""
   Options = Options
@@ -259,17 +260,17 @@ class OffPolicyAgent:
 
   # ------------------------------------------------------------------ for subclasses
 
+  @abc.abstractmethod
   def phases(self):
     """((group, loss), ...) of one update (Task.phases)."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def explore(self, params, obs, rng):
     """Actions (N, A) in [-1, 1] that the agent collects with."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def deterministic(self, params, obs):
     """Actions (N, A) in [-1, 1] of the evaluation policy."""
-    raise NotImplementedError
 
   def extra_params(self, params):
     """Params of further groups (SAC's temperature) beside the network's."""

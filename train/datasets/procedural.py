@@ -10,12 +10,13 @@ A builder subclasses `Procedural` and sets
 Its description is its module's docstring; its version 1.0.0 unless it says otherwise.
 """
 
+import abc
 import sys
 
 import tensorflow_datasets as tfds
 
 
-class Procedural(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Procedural(tfds.core.GeneratorBasedBuilder):
   """A builder of `SPLITS` whose examples `generate(*SPLITS[split])` yields."""
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
@@ -23,8 +24,9 @@ class Procedural(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   SPLITS: dict = {}
   HOMEPAGE: str = ''
 
+  @abc.abstractmethod
   def generate(self, *args):
-    raise NotImplementedError
+    """The examples of one split, from its SPLITS arguments."""
 
   def _info(self):
     features = {name: f if isinstance(f, tfds.features.FeatureConnector)
