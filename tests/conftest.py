@@ -22,12 +22,19 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 
+# XLA:CPU ends a process whose collective waits 40 s for a simulated device's thread; with
+# two test workers and their subprocesses on 2 cores a thread can wait that long (a pmap run
+# of DQN's tiny config did, 2026-12-06), so the subprocesses wait longer.
+COLLECTIVE_TIMEOUT = '--xla_cpu_collective_call_terminate_timeout_seconds=600'
+
+
 def cli_env(data_dir, devices=1, **extra):
   """Environment for a CLI subprocess: CPU, `devices` simulated devices, the data dir."""
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(('JAX_COORDINATOR', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'))}
   env.update(ARCHZOO_DATA_DIR=str(data_dir), JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', **extra)
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {COLLECTIVE_TIMEOUT}',
+             **extra)
   return env
 
 

@@ -84,7 +84,8 @@ def main(argv=None):
   p.add_argument('--only', nargs='*', default=None)
   p.add_argument('--data_dir', default=None)
   args = p.parse_args(argv)
-  os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={args.devices}'
+  os.environ['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={args.devices} '
+                             '--xla_cpu_collective_call_terminate_timeout_seconds=600')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   if args.data_dir:
     os.environ['ARCHZOO_DATA_DIR'] = args.data_dir
