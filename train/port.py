@@ -314,18 +314,11 @@ def check_model_fields(config, fields: dict, arch: str):
   if config.model_name != ARCHS[arch].model_name:
     raise UserError(f'--arch {arch} imports into {ARCHS[arch].model_name!r}; the config '
                     f'builds {config.model_name!r}')
-  model = dict(config.model)
-  differ = [f'--config.model.{k}={v}' for k, v in fields.items()
-            if model.get(k, _default(config.model_name, k)) != v]
+  model = {**_model_defaults(config), **config.model.to_dict()}
+  differ = [f'--config.model.{k}={v}' for k, v in fields.items() if model.get(k) != v]
   if differ:
     raise UserError(f'the reference\'s config.json describes another network than the config '
                     f'builds; add {" ".join(differ)}')
-
-
-def _default(model_name, field):
-  import arch
-  cls = arch.model_class(model_name)
-  return getattr(cls, field, None)
 
 
 def import_weights(config, arch: str, src: str, workdir: str) -> str:

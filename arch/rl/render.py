@@ -149,11 +149,15 @@ SCENES = {'CartPole-v1': _cartpole, 'Acrobot-v1': _acrobot, 'Pendulum-v1': _pend
           'MountainCar-v0': _mountain_car, 'MountainCarContinuous-v0': _mountain_car}
 
 
-def frame(env_name: str, state: dict, env_params, size=(64, 96)):
-  """One uint8 (H, W, 3) picture of an environment state (a dict of scalar fields)."""
+def _check_scene(env_name: str):
   if env_name not in SCENES:
     raise ConfigError(f'no renderer for {env_name!r}; arch/rl/render.py draws '
                       f'{", ".join(SCENES)}')
+
+
+def frame(env_name: str, state: dict, env_params, size=(64, 96)):
+  """One uint8 (H, W, 3) picture of an environment state (a dict of scalar fields)."""
+  _check_scene(env_name)
   image = SCENES[env_name](state, env_params, tuple(size))
   return jnp.round(jnp.clip(image, 0, 1) * 255).astype(jnp.uint8)
 
@@ -213,9 +217,7 @@ def make_sample(env_name: str, env, env_params, act_fn):
   sample(variables, batch, rng, *, row_ids, max_steps, stride, height, width, greedy) ->
   {'episodes': (N, T, H, W, 3) uint8, 'episode_return': (N,), 'episode_length': (N,)}.
   `act_fn(params, greedy) -> act(obs_NO, key) -> actions (N,)` is the agent's policy."""
-  if env_name not in SCENES:
-    raise ConfigError(f'no renderer for {env_name!r}; arch/rl/render.py draws '
-                      f'{", ".join(SCENES)}')
+  _check_scene(env_name)
 
   def sample(variables, batch, rng, *, row_ids, max_steps: int = 0, stride: int = 2,
              height: int = 96, width: int = 144, greedy: bool = True):
