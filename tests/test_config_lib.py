@@ -53,3 +53,15 @@ def test_overrides_are_typed_and_checked():
 def test_split_overrides_accepts_both_spellings():
   o, rest = config_lib.split_overrides(['--config', 'c.py', '--config.lr=1', '--config.seed', '3', '--workdir', 'w'])
   assert o == [('lr', '1'), ('seed', '3')] and rest == ['--config', 'c.py', '--workdir', 'w']
+
+
+def test_a_field_of_the_network_may_be_set_that_the_config_leaves_unset():
+  config = config_lib.load(os.path.join(REPO, 'configs', 'gpt_pydoc.py:variant=tiny'))
+  assert 'remat' not in config.model
+  config_lib.override(config, 'model.remat', 'block')
+  config_lib.override(config, 'model.scan_layers', 'true')
+  assert (config.model.remat, config.model.scan_layers) == ('block', True)
+  with pytest.raises(UserError, match='bad value'):  # typed by the field's default (bool)
+    config_lib.override(config, 'model.scan_layers', 'sometimes')
+  with pytest.raises(UserError, match='unknown config key config.model.nope'):
+    config_lib.override(config, 'model.nope', '1')

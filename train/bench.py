@@ -15,7 +15,9 @@ import time
 
 def bench_training(config, steps):
   """{'step_ms', 'steps_per_sec', 'examples_per_sec', 'mfu', 'flops_per_step',
-  'peak_flops_per_device'} of `steps` training steps on one batch of the config's input."""
+  'peak_flops_per_device', 'init_s', 'compile_s'} of `steps` training steps on one batch
+  of the config's input; init_s and compile_s: seconds to initialise the state and to
+  compile the step (the cost that grows with an unrolled model's depth)."""
   import jax
   from train import core
   from train import data as data_lib
@@ -26,12 +28,16 @@ def bench_training(config, steps):
   mesh_lib.check_batch(config, mesh)
   task = core.load_task(config)
   runner = Runner(config, task, mesh)
-  state = runner.init(jax.random.key(0))
+  start = time.perf_counter()
+  state = jax.block_until_ready(runner.init(jax.random.key(0)))
+  init_s = time.perf_counter() - start
   with tempfile.TemporaryDirectory() as workdir:
     batches = data_lib.task_train_input(config, task, mesh_lib.local_data_parallel_size(mesh),
                                         jax.process_index(), jax.process_count(), workdir)
     batch = runner.device_batch(next(batches))
+  start = time.perf_counter()
   flops = runner.compile(state, batch)
+  compile_s = time.perf_counter() - start
   state, metrics = runner.step(state, batch)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
@@ -42,7 +48,8 @@ def bench_training(config, steps):
   peak = metrics_lib.peak_flops_per_device() if flops else None
   return dict(step_ms=1e3 * sec, steps_per_sec=1 / sec, examples_per_sec=config.batch_size / sec,
               mfu=(flops / sec / peak) if flops and peak else None,
-              flops_per_step=flops, peak_flops_per_device=peak)
+              flops_per_step=flops, peak_flops_per_device=peak, init_s=init_s,
+              compile_s=compile_s)
 
 
 def main(argv=None):
@@ -62,7 +69,8 @@ def main(argv=None):
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'training ({args.config}): {result["examples_per_sec"]:,.0f} examples/s, '
-        f'{result["step_ms"]:.1f} ms per step, MFU {result["mfu"] or 0:.3f}')
+        f'{result["step_ms"]:.1f} ms per step, MFU {result["mfu"] or 0:.3f}; compiled in '
+        f'{result["compile_s"]:.1f} s, initialised in {result["init_s"]:.1f} s')
   print(json.dumps(result))
   return 0
 

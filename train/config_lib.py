@@ -92,6 +92,11 @@ def override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
   """Applies `--config.a.b=text`, typed by the existing field. Unknown keys fail loudly."""
   *parents, leaf = dotted.split('.')
   node, path = config, 'config'
+  if parents == ['model'] and leaf not in config.get('model', {}):
+    default = _model_field_default(config, leaf)
+    if default is not _MISSING:  # a field of the network the config has left at its default
+      with config.unlocked():
+        config.model[leaf] = default
   for part in parents + [leaf]:
     if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
       keys = sorted(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
@@ -106,6 +111,24 @@ def override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
     raise UserError(f'bad value for --config.{dotted}: {e}') from None
   with config.unlocked():
     node[leaf] = value
+
+
+_MISSING = object()
+
+
+def _model_field_default(config, name: str):
+  """The default of field `name` of the config's network class (`config.model_name`), or
+  _MISSING: `--config.model.remat=block` may set a field the config leaves unset."""
+  import dataclasses
+  import arch
+  try:
+    cls = arch.model_class(config.get('model_name') or '')
+  except Exception:  # no or unknown model_name: the usual unknown-key error follows
+    return _MISSING
+  for field in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
+    if field.name == name and field.default is not dataclasses.MISSING:
+      return field.default
+  return _MISSING
 
 
 def split_overrides(argv):
@@ -151,7 +174,8 @@ def base() -> ml_collections.ConfigDict:
   c.sharding_rules = (('batch', ('data', 'fsdp', 'expert')), ('embed', 'fsdp'),
                       ('mlp', 'tensor'), ('heads', 'tensor'), ('kv', None), ('vocab', 'tensor'),
                       ('classes', None), ('conv_in', None), ('conv_out', 'tensor'),
-                      ('expert', 'expert'), ('expert_group', ('data', 'fsdp')))
+                      ('expert', 'expert'), ('expert_group', ('data', 'fsdp')),
+                      ('layers', None))  # the layer axis of a scanned stack (scan_layers)
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo'))
 

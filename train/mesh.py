@@ -93,9 +93,36 @@ def replicated(mesh) -> NamedSharding:
 
 
 def logical_shardings(abstract_tree, mesh, config):
-  """NamedShardings for a tree of (possibly `nn.LogicallyPartitioned`) abstract values."""
+  """NamedShardings for a tree of (possibly `nn.LogicallyPartitioned`) abstract values.
+  A UserError names the first leaf with a dimension its mesh axes do not divide."""
   specs = nn.get_partition_spec(abstract_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules(config))
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules(config))
+  check_divisible(abstract_tree, shardings, mesh)
+  return shardings
+
+
+def _key_name(key):
+  return str(getattr(key, 'key', getattr(key, 'name', getattr(key, 'idx', key))))
+
+
+def check_divisible(abstract_tree, shardings, mesh) -> None:
+  """Every sharded dimension must split evenly over its mesh axes (jax's own error is an
+  IndivisibleError traceback from deep inside jit)."""
+  boxed = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  leaves = jax.tree_util.tree_flatten_with_path(abstract_tree, is_leaf=boxed)[0]
+  for (path, leaf), sharding in zip(leaves, jax.tree.leaves(shardings)):
+    names = getattr(leaf, 'names', None)
+    value = nn.meta.unbox(leaf)
+    for dim, (size, axes) in enumerate(zip(np.shape(value), sharding.spec)):
+      axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+      ways = int(np.prod([mesh.shape[a] for a in axes]))
+      if size % ways:
+        logical = f" (logical axis '{names[dim]}')" if names and names[dim] else ''
+        raise UserError(
+            f"config.mesh: {'/'.join(map(_key_name, path))} has size {size} in dimension "
+            f"{dim}{logical}, which mesh axis {' x '.join(axes)} of size {ways} does not "
+            f"divide; choose a mesh size that divides {size} or map that logical axis to "
+            f"another mesh axis (config.sharding_rules)")
 
 
 def check_batch(config, mesh) -> None:

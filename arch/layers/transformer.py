@@ -5,9 +5,11 @@ cross-attention and a position-wise MLP, each in a residual branch with its norm
 Dimension key: B batch, T length, S source length, D width.
 """
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from arch.layers.attention import Attention, key_mask
@@ -16,6 +18,24 @@ from arch.layers.embed import Mlp, norm
 from arch.vocab import PAD
 
 Dtype = Any
+
+# Activation checkpointing (`Block.remat`): what the backward pass keeps of a block's
+# forward; everything else it recomputes. 'block': only the block's input (the whole block
+# runs twice); 'dots': the outputs of matmuls without batch dimensions (projections and
+# MLP; attention scores and elementwise work are recomputed); 'offload': those same
+# outputs moved to host memory, on backends that have one (GPU/TPU).
+REMAT_POLICIES = {
+    'block': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    'offload': jax.checkpoint_policies.offload_dot_with_no_batch_dims('device', 'pinned_host'),
+}
+
+
+def remat_policy(name: str):
+  """The jax.checkpoint policy of a `remat` option ('' = none: keep every activation)."""
+  if name and name not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat {name!r}; valid: '', {', '.join(REMAT_POLICIES)}")
+  return REMAT_POLICIES.get(name)
 
 
 class Block(nn.Module):
@@ -45,6 +65,7 @@ class Block(nn.Module):
   # per-channel vector starting at this value (params `{branch}_scale`); None = off.
   layer_scale_init: Optional[float] = None
   drop_path_rate: float = 0.0  # stochastic depth on each residual branch (rng 'dropout')
+  remat: str = ''  # activation checkpointing: '' | 'block' | 'dots' | 'offload' (above)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -79,6 +100,19 @@ class Block(nn.Module):
   def __call__(self, x_BTD, enc_BSD=None, *, self_mask=None, self_bias=None,
                causal: bool = False, cross_mask=None, cross_bias=None, positions_BT=None,
                deterministic: bool = True, decode: bool = False):
+    arrays = (x_BTD, enc_BSD, self_mask, self_bias, cross_mask, cross_bias, positions_BT)
+    flags = dict(causal=causal, deterministic=deterministic, decode=decode)
+    if not self.remat or decode:
+      return self.layer(*arrays, **flags)
+    # The Python flags are closed over (static); the arrays go through jax.checkpoint.
+    # Parameters keep their names: the lifted function runs in this module's scope.
+    layer = nn.remat(functools.partial(type(self).layer, **flags),
+                     policy=remat_policy(self.remat))
+    return layer(self, *arrays)
+
+  def layer(self, x_BTD, enc_BSD, self_mask, self_bias, cross_mask, cross_bias,
+            positions_BT, *, causal: bool, deterministic: bool, decode: bool):
+    """The block's computation (what `remat` recomputes in the backward pass)."""
     x_BTD = nn.with_logical_constraint(x_BTD, ('batch', 'length', 'embed'))
     self_attn = self.make_attention('self_attn')
     x_BTD = self._residual(x_BTD, lambda h: self_attn(
@@ -155,3 +189,66 @@ class EncoderDecoder(nn.Module):
   def __call__(self, src_BS, tgt_in_BT, *, train: bool = False, decode: bool = False):
     return self.decode(tgt_in_BT, self.encode(src_BS, train=train), train=train,
                        decode=decode)
+
+
+# ---------------------------------------------------------------------------------------
+# Scan over layers
+# ---------------------------------------------------------------------------------------
+
+class ScanStep(Block):
+  """One step of a scanned stack (`scan_blocks`): a Block as a scan body, carry in and
+  carry out; the flags the unrolled call passes as arguments are fields here (static)."""
+  causal: bool = False
+  deterministic: bool = True
+  decode: bool = False
+
+  def __call__(self, x_BTD, positions_BT):
+    return super().__call__(x_BTD, causal=self.causal, positions_BT=positions_BT,
+                            deterministic=self.deterministic, decode=self.decode), None
+
+
+def scan_blocks(num_layers: int, x_BTD, positions_BT, *, name: str, causal: bool,
+                deterministic: bool, decode: bool, **block):
+  """`num_layers` Blocks made by `Block(**block)` as one `nn.scan` (Flax's lifted
+  lax.scan): the layers' parameters (and KV caches) are stacked along a leading axis of
+  size num_layers with the logical name 'layers', the program holds one layer's code, so
+  its compile time stays flat in depth, and a `remat` policy bounds what the backward pass
+  keeps per layer. Each layer draws its own init and dropout keys (split from the
+  scan's), so a scanned stack starts from other values than the unrolled one;
+  `stack_layers` / `unstack_layers` convert trained parameters between the layouts."""
+  step = nn.scan(ScanStep, variable_axes={'params': 0, 'cache': 0},
+                 split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,),
+                 length=num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
+  x_BTD, _ = step(causal=causal, deterministic=deterministic, decode=decode, name=name,
+                  **block)(x_BTD, positions_BT)
+  return x_BTD
+
+
+def stack_layers(tree: dict, name: str, num_layers: int, unrolled_name=None) -> dict:
+  """A tree with the unrolled layers {unrolled_name(i): subtree} (default f'{name}{i}')
+  replaced by one subtree {name: stacked leaves (num_layers, ...)}, the layout of
+  `scan_blocks`. The inverse of `unstack_layers`; other entries are kept as they are."""
+  unrolled_name = unrolled_name or (lambda i: f'{name}{i}')
+  keys = [unrolled_name(i) for i in range(num_layers)]
+  missing = [k for k in keys if k not in tree]
+  if missing:
+    raise ValueError(f'no unrolled layers {", ".join(missing)} to stack')
+  out = {k: v for k, v in tree.items() if k not in keys}
+  out[name] = jax.tree.map(lambda *xs: jnp.stack(xs), *[tree[k] for k in keys])
+  return out
+
+
+def unstack_layers(tree: dict, name: str, num_layers: int, unrolled_name=None) -> dict:
+  """The inverse of `stack_layers`: tree[name]'s leaves (num_layers, ...) split into one
+  subtree per layer."""
+  unrolled_name = unrolled_name or (lambda i: f'{name}{i}')
+  if name not in tree:
+    raise ValueError(f'no stacked layers {name!r} to unstack')
+  stacked = tree[name]
+  sizes = {x.shape[0] for x in jax.tree.leaves(stacked)}
+  if sizes != {num_layers}:
+    raise ValueError(f'{name!r} stacks {sorted(sizes)} layers, expected {num_layers}')
+  out = {k: v for k, v in tree.items() if k != name}
+  for i in range(num_layers):
+    out[unrolled_name(i)] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  return out

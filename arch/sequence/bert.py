@@ -48,6 +48,7 @@ class Model(nn.Module):
   dropout_rate: float = 0.1  # embeddings, residual branches and attention weights
   norm_eps: float = 1e-12
   pretraining_heads: bool = True  # the masked-LM and next-sentence heads
+  remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -85,7 +86,8 @@ class Model(nn.Module):
       x_BTD = Block(self.num_heads, self.mlp_dim or 4 * self.embed_dim, pre_norm=False,
                     norm_eps=self.norm_eps, activation='gelu', dropout_rate=self.dropout_rate,
                     attention_dropout_rate=self.dropout_rate, init_stddev=INIT_STDDEV,
-                    dtype=self.dtype, param_dtype=self.param_dtype, name=f'layer{i}')(
+                    remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name=f'layer{i}')(
                         x_BTD, self_mask=mask, deterministic=not train)
 
     pooled_BD = jnp.tanh(dense(self.embed_dim, ('embed', 'mlp'), 'pooler')(x_BTD[:, 0]))

@@ -17,7 +17,7 @@ import numpy as np
 
 from arch.layers.attention import token_positions
 from arch.layers.embed import LearnedPositions, norm, token_embed
-from arch.layers.transformer import Block
+from arch.layers.transformer import Block, scan_blocks
 
 Dtype = Any
 
@@ -35,6 +35,10 @@ class Model(nn.Module):
   dropout_rate: float = 0.0  # GPT-2 trained with 0.1 (embeddings, residuals, attention)
   tie_embeddings: bool = True
   norm_eps: float = 1e-5
+  remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
+  # True: the blocks as one nn.scan, params stacked under 'h' (arch/layers/transformer.py
+  # scan_blocks; `stack_layers(params, 'h', num_layers)` converts the unrolled h0, h1, ...)
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -53,8 +57,11 @@ class Model(nn.Module):
       x_BTD = x_BTD + LearnedPositions(self.max_length, self.embed_dim,
                                        param_dtype=self.param_dtype, name='wpe')(pos_BT)
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD.astype(self.dtype), deterministic=not train)
-    for i in range(self.num_layers):
-      x_BTD = self.layer(i, x_BTD, pos_BT, train=train, decode=decode, context=context)
+    if self.scan_layers:
+      x_BTD = self.scanned(x_BTD, pos_BT, train=train, decode=decode, context=context)
+    else:
+      for i in range(self.num_layers):
+        x_BTD = self.layer(i, x_BTD, pos_BT, train=train, decode=decode, context=context)
     x_BTD = norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='ln_f')(x_BTD)
     if self.tie_embeddings:
@@ -66,20 +73,31 @@ class Model(nn.Module):
                                 nn.initializers.normal(0.02), ('embed', 'vocab')))(x_BTD)
     return logits_BTV.astype(jnp.float32)
 
+  def block_fields(self) -> dict:
+    """The fields of every Block of the stack."""
+    return dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim or 4 * self.embed_dim,
+                num_kv_heads=self.num_kv_heads, pre_norm=True, norm_eps=self.norm_eps,
+                activation='gelu_tanh', rope=self.positions == 'rope',
+                dropout_rate=self.dropout_rate, attention_dropout_rate=self.dropout_rate,
+                init_stddev=0.02, out_init_stddev=0.02 / np.sqrt(2 * self.num_layers),
+                remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype)
+
   def layer(self, i: int, x_BTD, pos_BT, *, train: bool, decode: bool, context=None):
     """Block h{i}. A subclass interleaves layers of its own by overriding this (Flamingo's
     gated cross-attention, arch/multimodal/flamingo.py), reading `context`: whatever the
     caller passed to `__call__`, handed through unchanged (GPT itself takes none)."""
     if context is not None:
       raise ValueError('GPT takes no context; a subclass that reads one overrides layer()')
-    return Block(self.num_heads, self.mlp_dim or 4 * self.embed_dim,
-                 num_kv_heads=self.num_kv_heads, pre_norm=True, norm_eps=self.norm_eps,
-                 activation='gelu_tanh', rope=self.positions == 'rope',
-                 dropout_rate=self.dropout_rate, attention_dropout_rate=self.dropout_rate,
-                 init_stddev=0.02, out_init_stddev=0.02 / np.sqrt(2 * self.num_layers),
-                 dtype=self.dtype, param_dtype=self.param_dtype, name=f'h{i}')(
-                     x_BTD, causal=True, positions_BT=pos_BT, deterministic=not train,
-                     decode=decode)
+    return Block(**self.block_fields(), name=f'h{i}')(
+        x_BTD, causal=True, positions_BT=pos_BT, deterministic=not train, decode=decode)
+
+  def scanned(self, x_BTD, pos_BT, *, train: bool, decode: bool, context=None):
+    """The stack as one scan over identical blocks, stacked under 'h'."""
+    if context is not None or type(self).layer is not Model.layer:
+      raise ValueError(f'{type(self).__name__} interleaves layers of its own (layer() is '
+                       f'overridden): it cannot scan identical blocks; set scan_layers=False')
+    return scan_blocks(self.num_layers, x_BTD, pos_BT, name='h', causal=True,
+                       deterministic=not train, decode=decode, **self.block_fields())
 
 
 # Hugging Face's gpt2, gpt2-medium, gpt2-large, gpt2-xl (GPT2LMHeadModel, tied head).

@@ -64,6 +64,7 @@ class Model(nn.Module):
   dropout_rate: float = 0.0  # LLaMA has none; on embeddings, residuals and attention
   norm_eps: float = 1e-5  # Llama 2's and TinyLlama's (LLaMA 1: 1e-6)
   init_stddev: float = 0.02
+  remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -100,7 +101,8 @@ class Model(nn.Module):
                  rope_scale=self.rope_scale, dropout_rate=self.dropout_rate,
                  attention_dropout_rate=self.dropout_rate, init_stddev=self.init_stddev,
                  out_init_stddev=self.init_stddev / math.sqrt(2 * self.num_layers),
-                 dtype=self.dtype, param_dtype=self.param_dtype, name=f'layers_{i}')(
+                 remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name=f'layers_{i}')(
                      x_BTD, causal=True, positions_BT=pos_BT, deterministic=not train,
                      decode=decode)
 

@@ -48,6 +48,7 @@ class Encoder(nn.Module):
   stochastic_depth: float = 0.0
   layer_scale_init: Optional[float] = None
   norm_eps: float = 1e-6
+  remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -59,7 +60,7 @@ class Encoder(nn.Module):
                     activation='gelu', use_bias=True, dropout_rate=self.dropout_rate,
                     attention_dropout_rate=self.attention_dropout_rate,
                     layer_scale_init=self.layer_scale_init, drop_path_rate=rate,
-                    dtype=self.dtype, param_dtype=self.param_dtype,
+                    remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
                     name=f'layers_{i}')(x_BPD, deterministic=not train)
     return norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                 name='norm')(x_BPD)
@@ -98,6 +99,7 @@ class Model(nn.Module):
   attention_dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   norm_eps: float = 1e-6  # the JAX and timm ViTs'; Hugging Face's ViT configs say 1e-12
+  remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -122,7 +124,8 @@ class Model(nn.Module):
     x_BPD = nn.Dropout(self.dropout_rate)(x_BPD, deterministic=not train)
     x_BPD = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout_rate,
                     self.attention_dropout_rate, self.stochastic_depth, norm_eps=self.norm_eps,
-                    dtype=self.dtype, param_dtype=self.param_dtype, name='encoder')(
+                    remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name='encoder')(
                         x_BPD, train=train)
     rep_BD = x_BPD[:, 0] if self.pool == 'cls' else x_BPD.mean(axis=1)
     if not self.num_classes:

@@ -1,0 +1,187 @@
+"""Scale-out on the one mesh (8 simulated devices): data, FSDP and tensor parallelism give
+the losses of one device; a mesh that does not divide a sharded dimension is a one-line
+error; `train.summary --memory` plans the bytes per device from the state's shardings."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, cli_env, read_metrics, run_cli
+
+STEPS = 20
+# GPT tiny with 4 heads, so that a 4-way tensor axis divides them (the byte vocabulary of
+# 260 and the widths 32 and 128 divide too).
+GPT = ['--config', 'configs/gpt_pydoc.py:variant=tiny', '--config.model.num_heads=4']
+GPT_MESHES = {
+    'fsdp8': dict(data=1, fsdp=8),
+    'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2),
+    'dp2_tp4': dict(data=2, tensor=4),
+}
+CNN = ['--config', 'configs/resnet_digits.py:tiny']
+CNN_MESHES = {'dp2_tp4': dict(data=2, tensor=4)}
+
+
+def _mesh_args(mesh):
+  return [f'--config.mesh.{axis}={size}' for axis, size in mesh.items()]
+
+
+def _train(base, workdir, data_dir, devices=1, steps=STEPS, extra=()):
+  proc = run_cli([*base, '--workdir', workdir, f'--config.total_steps={steps}',
+                  '--config.log_every=1', '--config.eval_every=0', '--config.ckpt_every=10',
+                  *extra], data_dir, devices=devices)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return {s: r['loss'] for s, r in read_metrics(workdir).items()}
+
+
+@pytest.mark.parametrize('name, base, meshes', [('gpt', GPT, GPT_MESHES),
+                                                ('cnn', CNN, CNN_MESHES)])
+def test_meshes_give_the_losses_of_one_device(name, base, meshes, tmp_path, data_dir):
+  one = _train(base, tmp_path / 'one', data_dir)
+  assert sorted(one) == list(range(1, STEPS + 1))
+  for label, mesh in meshes.items():
+    losses = _train(base, tmp_path / label, data_dir, devices=8, extra=_mesh_args(mesh))
+    for step in one:
+      assert losses[step] == pytest.approx(one[step], rel=1e-5), (name, label, step)
+  if name == 'gpt':
+    # Exact resume on the three-axis mesh: steps 11-20 from step 10's checkpoint, in a new
+    # process, log the losses of the straight run bit for bit.
+    mesh = _mesh_args(GPT_MESHES['dp2_fsdp2_tp2'])
+    first = _train(base, tmp_path / 'resumed', data_dir, devices=8, steps=10, extra=mesh)
+    rest = _train(base, tmp_path / 'resumed', data_dir, devices=8, extra=mesh)
+    want = read_metrics(tmp_path / 'dp2_fsdp2_tp2')
+    assert first == {s: want[s]['loss'] for s in range(1, 11)}
+    assert {s: rest[s] for s in range(11, STEPS + 1)} == \
+        {s: want[s]['loss'] for s in range(11, STEPS + 1)}
+
+
+def test_a_mesh_that_does_not_divide_a_parameter_is_one_line(tmp_path, data_dir):
+  proc = run_cli(['--config', 'configs/gpt_pydoc.py:variant=tiny', '--workdir', tmp_path / 'w',
+                  '--config.total_steps=1', *_mesh_args(dict(data=2, tensor=4))], data_dir,
+                 devices=8)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.strip().splitlines() if not l.startswith('WARNING')]
+  assert len(lines) == 1, proc.stderr[-2000:]
+  assert "logical axis 'heads'" in lines[0] and 'tensor of size 4' in lines[0]
+  assert 'size 2' in lines[0] and 'Traceback' not in proc.stderr
+
+
+PLAN = """
+import json
+from train import config_lib, summary
+out = {}
+for label, mesh in (('fsdp8', dict(data=1, fsdp=8)), ('tp8', dict(data=1, tensor=8)),
+                    ('dp8', dict(data=8))):
+  config = config_lib.load('configs/llama_pydoc.py:variant=llama2-7b')
+  for axis, size in mesh.items():
+    config_lib.override(config, f'mesh.{axis}', str(size))
+  out[label] = summary.memory_plan(config)['parts']
+print(json.dumps(out))
+"""
+
+
+def test_memory_plan_of_llama2_7b_splits_the_state_eight_ways(tmp_path):
+  proc = subprocess.run([sys.executable, '-c', PLAN], cwd=REPO, capture_output=True,
+                        text=True, env=cli_env(tmp_path, devices=8), timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  plans = json.loads(proc.stdout.strip().splitlines()[-1])
+  params = 6_738_415_616 * 4  # float32
+  for label, parts in plans.items():
+    device, whole = (sum(v[i] for k, v in parts.items()
+                         if k in ('params', 'optimizer state')) for i in (0, 1))
+    assert parts['params'][1] == params
+    assert 0 <= whole - 3 * params <= 64  # AdamW's two moments and its step counts
+    if label == 'dp8':
+      assert device == whole
+    else:  # within 10% of an eighth (norm scales stay whole)
+      assert whole / 8 <= device <= 1.1 * whole / 8, (label, device / whole)
+
+
+def test_remat_recomputes_each_block_and_changes_no_number():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from arch.sequence import gpt
+  tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, 50)
+  results = {}
+  for remat in ('', 'block', 'dots'):
+    model = gpt.Model(vocab_size=50, num_layers=3, num_heads=2, embed_dim=16, max_length=16,
+                      dropout_rate=0.1, remat=remat)
+    params = model.init(jax.random.key(1), tokens)['params']
+
+    def loss(p, model=model):
+      logits = model.apply({'params': p}, tokens, train=True,
+                           rngs={'dropout': jax.random.key(2)})
+      return -jnp.mean(jax.nn.log_softmax(logits)[..., 1])
+
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
+    # one checkpointed call per block (dropout's keys included), none without remat
+    assert jaxpr.count('remat') == (3 if remat else 0), remat
+    results[remat] = (params, *jax.jit(jax.value_and_grad(loss))(params))
+  for remat in ('block', 'dots'):
+    for a, b in zip(jax.tree.leaves(results[remat]), jax.tree.leaves(results['']), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  with pytest.raises(ValueError, match="unknown remat 'all'"):
+    gpt.Model(vocab_size=50, num_layers=1, num_heads=2, embed_dim=16, max_length=16,
+              remat='all').init(jax.random.key(1), tokens)
+
+
+def _gpt(**kw):
+  from arch.sequence import gpt
+  return gpt.Model(**{**dict(vocab_size=50, num_layers=3, num_heads=2, embed_dim=16,
+                             max_length=16), **kw})
+
+
+def test_scanned_layers_compute_the_unrolled_stack_from_stacked_params():
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from arch.layers.transformer import stack_layers, unstack_layers
+  tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, 50)
+  unrolled, scanned = _gpt(), _gpt(scan_layers=True)
+  params = nn.meta.unbox(unrolled.init(jax.random.key(1), tokens)['params'])
+  boxed = scanned.init(jax.random.key(1), tokens)['params']
+  kernel = boxed['h']['mlp']['wi']['kernel']
+  assert kernel.names == ('layers', 'embed', 'mlp') and kernel.value.shape == (3, 16, 64)
+  stacked = stack_layers(params, 'h', 3)
+  assert jax.tree.structure(stacked) == jax.tree.structure(nn.meta.unbox(boxed))
+  for a, b in zip(jax.tree.leaves(unstack_layers(stacked, 'h', 3)), jax.tree.leaves(params),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(scanned.apply({'params': stacked}, tokens),
+                             unrolled.apply({'params': params}, tokens), rtol=1e-5, atol=1e-6)
+  # cached decoding, one token at a time: the scanned caches stack like the params
+  outs = {}
+  for name, model, p in (('unrolled', unrolled, params), ('scanned', scanned, stacked)):
+    cache = model.init(jax.random.key(1), tokens[:, :1], decode=True)['cache']
+    logits = []
+    for t in range(6):
+      out, mutated = model.apply({'params': p, 'cache': cache}, tokens[:, t:t + 1],
+                                 decode=True, mutable=['cache'])
+      cache = mutated['cache']
+      logits.append(out)
+    outs[name] = np.concatenate(logits, 1)
+  np.testing.assert_allclose(outs['scanned'], outs['unrolled'], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='stacks \\[3\\] layers, expected 4'):
+    unstack_layers(stacked, 'h', 4)
+
+
+def test_remat_in_a_scanned_stack_lowers_the_compiled_steps_temporaries():
+  import jax
+  import jax.numpy as jnp
+  tokens = jax.random.randint(jax.random.key(0), (8, 128), 0, 64)
+  temps, losses = {}, {}
+  for remat in ('', 'block'):
+    model = _gpt(vocab_size=64, num_layers=6, num_heads=4, embed_dim=64, max_length=128,
+                 scan_layers=True, remat=remat)
+    params = model.init(jax.random.key(1), tokens[:, :8])['params']
+
+    def loss(p, model=model):
+      return -jnp.mean(jax.nn.log_softmax(model.apply({'params': p}, tokens))[..., 3])
+
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
+    temps[remat] = compiled.memory_analysis().temp_size_in_bytes
+    losses[remat] = float(compiled(params)[0])
+  assert losses['block'] == pytest.approx(losses[''], rel=1e-6)
+  assert temps['block'] < 0.7 * temps[''], temps
