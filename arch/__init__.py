@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 
 _GROUPS = ('vision', 'sequence', 'generative', 'multimodal', 'graph', 'dynamics', 'rl',
-           'scene', 'compress')
+           'scene', 'compress', 'federated')
 
 
 def available(predicate=lambda module_name: True) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 FAMILIES = ('vision', 'sequence', 'generative', 'multimodal', 'graph', 'dynamics', 'rl',
-            'scene', 'compress')
+            'scene', 'compress', 'federated')
 
 
 def _module_name(path):

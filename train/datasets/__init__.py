@@ -13,6 +13,7 @@ from train.datasets.pydoc_text import PydocText
 from train.datasets.random_graphs import RandomGraphs
 from train.datasets.recall import Recall
 from train.datasets.sbm import Sbm
+from train.datasets.scene import Scene
 from train.datasets.shapes import Shapes
 from train.datasets.spirals import Spirals
 from train.datasets.tones import Tones
@@ -22,5 +23,6 @@ from train.datasets.translation import Translation
 
 OFFLINE = {'digits': Digits, 'events': Events, 'karate': Karate, 'moving_digits': MovingDigits,
            'pydoc_text': PydocText, 'random_graphs': RandomGraphs, 'recall': Recall, 'sbm': Sbm,
+           'scene': Scene,
            'shapes': Shapes, 'spirals': Spirals, 'tones': Tones, 'toy2d': Toy2d,
            'traffic': Traffic, 'translation': Translation}

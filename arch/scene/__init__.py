@@ -1,0 +1,1 @@
+"""Scenes and objects: neural scene representations (NeRF) and Slot Attention."""
