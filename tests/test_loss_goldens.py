@@ -41,11 +41,13 @@ NOT_ON_EIGHT = {
 CHUNKS = 3  # subprocesses for the 1-device check: sorted(SPECS)[chunk::CHUNKS]
 # Configs added since the records were taken (nothing to compare them with).
 NEW_SINCE = ('a2c_cartpole.py', 'alphazero_tictactoe.py', 'cnf_2d.py', 'ddpg_pendulum.py',
-             'dqn_cartpole.py', 'fedavg_digits.py', 'finetune_digits.py', 'gnn_karate.py',
-             'gpt_finetune_translation.py', 'hyena_pydoc.py', 'int8_resnet_digits.py',
-             'liquid_seq.py', 'llama_pydoc.py', 'mamba_pydoc.py', 'moe_pydoc.py', 'mpnn_graphs.py',
-             'nerf_scene.py', 'ode_spiral.py', 'ppo_acrobot.py', 'ppo_cartpole.py', 'rmt_recall.py',
-             'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py', 'stgcn_traffic.py')
+             'dqn_cartpole.py', 'fedavg_digits.py', 'finetune_digits.py', 'fp16_gpt_pydoc.py',
+             'gnn_karate.py', 'gpt_finetune_translation.py', 'hyena_pydoc.py',
+             'int8_resnet_digits.py', 'liquid_seq.py', 'llama_pydoc.py', 'mamba_pydoc.py',
+             'moe_pydoc.py', 'mpnn_graphs.py', 'nerf_scene.py', 'ode_spiral.py', 'ppo_acrobot.py',
+             'ppo_cartpole.py', 'prune_gpt_pydoc.py', 'prune_resnet_digits.py', 'rmt_recall.py',
+             'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py',
+             'slots_shapes.py', 'stgcn_traffic.py')
 
 
 def test_every_offline_config_has_a_record():

@@ -18,6 +18,7 @@ GPT_MESHES = {
     'fsdp8': dict(data=1, fsdp=8),
     'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2),
     'dp2_tp4': dict(data=2, tensor=4),
+    'dp2_sp4': dict(data=2, sequence=4),
 }
 CNN = ['--config', 'configs/resnet_digits.py:tiny']
 CNN_MESHES = {'dp2_tp4': dict(data=2, tensor=4)}
@@ -185,3 +186,31 @@ def test_remat_in_a_scanned_stack_lowers_the_compiled_steps_temporaries():
     losses[remat] = float(compiled(params)[0])
   assert losses['block'] == pytest.approx(losses[''], rel=1e-6)
   assert temps['block'] < 0.7 * temps[''], temps
+
+
+COLLECTIVES = """
+import jax
+from train import config_lib, core, mesh as mesh_lib, runner as runner_lib
+for mesh in (dict(data=8), dict(data=2, sequence=4)):
+  config = config_lib.load('configs/gpt_pydoc.py:variant=tiny')
+  for axis, size in mesh.items():
+    config_lib.override(config, f'mesh.{axis}', str(size))
+  task = core.load_task(config)
+  run = runner_lib.Runner(config, task, mesh_lib.make_mesh(config))
+  batch = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                      sharding=run.batch_sharding),
+                       task.example_batch(config.batch_size))
+  with run._context():
+    text = run._train.lower(run.abstract_state, batch).compile().as_text()
+  print(text.count(' all-gather('))
+"""
+
+
+def test_sequence_parallelism_splits_the_length_and_gathers_for_attention(tmp_path):
+  # data parallelism needs no all-gather; with the length split over 4 devices each
+  # device holds a quarter of every activation and attention gathers keys and values
+  proc = subprocess.run([sys.executable, '-c', COLLECTIVES], cwd=REPO, capture_output=True,
+                        text=True, env=cli_env(tmp_path, devices=8), timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  data_only, sequence = map(int, proc.stdout.split()[-2:])
+  assert data_only == 0 and sequence > 0

@@ -167,7 +167,8 @@ def base() -> ml_collections.ConfigDict:
   c.async_checkpoints = True
 
   c.parallelism = 'jit'           # or 'pmap'
-  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1, 'expert': 1})
+  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1, 'expert': 1,
+                                      'sequence': 1})
   # Logical axis name -> mesh axis (or None: replicated). Models name axes, never meshes.
   # `expert` (a Mixture-of-Experts layer's experts, arch/layers/moe.py) is a data axis
   # for every other layer; the mesh always has it (size 1 unless set).
@@ -175,7 +176,8 @@ def base() -> ml_collections.ConfigDict:
                       ('mlp', 'tensor'), ('heads', 'tensor'), ('kv', None), ('vocab', 'tensor'),
                       ('classes', None), ('conv_in', None), ('conv_out', 'tensor'),
                       ('expert', 'expert'), ('expert_group', ('data', 'fsdp')),
-                      ('layers', None))  # the layer axis of a scanned stack (scan_layers)
+                      ('layers', None),  # the layer axis of a scanned stack (scan_layers)
+                      ('length', 'sequence'))  # activations' length: sequence parallelism
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo'))
 
@@ -185,6 +187,7 @@ def base() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.param_dtype = 'float32'
   c.compute_dtype = 'float32'     # 'bfloat16' for mixed precision
+  c.loss_scale = ''               # float16 training: 'dynamic' or a number (train/precision.py)
 
   c.optax_name = 'adamw'          # any optax optimizer, by name
   c.optax = ml_collections.ConfigDict()  # its kwargs besides learning_rate

@@ -27,6 +27,7 @@ import arch
 from arch.task import ConfigError
 from train import checkpoint as ckpt_lib
 from train import mesh as mesh_lib
+from train import precision
 from train.errors import UserError, close_matches
 
 
@@ -127,7 +128,7 @@ def make_optimizer(config, schedule):
     tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
   if config.get('grad_clip_norm'):
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  return tx
+  return precision.wrap(config, tx)  # outermost: it unscales before clipping
 
 
 # Optimizer fields a group of `config.optimizers` may override (Task.phases).
@@ -143,6 +144,9 @@ def make_tx(config, task):
     schedule = make_schedule(config)
     return make_optimizer(config, schedule), schedule
   groups = list(dict.fromkeys(group for group, _ in task.phases))
+  if config.get('loss_scale'):
+    raise UserError('config.loss_scale is not supported for tasks with several optimizers '
+                    '(Task.phases); train them in float32 or bfloat16')
   overrides = dict(config.get('optimizers') or {})
   unknown = sorted(set(overrides) - set(groups))
   if unknown:

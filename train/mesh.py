@@ -19,8 +19,10 @@ from train.errors import UserError
 # (GShard's expert parallelism: tokens travel to their experts' devices by all-to-all).
 BATCH_AXES = ('data', 'fsdp', 'expert')
 # Axes every mesh has; make_mesh adds any a config leaves out with size 1, so sharding
-# rules may name them whatever the config's mesh.
-DEFAULT_AXES = (('data', -1), ('fsdp', 1), ('tensor', 1), ('expert', 1))
+# rules may name them whatever the config's mesh. `sequence` splits activations along
+# their length (sequence parallelism: the rule ('length', 'sequence')); attention then
+# all-gathers keys and values over it, which XLA inserts.
+DEFAULT_AXES = (('data', -1), ('fsdp', 1), ('tensor', 1), ('expert', 1), ('sequence', 1))
 
 
 def maybe_initialize_distributed(config) -> None:

@@ -210,8 +210,10 @@ def sample_arrays(config, workdir, num_samples, seed, options, step=None):
   from train import core
   from train.errors import UserError
   variables, step, mesh, rules, task = restore(config, workdir, step)
+  # sample i is about eval example i (a decomposition of that image, its reconstruction)
+  kwargs = {'examples': eval_examples(config, task, num_samples)} if task.prompt_examples else {}
   try:
-    batch = task.prompt_batch(None, num_samples)
+    batch = task.prompt_batch(None, num_samples, **kwargs)
   except (ConfigError, ValueError) as e:
     raise UserError(str(e)) from None
   fn = _jit_sample(task, options)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from train import precision
 from train.data import VALID
 
 
@@ -53,15 +54,17 @@ class Builders:
     whose gradients are averaged, non-param state threading through them in order."""
     accum = self.accum if accum is None else int(accum)
 
-    def loss_fn(params, extra, batch, rng):
+    def loss_fn(params, extra, batch, rng, scale):
+      # differentiated: the loss times the loss scale (train/precision.py), if any
       value, (metrics, new_extra) = loss({'params': params, **extra}, batch, rng)
-      return value, (metrics, new_extra)
+      return (value if scale is None else value * scale), (value, metrics, new_extra)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def step(state, batch, rng):
+      scale = precision.scale_of(state.opt_state)
       if accum == 1:
-        (value, (metrics, extra)), grads = grad_fn(state.params, state.extra, batch, rng)
+        grads, (value, metrics, extra) = grad_fn(state.params, state.extra, batch, rng, scale)
       else:
         micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]),
                              batch)
@@ -69,7 +72,8 @@ class Builders:
         def body(carry, xs):
           extra, grads_sum = carry
           mb, i = xs
-          (l, (m, extra)), g = grad_fn(state.params, extra, mb, jax.random.fold_in(rng, i))
+          g, (l, m, extra) = grad_fn(state.params, extra, mb, jax.random.fold_in(rng, i),
+                                     scale)
           return (extra, jax.tree.map(jnp.add, grads_sum, g)), (l, m)
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
@@ -81,7 +85,7 @@ class Builders:
       updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
       new = state.replace(params=params, extra=extra, opt_state=opt_state)
-      return new, {**metrics, 'loss': value, 'grad_norm': optax.tree.norm(grads),
+      return new, {**metrics, 'loss': value, **grad_metrics(grads, scale),
                    'learning_rate': self.schedule(state.step)}
 
     return step
@@ -119,6 +123,18 @@ class Builders:
       return new, metrics
 
     return step
+
+
+def grad_metrics(grads, scale) -> dict:
+  """{'grad_norm'} of a step's gradients; under loss scaling (scale not None: the
+  gradients are of the scaled loss) the unscaled norm, 0 on an overflow step (which the
+  optimizer skips), and the scale and an `overflow` flag."""
+  if scale is None:
+    return {'grad_norm': optax.tree.norm(grads)}
+  norm = optax.tree.norm(grads) / scale
+  finite = jnp.isfinite(norm)
+  return {'grad_norm': jnp.where(finite, norm, 0.0), 'loss_scale': scale,
+          'overflow': 1.0 - finite.astype(jnp.float32)}
 
 
 def step_rng(state, axis_name=None):

@@ -149,14 +149,17 @@ def dot_product_attention(q_BTNH, k_BSKH, v_BSKH, *, bias=None, mask=None, scale
   """softmax(q k^T * scale + bias, masked) v with GQA; (B, T, N, H).
 
   Without dropout this is `jax.nn.dot_product_attention` (the fused/flash path where the
-  platform has one); with dropout an explicit float32 softmax.
+  platform has one); with dropout, or float16 inputs, an explicit float32 softmax.
   """
   b, t, n, h = q_BTNH.shape
   k_heads = k_BSKH.shape[2]
   if n % k_heads:
     raise ValueError(f'{n} query heads are not a multiple of {k_heads} key/value heads')
   scale = h ** -0.5 if scale is None else scale
-  if not dropout_rate or dropout_rng is None:
+  dropout = bool(dropout_rate) and dropout_rng is not None
+  # jax.nn.dot_product_attention asks float16 inputs for float32 accumulation, which
+  # XLA:CPU's dot refuses ('F16_F16_F32'); float16 takes the explicit path below.
+  if not dropout and q_BTNH.dtype != jnp.float16:
     if bias is not None:
       bias = bias.astype(q_BTNH.dtype)
     return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask,
@@ -172,8 +175,10 @@ def dot_product_attention(q_BTNH, k_BSKH, v_BSKH, *, bias=None, mask=None, scale
     mask_BKGTS = jnp.broadcast_to(mask, (b, n, t, s)).reshape(b, k_heads, g, t, s)
     logits_BKGTS = jnp.where(mask_BKGTS, logits_BKGTS, NEG_INF)
   weights = jax.nn.softmax(logits_BKGTS, axis=-1)  # float32 for the softmax
-  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-  weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(v_BSKH.dtype)
+  if dropout:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  weights = weights.astype(v_BSKH.dtype)
   out_BTKGH = jnp.einsum('BKGTS,BSKH->BTKGH', weights, v_BSKH)
   return out_BTKGH.reshape(b, t, n, h)
 

@@ -9,6 +9,7 @@ from train.datasets.digits import Digits
 from train.datasets.events import Events
 from train.datasets.karate import Karate
 from train.datasets.moving_digits import MovingDigits
+from train.datasets.multishapes import Multishapes
 from train.datasets.pydoc_text import PydocText
 from train.datasets.random_graphs import RandomGraphs
 from train.datasets.recall import Recall
@@ -22,6 +23,7 @@ from train.datasets.traffic import Traffic
 from train.datasets.translation import Translation
 
 OFFLINE = {'digits': Digits, 'events': Events, 'karate': Karate, 'moving_digits': MovingDigits,
+           'multishapes': Multishapes,
            'pydoc_text': PydocText, 'random_graphs': RandomGraphs, 'recall': Recall, 'sbm': Sbm,
            'scene': Scene,
            'shapes': Shapes, 'spirals': Spirals, 'tones': Tones, 'toy2d': Toy2d,

@@ -1,0 +1,30 @@
+"""Mixed precision on configs/gpt_pydoc.py's GPT: float16 compute on float32 master weights
+with dynamic loss scaling (Micikevicius et al. 2018; train/precision.py), bfloat16 compute
+(no scaling: bfloat16 keeps float32's exponent range), or float32, otherwise the same run.
+
+  python -m train --config configs/fp16_gpt_pydoc.py:precision=fp16 --workdir runs/fp16_gpt
+
+Arguments: `precision=fp16|bf16|fp32` (default fp16), `variant` (gpt_pydoc's: cpu, tiny,
+gpt2, ...), `steps` (default gpt_pydoc's 600).
+
+The logits, the loss, softmax statistics and normalisation run in float32 whatever the
+compute dtype (the models cast them), so float16 matters for the matmuls and activations.
+Train lines log `loss_scale` and `overflow` (1 on a step the scaler skipped).
+"""
+
+from configs import gpt_pydoc
+from train import config_lib
+from train.errors import UserError
+
+PRECISIONS = {'fp16': ('float16', 'dynamic'), 'bf16': ('bfloat16', ''), 'fp32': ('float32', '')}
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, precision='fp16', variant='cpu', steps=600)
+  if a.precision not in PRECISIONS:
+    raise UserError(f'unknown precision {a.precision!r}; valid: {", ".join(PRECISIONS)}')
+  c = gpt_pydoc.get_config(f'variant={a.variant}')
+  c.compute_dtype, c.loss_scale = PRECISIONS[a.precision]
+  c.param_dtype = 'float32'
+  c.total_steps = a.steps
+  return c
