@@ -214,3 +214,21 @@ def test_sequence_parallelism_splits_the_length_and_gathers_for_attention(tmp_pa
   assert proc.returncode == 0, proc.stderr[-3000:]
   data_only, sequence = map(int, proc.stdout.split()[-2:])
   assert data_only == 0 and sequence > 0
+
+
+def test_llama_scans_its_layers_and_a_subclass_that_interleaves_refuses():
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from arch.layers.transformer import stack_layers
+  from arch.sequence import llama, moe
+  tokens = jax.random.randint(jax.random.key(0), (2, 12), 0, 40)
+  kw = dict(vocab_size=40, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=16,
+            max_length=16)
+  unrolled, scanned = llama.Model(**kw), llama.Model(**kw, scan_layers=True)
+  params = nn.meta.unbox(unrolled.init(jax.random.key(1), tokens)['params'])
+  stacked = stack_layers(params, 'layers', 2, lambda i: f'layers_{i}')
+  np.testing.assert_allclose(scanned.apply({'params': stacked}, tokens),
+                             unrolled.apply({'params': params}, tokens), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='cannot scan identical blocks'):
+    moe.Model(**kw, scan_layers=True).init(jax.random.key(1), tokens)

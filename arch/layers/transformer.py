@@ -224,6 +224,24 @@ def scan_blocks(num_layers: int, x_BTD, positions_BT, *, name: str, causal: bool
   return x_BTD
 
 
+def decoder_stack(model, base, x_BTD, pos_BT, *, train: bool, decode: bool, context,
+                  name: str):
+  """A decoder LM's blocks (gpt.Model, llama.Model): `model.layer(i, ...)` for each layer,
+  or, with `model.scan_layers`, one `scan_blocks` of `Block(**model.block_fields())`
+  stacked under `name`. Scanning needs identical blocks: a subclass of `base` that
+  overrides `layer` (Flamingo's interleaved cross-attention, a Mixture-of-Experts LM)
+  refuses it."""
+  if not model.scan_layers:
+    for i in range(model.num_layers):
+      x_BTD = model.layer(i, x_BTD, pos_BT, train=train, decode=decode, context=context)
+    return x_BTD
+  if context is not None or type(model).layer is not base.layer:
+    raise ValueError(f'{type(model).__name__} interleaves layers of its own (layer() is '
+                     f'overridden): it cannot scan identical blocks; set scan_layers=False')
+  return scan_blocks(model.num_layers, x_BTD, pos_BT, name=name, causal=True,
+                     deterministic=not train, decode=decode, **model.block_fields())
+
+
 def stack_layers(tree: dict, name: str, num_layers: int, unrolled_name=None) -> dict:
   """A tree with the unrolled layers {unrolled_name(i): subtree} (default f'{name}{i}')
   replaced by one subtree {name: stacked leaves (num_layers, ...)}, the layout of

@@ -17,7 +17,7 @@ import numpy as np
 
 from arch.layers.attention import token_positions
 from arch.layers.embed import LearnedPositions, norm, token_embed
-from arch.layers.transformer import Block, scan_blocks
+from arch.layers.transformer import Block, decoder_stack
 
 Dtype = Any
 
@@ -57,11 +57,8 @@ class Model(nn.Module):
       x_BTD = x_BTD + LearnedPositions(self.max_length, self.embed_dim,
                                        param_dtype=self.param_dtype, name='wpe')(pos_BT)
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD.astype(self.dtype), deterministic=not train)
-    if self.scan_layers:
-      x_BTD = self.scanned(x_BTD, pos_BT, train=train, decode=decode, context=context)
-    else:
-      for i in range(self.num_layers):
-        x_BTD = self.layer(i, x_BTD, pos_BT, train=train, decode=decode, context=context)
+    x_BTD = decoder_stack(self, Model, x_BTD, pos_BT, train=train, decode=decode,
+                          context=context, name='h')
     x_BTD = norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='ln_f')(x_BTD)
     if self.tie_embeddings:
@@ -90,14 +87,6 @@ class Model(nn.Module):
       raise ValueError('GPT takes no context; a subclass that reads one overrides layer()')
     return Block(**self.block_fields(), name=f'h{i}')(
         x_BTD, causal=True, positions_BT=pos_BT, deterministic=not train, decode=decode)
-
-  def scanned(self, x_BTD, pos_BT, *, train: bool, decode: bool, context=None):
-    """The stack as one scan over identical blocks, stacked under 'h'."""
-    if context is not None or type(self).layer is not Model.layer:
-      raise ValueError(f'{type(self).__name__} interleaves layers of its own (layer() is '
-                       f'overridden): it cannot scan identical blocks; set scan_layers=False')
-    return scan_blocks(self.num_layers, x_BTD, pos_BT, name='h', causal=True,
-                       deterministic=not train, decode=decode, **self.block_fields())
 
 
 # Hugging Face's gpt2, gpt2-medium, gpt2-large, gpt2-xl (GPT2LMHeadModel, tied head).

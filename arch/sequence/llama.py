@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from arch.layers.attention import token_positions
 from arch.layers.embed import norm, token_embed
-from arch.layers.transformer import Block
+from arch.layers.transformer import Block, decoder_stack
 
 Dtype = Any
 
@@ -65,6 +65,9 @@ class Model(nn.Module):
   norm_eps: float = 1e-5  # Llama 2's and TinyLlama's (LLaMA 1: 1e-6)
   init_stddev: float = 0.02
   remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
+  # True: the blocks as one nn.scan, params stacked under 'layers' (as gpt.Model's;
+  # `stack_layers(params, 'layers', n, lambda i: f'layers_{i}')` converts unrolled ones)
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -77,8 +80,8 @@ class Model(nn.Module):
     x_BTD = token_embed(self.vocab_size, self.embed_dim, self.init_stddev, dtype=self.dtype,
                         param_dtype=self.param_dtype, name='embed_tokens')(tokens_BT)
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD.astype(self.dtype), deterministic=not train)
-    for i in range(self.num_layers):
-      x_BTD = self.layer(i, x_BTD, pos_BT, train=train, decode=decode, context=context)
+    x_BTD = decoder_stack(self, Model, x_BTD, pos_BT, train=train, decode=decode,
+                          context=context, name='layers')
     x_BTD = norm('rms', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='norm')(x_BTD)
     head_init = nn.initializers.normal(self.init_stddev)
@@ -94,17 +97,19 @@ class Model(nn.Module):
     `context`; LLaMA itself takes none."""
     if context is not None:
       raise ValueError('LLaMA takes no context; a subclass that reads one overrides layer()')
-    return Block(self.num_heads, self.mlp_dim or swiglu_width(self.embed_dim),
-                 num_kv_heads=self.num_kv_heads, pre_norm=True, norm='rms',
-                 norm_eps=self.norm_eps, activation='silu', gated_mlp=True, use_bias=False,
-                 rope=True, rope_max_wavelength=self.rope_max_wavelength,
-                 rope_scale=self.rope_scale, dropout_rate=self.dropout_rate,
-                 attention_dropout_rate=self.dropout_rate, init_stddev=self.init_stddev,
-                 out_init_stddev=self.init_stddev / math.sqrt(2 * self.num_layers),
-                 remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name=f'layers_{i}')(
-                     x_BTD, causal=True, positions_BT=pos_BT, deterministic=not train,
-                     decode=decode)
+    return Block(**self.block_fields(), name=f'layers_{i}')(
+        x_BTD, causal=True, positions_BT=pos_BT, deterministic=not train, decode=decode)
+
+  def block_fields(self) -> dict:
+    """The fields of every Block of the stack."""
+    return dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim or swiglu_width(self.embed_dim),
+                num_kv_heads=self.num_kv_heads, pre_norm=True, norm='rms',
+                norm_eps=self.norm_eps, activation='silu', gated_mlp=True, use_bias=False,
+                rope=True, rope_max_wavelength=self.rope_max_wavelength,
+                rope_scale=self.rope_scale, dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.dropout_rate, init_stddev=self.init_stddev,
+                out_init_stddev=self.init_stddev / math.sqrt(2 * self.num_layers),
+                remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype)
 
 
 # Hugging Face's meta-llama/Llama-2-7b-hf and TinyLlama/TinyLlama-1.1B (LlamaConfig's
