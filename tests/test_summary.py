@@ -32,3 +32,16 @@ def test_summary_bad_model_name_is_one_line(capsys):
   assert summary.main(['--config', 'configs/mlp_digits.py', '--config.model_name=vision.nope']) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and 'vision.lenet' in err[0]
+
+
+def test_summary_memory_plan_on_one_device(capsys):
+  # mlp_digits width 32, depth 1: 2,410 float32 params (9,640 bytes), Adam's two moments
+  # twice that plus its step count; all whole on the one device
+  assert summary.main(['--config', 'configs/mlp_digits.py:width=32,depth=1', '--memory']) == 0
+  out = capsys.readouterr().out.strip().splitlines()
+  assert out[-1] == 'total_params=2410'
+  start = next(i for i, l in enumerate(out) if l.startswith('memory plan on mesh'))
+  rows = {l.split()[0]: l.split() for l in out[start + 1:-1]}
+  assert sorted(rows) == ['optimizer', 'params', 'state']
+  assert rows['params'][1:3] == ['0.01', 'MiB'] and rows['optimizer'][2:4] == ['0.02', 'MiB']
+  assert rows['state'][2:4] == ['0.03', 'MiB'] and '(replicated: 0.03 MiB)' in out[-2]
