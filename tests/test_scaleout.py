@@ -200,8 +200,7 @@ for mesh in (dict(data=8), dict(data=2, sequence=4)):
   batch = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                       sharding=run.batch_sharding),
                        task.example_batch(config.batch_size))
-  with run._context():
-    text = run._train.lower(run.abstract_state, batch).compile().as_text()
+  text = run.lower(run.abstract_state, batch).compile().as_text()
   print(text.count(' all-gather('))
 """
 

@@ -91,6 +91,12 @@ class Runner:
     return jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding),
                    out_shardings=out, donate_argnums=donate)
 
+  def lower(self, state, batch):
+    """The training step lowered for these (possibly abstract) state and batch: its
+    `.compile()` gives XLA's cost and memory analyses and the compiled program's text."""
+    with self._context():
+      return self._train.lower(state, batch)
+
   def compile(self, state, batch):
     """Compiles the training step for these shapes ahead of time; returns its FLOPs per
     device (XLA's cost analysis) or None where that is not available: pmap over several
@@ -98,8 +104,7 @@ class Runner:
     each process's local ones."""
     if self.pmap and jax.process_count() > 1:
       return None
-    with self._context():
-      self._compiled = self._train.lower(state, batch).compile()
+    self._compiled = self.lower(state, batch).compile()
     cost = self._compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
       cost = cost[0] if cost else {}

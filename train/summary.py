@@ -69,8 +69,7 @@ def memory_plan(config, compile_step: bool = False) -> dict:
     batch = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                         sharding=run.batch_sharding),
                          task.example_batch(config.batch_size))
-    with run._context():
-      stats = run._train.lower(state, batch).compile().memory_analysis()
+    stats = run.lower(state, batch).compile().memory_analysis()
     plan['step'] = None if stats is None else {
         'temporaries': stats.temp_size_in_bytes, 'arguments': stats.argument_size_in_bytes,
         'outputs': stats.output_size_in_bytes, 'batch_size': config.batch_size}
