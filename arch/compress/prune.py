@@ -65,6 +65,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 import arch
+from arch.compress import source_run
 from arch.task import ConfigError, Task, parse_options
 
 PRUNE = 'prune'  # the collection of masks (and, for 'lottery', the rewind point)
@@ -216,16 +217,7 @@ def make(config) -> Task:
   if opts.every < 1 or opts.rounds < 1 or opts.round_steps < 1:
     raise ConfigError('every, rounds and round_steps must be >= 1')
   base = arch.load(opts.base_task, 'make').make(_base_config(config, opts))
-  frozen = (config.get('frozen') or {}).get(DENSE)
-  from_dense = bool(frozen)
-  if from_dense:
-    dcfg = frozen.get('config')
-    if dcfg is None:
-      raise ConfigError("config.frozen.dense = dict(spec='configs/X.py', workdir='')")
-    if (dcfg.task, dcfg.model_name, dict(dcfg.model)) != (
-        opts.base_task, config.model_name, dict(config.model)):
-      raise ConfigError(f'the dense run ({dcfg.task}, {dcfg.model_name}) must be the base task '
-                        f'on the same network: config.model_name/model equal to its own')
+  from_dense = source_run(config, DENSE, 'the dense run', opts.base_task) is not None
   select = is_conv if opts.method == 'channel' else is_prunable
 
   def base_vars(variables, masked=True):

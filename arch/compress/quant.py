@@ -73,6 +73,7 @@ from jax import lax
 
 import arch
 from arch.images import labelled_images, scale_images
+from arch.compress import source_run
 from arch.layers.conv import ConvBN, torch_padding
 from arch.task import ConfigError, Task, parse_options
 
@@ -306,14 +307,10 @@ def make(config) -> Task:
     raise ConfigError(f"unknown method {opts.method!r}; valid: 'ptq', 'qat'")
   if opts.calibration not in ('max', 'percentile'):
     raise ConfigError(f"unknown calibration {opts.calibration!r}; valid: 'max', 'percentile'")
-  frozen = (config.get('frozen') or {}).get(FLOAT)
-  if not frozen or not frozen.get('config'):
+  fcfg = source_run(config, FLOAT, 'the float run')
+  if fcfg is None:
     raise ConfigError("quantization needs the float run: config.frozen.float = "
                       "dict(spec='configs/X.py', workdir='')")
-  fcfg = frozen.config
-  if (fcfg.model_name, dict(fcfg.model)) != (config.model_name, dict(config.model)):
-    raise ConfigError(f'config.model_name/model must be the float run\'s '
-                      f'({fcfg.model_name}, {dict(fcfg.model)})')
   f_opts = parse_options(arch.load(fcfg.task, 'make').Options, fcfg)
   input_size, channels = tuple(f_opts.input_size), f_opts.channels
   model = arch.model_from_config(config)
