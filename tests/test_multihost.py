@@ -167,18 +167,30 @@ def _devices(workdir):
     return json.load(f)['devices']
 
 
-@pytest.mark.parametrize('parallelism', ['jit', 'pmap'])
+@pytest.mark.parametrize('parallelism', ['jit', 'pmap', 'jit-fsdp'])
 def test_two_processes_match_single_process(data_dir, tmp_path, parallelism):
+  """jit-fsdp: the mesh is fsdp=4 (data=1), so the MLP's parameters and Adam state are
+  sharded across the two processes' devices ('embed' -> fsdp), and the 1-process run
+  shards them over its 4 devices the same way."""
   multi, single = tmp_path / 'multi', tmp_path / 'single'
   port = _free_port()
-  mode = f'--config.parallelism={parallelism}'
+  mode = f'--config.parallelism={parallelism.split("-")[0]}'
+  if parallelism == 'jit-fsdp':
+    mode = (mode, '--config.mesh.data=1', '--config.mesh.fsdp=4')
+  else:
+    mode = (mode,)
   dist = lambda i: (f'--config.distributed.coordinator_address=127.0.0.1:{port}',
                     '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}')
   _run_all([
-      ('process0', _train_cmd(multi, mode, *dist(0)), _env(data_dir, devices=2)),
-      ('process1', _train_cmd(multi, mode, *dist(1)), _env(data_dir, devices=2)),
-      ('single', _train_cmd(single, mode), _env(data_dir, devices=4)),
+      ('process0', _train_cmd(multi, *mode, *dist(0)), _env(data_dir, devices=2)),
+      ('process1', _train_cmd(multi, *mode, *dist(1)), _env(data_dir, devices=2)),
+      ('single', _train_cmd(single, *mode), _env(data_dir, devices=4)),
   ], tmp_path)
+  if parallelism == 'jit-fsdp':
+    for run in (multi, single):
+      with open(run / 'config.json') as f:
+        mesh = json.load(f)['config']['mesh']
+      assert mesh['fsdp'] == 4 and mesh['data'] == 1, mesh
 
   # It really ran as one 2-process job over 4 devices, and the baseline as 1 x 4.
   assert _devices(multi)['process_count'] == 2 and _devices(multi)['device_count'] == 4
@@ -257,3 +269,117 @@ def test_two_processes_train_missing_frozen_runs_together(data_dir, tmp_path):
         assert f'{label}: no checkpoint in' in err and f'{label}: restored step {steps}' in err
   (final,) = _metrics(workdir)[1]
   assert final['step'] == 2 and final['fd'] > final['fd_floor'] > 0
+
+
+# ------------------------------------------------------------------- a process dies
+
+
+class _FakeStore:
+  """The coordination service's key-value store, as train.peers uses it."""
+
+  def __init__(self):
+    self.kv, self.broken = {}, False
+
+  def key_value_set(self, key, value, allow_overwrite=False):
+    if self.broken:
+      raise RuntimeError('UNAVAILABLE: Failed to send RPC to coordination service\nmore')
+    assert allow_overwrite or key not in self.kv
+    self.kv[key] = value
+
+  def key_value_dir_get(self, prefix):
+    if self.broken:
+      raise RuntimeError('UNAVAILABLE: Failed to send RPC to coordination service')
+    return [(k, v) for k, v in self.kv.items() if k.startswith(prefix)]
+
+
+def test_peer_watch_names_the_silent_process_after_the_timeout(tmp_path):
+  from train import peers
+  store, now = _FakeStore(), [0.0]
+  clock = lambda: now[0]
+  watches = [peers.PeerWatch(store, p, 3, timeout_s=10, clock=clock) for p in range(3)]
+  for w in watches:
+    w.beat()
+  for t in range(0, 30, 2):  # all three beat every 2 s: nobody is lost
+    now[0] = float(t)
+    assert [w.check() for w in watches] == [None] * 3
+  # Process 2 goes silent after t=28: process 0 last sees its counter move at t=30 (its
+  # check at 28 ran before 2's beat), and calls it lost 10 s later, not before.
+  for t in (30, 32, 36, 38):
+    now[0] = float(t)
+    assert watches[0].check() is None and watches[1].check() is None
+  now[0] = 40.0
+  lost = watches[0].check()
+  assert lost is not None and lost[0] == 2 and 'no heartbeat for 10 s' in lost[1]
+  # A process that finished its run is not lost, however long it stays silent.
+  watches[2].stop()
+  now[0] = 100.0
+  assert watches[1].check() is None
+  # The message: one line, naming the process and the last complete checkpoint.
+  (tmp_path / 'checkpoints' / '40').mkdir(parents=True)
+  (tmp_path / 'checkpoints' / '60.orbax-checkpoint-tmp-123').mkdir()
+  watches[0].workdir = str(tmp_path)
+  text = watches[0].message(*lost)
+  assert '\n' not in text and text.startswith('error: lost process 2 of 3 (no heartbeat')
+  assert f'last complete checkpoint is step 40 in {tmp_path}/checkpoints' in text
+  # The store itself stops answering: process 0, which runs it, is gone.
+  store.broken = True
+  peer, why = watches[1].check()
+  assert peer == 0 and 'coordination service stopped answering: UNAVAILABLE' in why
+  with pytest.raises(ValueError):
+    peers.PeerWatch(store, 0, 2, timeout_s=0)
+
+
+@pytest.mark.parametrize('dies', [1, 0])
+def test_survivor_stops_with_one_line_when_a_process_dies(data_dir, tmp_path, dies):
+  """Two processes train; once a checkpoint exists one is SIGKILLed. The survivor stops
+  within the peer timeout (process 1 lost: the heartbeat watch; process 0 lost: its
+  coordination service vanishes, the supervisor speaks) with one line naming the lost
+  process and the last complete checkpoint; relaunching both resumes from it."""
+  workdir, port, timeout_s = tmp_path / 'run', _free_port(), 6
+
+  def cmd(i, port, total):
+    return [sys.executable, '-m', 'train', '--config', CONFIG, '--workdir', str(workdir),
+            f'--config.total_steps={total}', '--config.log_every=10', '--config.eval_every=0',
+            '--config.ckpt_every=10', f'--config.distributed.peer_timeout_s={timeout_s}',
+            f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+            '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}']
+
+  survivor = 1 - dies
+  errs = [open(tmp_path / f'p{i}.err', 'w') for i in (0, 1)]
+  procs = [subprocess.Popen(cmd(i, port, 10**6), cwd=REPO, env=_env(data_dir, devices=2),
+                            stdout=subprocess.DEVNULL, stderr=errs[i]) for i in (0, 1)]
+  try:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (workdir / 'checkpoints' / '20').is_dir():
+      assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+          (tmp_path / 'p0.err').read_text()[-3000:]
+      time.sleep(0.2)
+    procs[dies].kill()
+    killed_at = time.monotonic()
+    code = procs[survivor].wait(timeout=timeout_s + 60)
+    took = time.monotonic() - killed_at
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+      p.wait()
+    for f in errs:
+      f.close()
+  err = (tmp_path / f'p{survivor}.err').read_text().rstrip().splitlines()
+  print(f'process {dies} killed; process {survivor} stopped {took:.1f} s later: {err[-1]}')
+  assert code == 3, '\n'.join(err[-30:])
+  assert took < timeout_s + 30
+  assert err[-1].startswith(f'error: lost process {dies} of 2 (')
+  saved = max(int(n) for n in os.listdir(workdir / 'checkpoints') if n.isdigit())
+  assert saved >= 20
+  assert err[-1].endswith(f'the last complete checkpoint is step {saved} in '
+                          f'{workdir}/checkpoints; relaunch every process to resume from it.'
+                          .replace('the last', 'The last'))
+  if dies == 1:
+    return
+  # Relaunched, both processes resume from that checkpoint and finish.
+  port = _free_port()
+  _run_all([(f'again{i}', cmd(i, port, saved + 10), _env(data_dir, devices=2))
+            for i in (0, 1)], tmp_path)
+  assert f'resumed from {workdir}/checkpoints/{saved}' in (tmp_path / 'again0.err').read_text()
+  assert (workdir / 'checkpoints' / str(saved + 10)).is_dir()

@@ -28,9 +28,13 @@ def parse(argv):
 def main(argv=None):
   from arch.task import ConfigError
   from train import loop
+  from train import peers
   from train.errors import UserError
   try:
-    config, workdir = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    config, workdir = parse(argv)
+    if peers.needs_supervisor(config):  # a multi-process run: see train/peers.py
+      return peers.supervise(config, os.path.abspath(workdir), argv)
     loop.train_and_evaluate(config, os.path.abspath(workdir))
   except (UserError, ConfigError) as e:  # ConfigError: a task's, e.g. from its preprocess
     print(f'error: {e}', file=sys.stderr)
@@ -38,6 +42,8 @@ def main(argv=None):
   except loop.Preempted as e:
     print(str(e), file=sys.stderr)
     return e.exit_code
+  finally:
+    peers.finish()  # the other processes stop expecting this one's heartbeat
   return 0
 
 

@@ -179,7 +179,9 @@ def base() -> ml_collections.ConfigDict:
                       ('layers', None),  # the layer axis of a scanned stack (scan_layers)
                       ('length', 'sequence'))  # activations' length: sequence parallelism
   c.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo'))
+      coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo',
+      # A process silent this long is lost: the others stop with one line (train/peers.py).
+      peer_timeout_s=60))
 
   c.task = ''                     # arch module of the objective, e.g. 'vision.classification'
   c.task_kwargs = ml_collections.ConfigDict()

@@ -23,6 +23,7 @@ from train import data as data_lib
 from train import evaluators as evaluators_lib
 from train import mesh as mesh_lib
 from train import metrics as metrics_lib
+from train import peers
 from train.errors import UserError
 from train.runner import Runner
 
@@ -42,6 +43,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval metrics. Raises UserError for bad input; `Preempted` after a save on a signal."""
   mesh_lib.maybe_initialize_distributed(config)
   prepare_runs(config, workdir)
+  outer = peers.set_workdir(workdir)  # a lost process is reported with this run's checkpoint
   run = Run(config, workdir)
   total = config.total_steps
   try:
@@ -59,6 +61,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           run.stop(done, preempt.signum or signal.SIGTERM)
   finally:
     run.close()
+    peers.set_workdir(outer)
   return run.last_eval
 
 

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from train import peers
 from train.errors import UserError
 
 # The batch is split over every axis that holds replicas of the data: `expert` too, which
@@ -42,13 +43,18 @@ def maybe_initialize_distributed(config) -> None:
   # Only CPU devices read this; asking jax for the backend here would start it too early.
   if dist.get('cpu_collectives', 'gloo'):
     jax.config.update('jax_cpu_collectives_implementation', dist.get('cpu_collectives', 'gloo'))
-  kwargs = {}
+  # jax aborts every survivor after its own heartbeat timeout; the peer watch speaks first.
+  timeout_s = float(dist.get('peer_timeout_s', 60))
+  kwargs = dict(heartbeat_timeout_seconds=int(max(100, 2 * timeout_s)))
   if explicit:
-    kwargs = dict(coordinator_address=dist.coordinator_address,
+    kwargs.update(coordinator_address=dist.coordinator_address,
                   num_processes=int(dist.num_processes), process_id=int(dist.process_id))
     if dist.get('local_device_ids') is not None:
       kwargs['local_device_ids'] = dist.local_device_ids
   jax.distributed.initialize(**kwargs)
+  from jax._src import distributed as jax_distributed
+  peers.start(jax_distributed.global_state.client, jax.process_index(), jax.process_count(),
+              timeout_s)
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
