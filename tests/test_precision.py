@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from train import precision, steps
-from conftest import check_resumes_alike, read_metrics, train_spec
+from conftest import check_eight_devices, check_resumes_alike, read_metrics, train_spec
 
 
 def _State(params, opt_state):
@@ -101,3 +101,12 @@ def test_loss_scaling_with_several_optimizers_is_refused():
   config = load_config('gan_digits.py:tiny', loss_scale='dynamic')
   with pytest.raises(UserError, match='loss_scale is not supported'):
     core.make_tx(config, core.load_task(config))
+
+
+def test_float16_gpt_on_eight_devices_matches_one(tmp_path):
+  """float16 with dynamic loss scaling on 8 simulated devices (jit): the per-step losses of
+  one device to float16 precision (the gradient all-reduce sums in another order), the
+  same loss scale at every step."""
+  check_eight_devices('fp16_gpt_pydoc.py:precision=fp16,variant=tiny', tmp_path, ('jit',),
+                      close=('loss',), equal=('loss_scale', 'overflow'), evals=('loss',),
+                      rel=1e-3, args=('--config.log_every=1',))

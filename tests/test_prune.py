@@ -11,7 +11,8 @@ import pytest
 from flax import traverse_util
 
 from arch.compress import prune
-from conftest import check_resumes_alike, load_config, read_metrics, train_spec
+from conftest import (check_eight_devices, check_resumes_alike, load_config, read_metrics,
+                      train_spec)
 
 
 def _tree(rng, shapes, scales):
@@ -237,3 +238,13 @@ def test_gpt_config_trains_and_resumes_exactly(tmp_path, data_dir):
   dense_eval = train_spec('gpt_pydoc.py:variant=tiny', dense, data_dir, total_steps=2,
                           eval_every=2, ckpt_every=2, log_every=2, batch_size=8)
   _check_loop('prune_gpt_pydoc.py:tiny', tmp_path, data_dir, str(dense), dense_eval)
+
+
+def test_eight_devices_match_one(tmp_path, dense_digits):
+  """Global magnitude pruning of the digits ResNet on 8 simulated devices (jit): the same
+  per-step losses and sparsity, and the same eval, as on 1 device."""
+  check_eight_devices('prune_resnet_digits.py:tiny,sparsity=0.8', tmp_path, ('jit',),
+                      close=('loss',), equal=('sparsity',), evals=('accuracy', 'sparsity'),
+                      args=(f'--config.frozen.dense.workdir={dense_digits[0]}',
+                            '--config.task_kwargs.end_step=3', '--config.task_kwargs.every=1',
+                            '--config.batch_size=16', '--config.log_every=1'))
