@@ -231,3 +231,31 @@ def test_llama_scans_its_layers_and_a_subclass_that_interleaves_refuses():
                              unrolled.apply({'params': params}, tokens), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match='cannot scan identical blocks'):
     moe.Model(**kw, scan_layers=True).init(jax.random.key(1), tokens)
+
+
+def test_vit_scans_its_layers(tmp_path, data_dir):
+  """ViT's encoder as one scanned block: the unrolled model's logits from the stacked
+  parameters, a clear refusal of per-layer drop-path rates, and a run through the loop."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from arch.layers.transformer import stack_layers
+  from arch.vision import vit
+  kw = dict(num_classes=10, patch_size=4, image_size=8, embed_dim=32, depth=3, num_heads=4,
+            mlp_dim=64)
+  images = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+  unrolled, scanned = vit.Model(**kw), vit.Model(**kw, scan_layers=True)
+  params = nn.meta.unbox(unrolled.init(jax.random.key(1), images)['params'])
+  stacked = dict(params, encoder=stack_layers(params['encoder'], 'layers', 3,
+                                              lambda i: f'layers_{i}'))
+  shapes = jax.tree.map(lambda x: x.shape, nn.meta.unbox(
+      scanned.init(jax.random.key(1), images)['params']))
+  assert shapes == jax.tree.map(lambda x: x.shape, stacked)
+  assert shapes['encoder']['layers']['mlp']['wi']['kernel'] == (3, 32, 64)
+  np.testing.assert_allclose(scanned.apply({'params': stacked}, images),
+                             unrolled.apply({'params': params}, images), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='stochastic_depth=0.1 gives each layer its own'):
+    vit.Model(**kw, scan_layers=True, stochastic_depth=0.1).init(jax.random.key(1), images)
+  losses = _train(['--config', 'configs/vit_digits.py:tiny', '--config.model.depth=2',
+                   '--config.model.scan_layers=true'], tmp_path / 'vit', data_dir, steps=3)
+  assert sorted(losses) == [1, 2, 3] and all(np.isfinite(v) for v in losses.values())

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from arch.layers.conv import classifier_head
 from arch.layers.embed import PatchEmbed, norm
-from arch.layers.transformer import Block
+from arch.layers.transformer import Block, scan_blocks
 
 Dtype = Any
 
@@ -49,11 +49,27 @@ class Encoder(nn.Module):
   layer_scale_init: Optional[float] = None
   norm_eps: float = 1e-6
   remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
+  scan_layers: bool = False  # the blocks as one nn.scan, params stacked under 'layers'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x_BPD, *, train: bool = False):
+    if self.scan_layers:
+      # One scanned block needs identical blocks; stochastic depth's rate rises per layer.
+      if self.stochastic_depth:
+        raise ValueError(f'scan_layers needs identical blocks, but stochastic_depth='
+                         f'{self.stochastic_depth} gives each layer its own drop-path rate; '
+                         f'set stochastic_depth=0 or scan_layers=False')
+      x_BPD = scan_blocks(self.depth, x_BPD, None, name='layers', causal=False,
+                          deterministic=not train, decode=False, num_heads=self.num_heads,
+                          mlp_dim=self.mlp_dim, pre_norm=True, norm_eps=self.norm_eps,
+                          activation='gelu', use_bias=True, dropout_rate=self.dropout_rate,
+                          attention_dropout_rate=self.attention_dropout_rate,
+                          layer_scale_init=self.layer_scale_init, remat=self.remat,
+                          dtype=self.dtype, param_dtype=self.param_dtype)
+      return norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                  name='norm')(x_BPD)
     for i in range(self.depth):
       rate = self.stochastic_depth * i / max(self.depth - 1, 1)
       x_BPD = Block(self.num_heads, self.mlp_dim, pre_norm=True, norm_eps=self.norm_eps,
@@ -100,6 +116,10 @@ class Model(nn.Module):
   stochastic_depth: float = 0.0
   norm_eps: float = 1e-6  # the JAX and timm ViTs'; Hugging Face's ViT configs say 1e-12
   remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
+  # The blocks as one nn.scan (compile time flat in depth), their parameters stacked along
+  # a leading 'layers' axis under encoder/layers; `stack_layers(params['encoder'],
+  # 'layers', depth, lambda i: f'layers_{i}')` converts an unrolled checkpoint.
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -124,8 +144,8 @@ class Model(nn.Module):
     x_BPD = nn.Dropout(self.dropout_rate)(x_BPD, deterministic=not train)
     x_BPD = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout_rate,
                     self.attention_dropout_rate, self.stochastic_depth, norm_eps=self.norm_eps,
-                    remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name='encoder')(
+                    remat=self.remat, scan_layers=self.scan_layers, dtype=self.dtype,
+                    param_dtype=self.param_dtype, name='encoder')(
                         x_BPD, train=train)
     rep_BD = x_BPD[:, 0] if self.pool == 'cls' else x_BPD.mean(axis=1)
     if not self.num_classes:
