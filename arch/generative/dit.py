@@ -143,6 +143,13 @@ class Block(nn.Module):
                                                   shift_m, scale_m))
 
 
+class ScanBlock(Block):
+  """A DiT block as the body of `nn.scan`: carry x in and out, the condition broadcast."""
+
+  def __call__(self, x_BTD, c_BD):
+    return super().__call__(x_BTD, c_BD), None
+
+
 class FinalLayer(nn.Module):
   """adaLN (shift, scale) -> zero-initialised Linear: (B, T, D) -> (B, T, features)."""
   features: int
@@ -175,6 +182,10 @@ class Model(nn.Module):
   learn_sigma: bool = True  # out_channels = 2 * in_channels (noise, variance interpolation)
   out_channels: Optional[int] = None  # set by the diffusion objective; overrides learn_sigma
   frequency_dim: int = 256  # sinusoidal features of the timestep
+  # The blocks as one nn.scan (compile time flat in depth): parameters stacked along a
+  # leading 'layers' axis under `block`; stack_layers(params, 'block', depth) converts
+  # an unrolled checkpoint (block0, block1, ...), unstack_layers back.
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -210,7 +221,13 @@ class Model(nn.Module):
     elif label_B is not None:
       raise ValueError('this DiT is unconditional (num_classes=0) and takes no label_B')
 
-    for i in range(self.depth):
+    if self.scan_layers:
+      blocks = nn.scan(ScanBlock, variable_axes={'params': 0}, split_rngs={'params': True},
+                       in_axes=(nn.broadcast,), length=self.depth,
+                       metadata_params={nn.PARTITION_NAME: 'layers'})
+      x_BTD, _ = blocks(self.num_heads, self.mlp_ratio, self.dtype, self.param_dtype,
+                        name='block')(x_BTD, c_BD)
+    for i in range(0 if self.scan_layers else self.depth):
       x_BTD = Block(self.num_heads, self.mlp_ratio, self.dtype, self.param_dtype,
                     name=f'block{i}')(x_BTD, c_BD)
     out_c = self.out_channels or (2 * c if self.learn_sigma else c)
