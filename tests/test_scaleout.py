@@ -20,8 +20,11 @@ GPT_MESHES = {
     'dp2_tp4': dict(data=2, tensor=4),
     'dp2_sp4': dict(data=2, sequence=4),
 }
-CNN = ['--config', 'configs/resnet_digits.py:tiny']
-CNN_MESHES = {'dp2_tp4': dict(data=2, tensor=4)}
+# The tiny ResNet at widths 8 and 16 (and an 8-channel stem), so that 8 ways divide them.
+CNN = ['--config', 'configs/resnet_digits.py:tiny', '--config.model.widths=(8,16)',
+       '--config.model.stem_features=8']
+CNN_MESHES = {'fsdp8': dict(data=1, fsdp=8), 'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2),
+              'dp2_tp4': dict(data=2, tensor=4)}
 
 
 def _mesh_args(mesh):
@@ -69,12 +72,12 @@ def test_a_mesh_that_does_not_divide_a_parameter_is_one_line(tmp_path, data_dir)
 
 
 PLAN = """
-import json
+import json, sys
 from train import config_lib, summary
 out = {}
 for label, mesh in (('fsdp8', dict(data=1, fsdp=8)), ('tp8', dict(data=1, tensor=8)),
                     ('dp8', dict(data=8))):
-  config = config_lib.load('configs/llama_pydoc.py:variant=llama2-7b')
+  config = config_lib.load(sys.argv[1])
   for axis, size in mesh.items():
     config_lib.override(config, f'mesh.{axis}', str(size))
   out[label] = summary.memory_plan(config)['parts']
@@ -82,12 +85,17 @@ print(json.dumps(out))
 """
 
 
-def test_memory_plan_of_llama2_7b_splits_the_state_eight_ways(tmp_path):
-  proc = subprocess.run([sys.executable, '-c', PLAN], cwd=REPO, capture_output=True,
-                        text=True, env=cli_env(tmp_path, devices=8), timeout=600)
+@pytest.mark.parametrize('spec, count', [('llama_pydoc.py:variant=llama2-7b', 6_738_415_616),
+                                         ('resnet_digits.py:variant=50', 23_519_690)])
+def test_memory_plan_splits_the_state_eight_ways(spec, count, tmp_path):
+  """FSDP=8 and TP=8 put an eighth of the parameters and AdamW state on each device (the
+  ResNet's convolutions along their output channels, over fsdp and tensor)."""
+  proc = subprocess.run([sys.executable, '-c', PLAN, f'configs/{spec}'], cwd=REPO,
+                        capture_output=True, text=True, env=cli_env(tmp_path, devices=8),
+                        timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   plans = json.loads(proc.stdout.strip().splitlines()[-1])
-  params = 6_738_415_616 * 4  # float32
+  params = count * 4  # float32
   for label, parts in plans.items():
     device, whole = (sum(v[i] for k, v in parts.items()
                          if k in ('params', 'optimizer state')) for i in (0, 1))

@@ -174,7 +174,7 @@ def base() -> ml_collections.ConfigDict:
   # for every other layer; the mesh always has it (size 1 unless set).
   c.sharding_rules = (('batch', ('data', 'fsdp', 'expert')), ('embed', 'fsdp'),
                       ('mlp', 'tensor'), ('heads', 'tensor'), ('kv', None), ('vocab', 'tensor'),
-                      ('classes', None), ('conv_in', None), ('conv_out', 'tensor'),
+                      ('classes', None), ('conv_in', None), ('conv_out', ('fsdp', 'tensor')),
                       ('expert', 'expert'), ('expert_group', ('data', 'fsdp')),
                       ('layers', None),  # the layer axis of a scanned stack (scan_layers)
                       ('length', 'sequence'))  # activations' length: sequence parallelism
