@@ -168,7 +168,7 @@ def base() -> ml_collections.ConfigDict:
 
   c.parallelism = 'jit'           # or 'pmap'
   c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'tensor': 1, 'expert': 1,
-                                      'sequence': 1})
+                                      'sequence': 1, 'stage': 1})
   # Logical axis name -> mesh axis (or None: replicated). Models name axes, never meshes.
   # `expert` (a Mixture-of-Experts layer's experts, arch/layers/moe.py) is a data axis
   # for every other layer; the mesh always has it (size 1 unless set).
@@ -176,7 +176,7 @@ def base() -> ml_collections.ConfigDict:
                       ('mlp', 'tensor'), ('heads', 'tensor'), ('kv', None), ('vocab', 'tensor'),
                       ('classes', None), ('conv_in', None), ('conv_out', ('fsdp', 'tensor')),
                       ('expert', 'expert'), ('expert_group', ('data', 'fsdp')),
-                      ('layers', None),  # the layer axis of a scanned stack (scan_layers)
+                      ('layers', 'stage'),  # a scanned stack's layers: pipeline stages
                       ('length', 'sequence'))  # activations' length: sequence parallelism
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address='', num_processes=1, process_id=0, auto=False, cpu_collectives='gloo',

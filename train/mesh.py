@@ -23,7 +23,9 @@ BATCH_AXES = ('data', 'fsdp', 'expert')
 # rules may name them whatever the config's mesh. `sequence` splits activations along
 # their length (sequence parallelism: the rule ('length', 'sequence')); attention then
 # all-gathers keys and values over it, which XLA inserts.
-DEFAULT_AXES = (('data', -1), ('fsdp', 1), ('tensor', 1), ('expert', 1), ('sequence', 1))
+# `stage` splits a scanned stack's layers into pipeline stages (arch/layers/pipeline.py).
+DEFAULT_AXES = (('data', -1), ('fsdp', 1), ('tensor', 1), ('expert', 1), ('sequence', 1),
+                ('stage', 1))
 
 
 def maybe_initialize_distributed(config) -> None:
@@ -106,7 +108,22 @@ def logical_shardings(abstract_tree, mesh, config):
   specs = nn.get_partition_spec(abstract_tree)
   shardings = nn.logical_to_mesh_sharding(specs, mesh, rules(config))
   check_divisible(abstract_tree, shardings, mesh)
+  check_stages(shardings, mesh)
   return shardings
+
+
+def check_stages(shardings, mesh) -> None:
+  """A `stage` axis > 1 needs a state split over it (a scanned layer stack, which GPT and
+  LLaMA run as a pipeline); anything else would compute the same step on every stage."""
+  stages = mesh.shape.get('stage', 1)
+  if stages <= 1:
+    return
+  used = any('stage' in (a if isinstance(a, tuple) else (a,))
+             for sharding in jax.tree.leaves(shardings) for a in sharding.spec if a)
+  if not used:
+    raise UserError(f'config.mesh.stage={stages} splits a scanned layer stack into pipeline '
+                    f'stages, and this model has none; pipelines run GPT and LLaMA with '
+                    f'--config.model.scan_layers=true (arch/layers/pipeline.py)')
 
 
 def _key_name(key):

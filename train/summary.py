@@ -65,6 +65,12 @@ def memory_plan(config, compile_step: bool = False) -> dict:
       parts[name] = (sum(size(x.sharding.shard_shape(x.shape), x) for x in leaves),
                      sum(size(x.shape, x) for x in leaves))
   plan = {'mesh': dict(zip(mesh.axis_names, mesh.devices.shape)), 'parts': parts}
+  stages = plan['mesh'].get('stage', 1)
+  if stages > 1:  # a GPipe pipeline (arch/layers/pipeline.py): its idle share of each step
+    from arch.layers import pipeline
+    micro = config.model.get('pipeline_microbatches') or pipeline.default_microbatches(stages)
+    plan['pipeline'] = dict(stages=stages, microbatches=micro,
+                            bubble=pipeline.bubble_fraction(stages, micro))
   if compile_step:
     batch = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                         sharding=run.batch_sharding),
@@ -83,6 +89,10 @@ def plan_lines(plan) -> list:
     lines.append(f'  {name:<16} {_bytes(device):>12}  (replicated: {_bytes(whole)})')
   device, whole = (sum(v[i] for v in plan['parts'].values()) for i in (0, 1))
   lines.append(f'  {"state total":<16} {_bytes(device):>12}  (replicated: {_bytes(whole)})')
+  if 'pipeline' in plan:
+    p = plan['pipeline']
+    lines.append(f'  pipeline: {p["stages"]} stages x {p["microbatches"]} microbatches, bubble '
+                 f'(S-1)/(M+S-1) = {p["bubble"]:.3f} of each step idle')
   if 'step' in plan:
     step = plan['step']
     lines.append('  (this backend gives no memory analysis of the compiled step)' if step is None

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from arch.layers import pipeline
 from arch.layers.attention import Attention, key_mask
 from arch.layers.conv import DropPath
 from arch.layers.embed import Mlp, norm
@@ -230,7 +231,14 @@ def decoder_stack(model, base, x_BTD, pos_BT, *, train: bool, decode: bool, cont
   or, with `model.scan_layers`, one `scan_blocks` of `Block(**model.block_fields())`
   stacked under `name`. Scanning needs identical blocks: a subclass of `base` that
   overrides `layer` (Flamingo's interleaved cross-attention, a Mixture-of-Experts LM)
-  refuses it."""
+  refuses it. A mesh axis of size S > 1 under the 'layers' rule (mesh.stage) runs the
+  scanned stack as a GPipe pipeline of S stages (arch/layers/pipeline.py) over
+  `model.pipeline_microbatches` microbatches (0: 2S), except at init and in decoding."""
+  axis, stages = pipeline.stage_axis()
+  if stages > 1:
+    microbatches = (getattr(model, 'pipeline_microbatches', 0)
+                    or pipeline.default_microbatches(stages))
+    pipeline.check_stack(model.num_layers, stages, microbatches, model.scan_layers)
   if not model.scan_layers:
     for i in range(model.num_layers):
       x_BTD = model.layer(i, x_BTD, pos_BT, train=train, decode=decode, context=context)
@@ -238,6 +246,10 @@ def decoder_stack(model, base, x_BTD, pos_BT, *, train: bool, decode: bool, cont
   if context is not None or type(model).layer is not base.layer:
     raise ValueError(f'{type(model).__name__} interleaves layers of its own (layer() is '
                      f'overridden): it cannot scan identical blocks; set scan_layers=False')
+  if stages > 1 and not decode and not model.is_initializing():
+    return pipeline.pipelined_blocks(model, name, x_BTD, pos_BT, axis=axis, stages=stages,
+                                     microbatches=microbatches, causal=True,
+                                     deterministic=not train, **model.block_fields())
   return scan_blocks(model.num_layers, x_BTD, pos_BT, name=name, causal=True,
                      deterministic=not train, decode=decode, **model.block_fields())
 

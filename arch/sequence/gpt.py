@@ -39,6 +39,9 @@ class Model(nn.Module):
   # True: the blocks as one nn.scan, params stacked under 'h' (arch/layers/transformer.py
   # scan_blocks; `stack_layers(params, 'h', num_layers)` converts the unrolled h0, h1, ...)
   scan_layers: bool = False
+  # With a `stage` mesh axis > 1: microbatches of the GPipe pipeline over the scanned stack
+  # (arch/layers/pipeline.py); 0 = twice the stages.
+  pipeline_microbatches: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
