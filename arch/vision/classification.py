@@ -4,18 +4,23 @@ Config keys read: `model_name`, `model`, `compute_dtype`, `param_dtype`, and
 `task_kwargs`, the fields of `Options`. Models with auxiliary classifiers (GoogLeNet's
 `aux_logits`) sow their logits into the 'aux_logits' collection in training; each adds
 `aux_weight` times its cross-entropy to the loss.
-Batches hold `image` (B, H, W, C) uint8 in [0, 255] and `label` (B,) int.
+Batches hold `image` (B, H, W, C) uint8 in [0, 255] and `label` (B,) int; with
+`frames` > 0, `video` (B, T, H, W, C) clips instead (video classifiers: arch/vision/c3d.py),
+each frame resized alike. `target='motion'` replaces the label of a moving_digits clip by
+the direction its digit moves (arch/vision/c3d.py `motion_class`, 9 classes).
 """
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import arch
 from arch.images import center_crop_resize, labelled_images, random_translate, scale_images
 from arch.task import ConfigError, Task, parse_options
+from arch.vision import c3d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +36,8 @@ class Options:
   # ImageNet evaluation does; 0 = off.
   host_size: int = 0
   aux_weight: float = 0.3  # each auxiliary classifier's loss weight (GoogLeNet's 0.3)
+  frames: int = 0  # > 0: batches hold 'video' clips of this many frames, not 'image'
+  target: str = 'label'  # 'motion': a moving_digits clip's direction of motion (9 classes)
 
 
 def make(config) -> Task:
@@ -52,7 +59,22 @@ def make(config) -> Task:
   else:
     model = arch.model_from_config(config)
 
-  images = lambda batch: scale_images(batch['image'], input_size)
+  frames = int(opts.frames)
+  if opts.target not in ('label', 'motion'):
+    raise ConfigError(f"task_kwargs.target={opts.target!r}; valid: 'label', 'motion'")
+  if opts.target == 'motion' and (not frames or num_classes != 9):
+    raise ConfigError('target=motion classifies clips (task_kwargs.frames > 0) into 9 '
+                      'directions (task_kwargs.num_classes=9)')
+  if frames and (shift or host_size):
+    raise ConfigError('clips (task_kwargs.frames > 0) take no shift or host_size')
+
+  def images(batch):
+    if not frames:
+      return scale_images(batch['image'], input_size)
+    v = batch['video']
+    b, t = v.shape[:2]
+    return scale_images(v.reshape(b * t, *v.shape[2:]), input_size).reshape(
+        b, t, *input_size, v.shape[-1])
 
   def init(rng, batch):
     return model.init({'params': rng, 'dropout': rng}, images(batch), train=False)
@@ -97,11 +119,18 @@ def make(config) -> Task:
     return {'features': rep.astype(jnp.float32),
             'logits': model.apply(variables, x, train=False).astype(jnp.float32)}
 
-  example_batch = lambda batch_size: labelled_images(batch_size, input_size, channels)
+  def example_batch(batch_size):
+    if not frames:
+      return labelled_images(batch_size, input_size, channels)
+    return {'video': jax.ShapeDtypeStruct((batch_size, frames, *input_size, channels),
+                                          jnp.uint8),
+            'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
 
   def preprocess(example):
+    if opts.target == 'motion':
+      return {**example, 'label': np.int64(c3d.motion_class(example['video']))}
     return {**example, 'image': center_crop_resize(example['image'], host_size)}
 
   return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch,
-              preprocess=preprocess if host_size else None,
+              preprocess=preprocess if host_size or opts.target == 'motion' else None,
               features=features if backbone is not None else None)
