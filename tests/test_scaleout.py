@@ -301,3 +301,50 @@ def test_dit_scans_its_blocks(tmp_path, data_dir):
                   tmp_path / 'dit', data_dir, steps=3)
   assert sorted(losses) == [1, 2, 3] and all(np.isfinite(v) for v in losses.values())
 
+
+
+@pytest.mark.parametrize('family', ['t5', 'bart'])
+def test_encoder_decoder_stacks_scan_their_layers(family):
+  """T5's and BART's encoder and decoder stacks as scans: from the stacked parameters, the
+  unrolled model's logits and its cached decoding, token by token; Switch's mixed stack
+  (MoE every other layer) refuses to scan."""
+  import flax.linen as nn
+  import jax
+  import numpy as np
+  from arch.layers.transformer import stack_layers
+  from arch.sequence import bart, t5
+  module = {'t5': t5, 'bart': bart}[family]
+  kw = dict(vocab_size=40, num_encoder_layers=3, num_decoder_layers=2, num_heads=2,
+            embed_dim=16, mlp_dim=32, **({'head_dim': 8} if family == 't5' else
+                                         {'max_length': 16}))
+  src = jax.random.randint(jax.random.key(0), (2, 10), 1, 40)
+  tgt = jax.random.randint(jax.random.key(1), (2, 6), 1, 40)
+  unrolled, scanned = module.Model(**kw), module.Model(**kw, scan_layers=True)
+  params = nn.meta.unbox(unrolled.init(jax.random.key(2), src, tgt)['params'])
+  stacked = dict(params)
+  for stack, n in (('encoder', 3), ('decoder', 2)):
+    stacked[stack] = stack_layers(params[stack], 'layers', n, lambda i: f'layers_{i}')
+  boxed = scanned.init(jax.random.key(2), src, tgt)['params']
+  assert jax.tree.structure(nn.meta.unbox(boxed)) == jax.tree.structure(stacked)
+  assert boxed['decoder']['layers']['cross_attn']['query']['kernel'].names[0] == 'layers'
+  np.testing.assert_allclose(scanned.apply({'params': stacked}, src, tgt),
+                             unrolled.apply({'params': params}, src, tgt), rtol=1e-5, atol=1e-6)
+  outs = {}
+  for name, model, p in (('unrolled', unrolled, params), ('scanned', scanned, stacked)):
+    encoded = model.apply({'params': p}, src, method=model.encode)
+    cache = jax.tree.map(np.zeros_like,  # the sampler's empty caches, sized by the target
+                         model.init(jax.random.key(2), src, tgt, decode=True)['cache'])
+    steps = []
+    for t in range(tgt.shape[1]):
+      out, mutated = model.apply({'params': p, 'cache': cache}, tgt[:, t:t + 1], encoded,
+                                 decode=True, mutable=['cache'], method=model.decode)
+      cache = mutated['cache']
+      steps.append(out)
+    outs[name] = np.concatenate(steps, 1)
+  np.testing.assert_allclose(outs['scanned'], outs['unrolled'], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(outs['unrolled'], unrolled.apply({'params': params}, src, tgt),
+                             rtol=1e-4, atol=1e-5)  # the cache really decodes the sequence
+  if family == 't5':
+    switch = t5.Model(**kw, moe=dict(num_experts=2, top_k=1), scan_layers=True)
+    with pytest.raises(ValueError, match='identical Blocks'):
+      switch.init(jax.random.key(2), src, tgt)

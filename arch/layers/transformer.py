@@ -140,12 +140,25 @@ class Block(nn.Module):
 
 def run_blocks(block, num_layers: int, x_BTD, *, is_decoder: bool, enc_BSD=None,
                enc_mask_BS=None, self_bias=None, positions_BT=None, train: bool = False,
-               decode: bool = False):
+               decode: bool = False, scan: bool = False):
   """`num_layers` blocks named layers_{i}, made by `block` (a partial of `Block`, or a
   sequence of num_layers of them, one per layer): encoder blocks attend bidirectionally
   under the source padding mask; decoder blocks are causal and cross-attend to the
-  encoder output (`enc_BSD`) under that mask."""
+  encoder output (`enc_BSD`) under that mask. With `scan`, one nn.scan of identical
+  blocks named 'layers', params and KV caches stacked along a leading 'layers' axis
+  (`stack_layers(tree, 'layers', num_layers, lambda i: f'layers_{i}')` converts)."""
   enc_mask = None if enc_mask_BS is None else key_mask(enc_mask_BS)
+  if scan:
+    if isinstance(block, (tuple, list)) or getattr(block, 'func', None) is not Block:
+      raise ValueError('scan_layers needs identical Blocks in every layer; this stack mixes '
+                       'other layers in (e.g. Mixture-of-Experts ones): set scan_layers=False')
+    step = nn.scan(StackStep, variable_axes={'params': 0, 'cache': 0},
+                   split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,) * 4,
+                   length=num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
+    x_BTD, _ = step(*block.args, **block.keywords, cross_attention=is_decoder,
+                    is_decoder=is_decoder, deterministic=not train, decode=decode,
+                    name='layers')(x_BTD, enc_BSD, enc_mask, self_bias, positions_BT)
+    return x_BTD
   blocks = block if isinstance(block, (tuple, list)) else [block] * num_layers
   if len(blocks) != num_layers:
     raise ValueError(f'{len(blocks)} block factories for {num_layers} layers')
@@ -206,6 +219,22 @@ class ScanStep(Block):
   def __call__(self, x_BTD, positions_BT):
     return super().__call__(x_BTD, causal=self.causal, positions_BT=positions_BT,
                             deterministic=self.deterministic, decode=self.decode), None
+
+
+class StackStep(Block):
+  """One step of a scanned encoder or decoder stack (`run_blocks(..., scan=True)`): the
+  encoder output, its mask, the attention bias and the positions are broadcast."""
+  is_decoder: bool = False
+  deterministic: bool = True
+  decode: bool = False
+
+  def __call__(self, x_BTD, enc_BSD, enc_mask, self_bias, positions_BT):
+    if self.is_decoder:
+      return super().__call__(x_BTD, enc_BSD, self_bias=self_bias, causal=True,
+                              cross_mask=enc_mask, positions_BT=positions_BT,
+                              deterministic=self.deterministic, decode=self.decode), None
+    return super().__call__(x_BTD, self_mask=enc_mask, self_bias=self_bias,
+                            positions_BT=positions_BT, deterministic=self.deterministic), None
 
 
 def scan_blocks(num_layers: int, x_BTD, positions_BT, *, name: str, causal: bool,

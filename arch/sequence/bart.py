@@ -46,6 +46,7 @@ class Stack(nn.Module):
   num_layers: int
   max_length: int
   is_decoder: bool = False
+  scan_layers: bool = False  # the blocks as one nn.scan (run_blocks)
   dropout_rate: float = 0.0
   norm_eps: float = 1e-5
   dtype: Dtype = jnp.float32
@@ -67,7 +68,7 @@ class Stack(nn.Module):
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD, deterministic=not train)
     return run_blocks(self.block, self.num_layers, x_BTD, is_decoder=self.is_decoder,
                       enc_BSD=enc_BSD, enc_mask_BS=enc_mask_BS, positions_BT=pos_BT,
-                      train=train, decode=decode)
+                      train=train, decode=decode, scan=self.scan_layers)
 
 
 class Model(EncoderDecoder):
@@ -83,6 +84,9 @@ class Model(EncoderDecoder):
   attention_dropout_rate: float = 0.0
   activation_dropout_rate: float = 0.0  # on the MLP's hidden activations
   norm_eps: float = 1e-5
+  # Each stack's blocks as one nn.scan, params and caches stacked under encoder/layers and
+  # decoder/layers (arch/layers/transformer.py run_blocks; stack_layers converts).
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -96,6 +100,7 @@ class Model(EncoderDecoder):
         mlp_dropout_rate=self.activation_dropout_rate, init_stddev=0.02, dtype=self.dtype,
         param_dtype=self.param_dtype)
     stack = functools.partial(Stack, self.shared, block, max_length=self.max_length,
+                              scan_layers=self.scan_layers,
                               dropout_rate=self.dropout_rate, norm_eps=self.norm_eps,
                               dtype=self.dtype, param_dtype=self.param_dtype)
     self.encoder = stack(num_layers=self.num_encoder_layers, is_decoder=False)

@@ -62,6 +62,7 @@ class Stack(nn.Module):
   is_decoder: bool = False
   sparse_block: Optional[Callable[..., nn.Module]] = None  # the MoE layers' (Switch)
   sparse_step: int = 0  # an MoE layer every sparse_step layers (moe.is_sparse)
+  scan_layers: bool = False  # the blocks as one nn.scan (run_blocks)
   dropout_rate: float = 0.0
   norm_eps: float = 1e-6
   dtype: Dtype = jnp.float32
@@ -93,9 +94,12 @@ class Stack(nn.Module):
                                           deterministic=not train)
     blocks = [self.sparse_block if self.sparse_block and is_sparse(i, self.sparse_step)
               else self.block for i in range(self.num_layers)]
+    if self.scan_layers and not self.sparse_block:
+      blocks = self.block  # identical blocks: one scanned layer
     x_BTD = run_blocks(blocks, self.num_layers, x_BTD, is_decoder=self.is_decoder,
                        enc_BSD=enc_BSD, enc_mask_BS=enc_mask_BS, self_bias=bias_1NTS,
-                       positions_BT=pos_BT, train=train, decode=decode)
+                       positions_BT=pos_BT, train=train, decode=decode,
+                       scan=self.scan_layers)
     x_BTD = norm('rms', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='final_norm')(x_BTD)
     return nn.Dropout(self.dropout_rate)(x_BTD, deterministic=not train)
@@ -118,6 +122,10 @@ class Model(EncoderDecoder):
   # experts' width is mlp_dim) for an MoE layer every `sparse_step` layers of each stack.
   moe: Optional[dict] = None
   sparse_step: int = 2
+  # Each stack's blocks as one nn.scan (compile time flat in depth), params and caches
+  # stacked under encoder/layers and decoder/layers (`stack_layers(tree, 'layers', L,
+  # lambda i: f'layers_{i}')` converts); not with MoE layers, which differ from the rest.
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -140,6 +148,7 @@ class Model(EncoderDecoder):
           dtype=self.dtype, param_dtype=self.param_dtype)
     stack = functools.partial(Stack, self.shared, block, sparse_block=sparse,
                               sparse_step=self.sparse_step if self.moe else 0,
+                              scan_layers=self.scan_layers,
                               num_heads=self.num_heads,
                               num_buckets=self.num_buckets, max_distance=self.max_distance,
                               dropout_rate=self.dropout_rate, norm_eps=self.norm_eps,
