@@ -47,8 +47,8 @@ NEW_SINCE = ('a2c_cartpole.py', 'alphazero_tictactoe.py', 'c3d_moving_digits.py'
              'int8_resnet_digits.py', 'liquid_seq.py', 'llama_pydoc.py', 'mamba_pydoc.py',
              'moe_pydoc.py', 'mpnn_graphs.py', 'nerf_scene.py', 'ode_spiral.py', 'ppo_acrobot.py',
              'ppo_cartpole.py', 'prune_gpt_pydoc.py', 'prune_resnet_digits.py', 'rmt_recall.py',
-             'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py',
-             'slots_shapes.py', 'stgcn_traffic.py')
+             'rlhf_pydoc.py', 'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py',
+             'slots_shapes.py', 'stgcn_traffic.py', 'vqvae_shapes.py')
 
 
 def test_every_offline_config_has_a_record():

@@ -214,7 +214,10 @@ def base() -> ml_collections.ConfigDict:
   # start from another run's checkpoint (its params at `source`, EMA params where it kept
   # them; `step` 0 = its latest) instead of their initialisation. Leaves of this run's
   # params that the source does not give keep their initial values (e.g. a new head).
-  c.init_from = ml_collections.ConfigDict(dict(workdir='', step=0, source='', target=''))
+  # Start from another run's params (train/core.py init_from); `frozen=NAME` instead of a
+  # workdir: from the run config.frozen.NAME reads (trained first where it has none yet).
+  c.init_from = ml_collections.ConfigDict(dict(workdir='', step=0, source='', target='',
+                                               frozen=''))
   # Evaluators (train/evaluators.py): NAME -> dict(type=..., every=..., options), e.g.
   # evals.fd = dict(type='fd', steps=50); every 0 = at every eval, -1 = off.
   c.evals = ml_collections.ConfigDict()

@@ -155,7 +155,13 @@ class Run:
         raise UserError(f'the frozen {name!r} run in {sub_dir} does not match the network '
                         f'its config builds')
       state = self.runner.put_extra(state, name, tree)
-    if (self.config.get('init_from') or {}).get('workdir'):
+    spec = self.config.get('init_from') or {}
+    if spec.get('frozen') and not spec.get('workdir'):
+      if spec.frozen not in (self.config.get('frozen') or {}):
+        raise UserError(f'config.init_from.frozen={spec.frozen!r} names no config.frozen run '
+                        f'(there are: {", ".join(self.config.get("frozen") or {}) or "none"})')
+      spec.workdir = core.frozen_workdir(self.config, spec.frozen, self.workdir)
+    if spec.get('workdir'):
       params, extra, report = core.init_from(self.config, *self.runner.host_variables(state))
       core.log(report)
       state = self.runner.put_variables(state, params, extra)

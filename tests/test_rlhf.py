@@ -1,0 +1,174 @@
+"""RLHF on the pydoc GPT (arch/rl/rlhf.py): the preference labels against the property by
+hand, the Bradley-Terry and DPO losses against their formulas, DPO's loss log 2 and PPO's
+KL penalty 0 and ratio 1 while the policy is the reference, the per-token rewards summing
+to the RM score minus the KL penalty, and each method's tiny config trained through the
+loop with an exact resume (frozen reference and reward model included)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from arch import vocab
+from arch.rl import rlhf
+from conftest import check_resumes_alike, load_config, train_spec
+
+
+def _ids(text, length):
+  """Byte ids of `text`, padded with <pad> to `length`."""
+  ids = [b + vocab.NUM_SPECIAL for b in text.encode()]
+  return ids + [vocab.PAD] * (length - len(ids))
+
+
+def test_preference_labels_follow_the_property():
+  """The continuation with more lowercase vowels per byte is chosen, whichever side it is
+  on; bytes after </s> do not count; equal fractions are a tie with weight 0."""
+  n = 10
+  a = np.array([_ids('xyzxyzxyza', n),                      # 0.1
+                _ids('aeiouaeiou', n),                      # 1.0
+                _ids('ab', n - 1) + [vocab.EOS],            # 0.5: pads after </s>
+                _ids('abcd', n)], np.int32)                 # 0.25
+  b = np.array([_ids('aaxxxxxxxx', n),                      # 0.2
+                _ids('AEIOUaeiou', n),                      # 0.5 (capitals are not vowels)
+                _ids('ba', 2) + [vocab.EOS] + _ids('aaaaaaa', 7),  # 0.5: the a's after </s>
+                _ids('xxaaxxxx', n)], np.int32)             # 0.25
+  prop = rlhf.property_of(jnp.asarray(a), rlhf.continuation_mask(jnp.asarray(a)))
+  np.testing.assert_allclose(prop, [0.1, 1.0, 0.5, 0.25], rtol=1e-6)
+  mask_b = rlhf.continuation_mask(jnp.asarray(b))
+  np.testing.assert_array_equal(mask_b[2], [1, 1, 1] + [0] * 7)
+  chosen, rejected, weight = rlhf.preference_pairs(jnp.asarray(a), jnp.asarray(b))
+  np.testing.assert_array_equal(chosen[:2], [b[0], a[1]])
+  np.testing.assert_array_equal(rejected[:2], [a[0], b[1]])
+  np.testing.assert_array_equal(weight, [1, 1, 0, 0])
+
+
+def test_bradley_terry_and_dpo_losses_equal_their_formulas():
+  rng = np.random.default_rng(0)
+  r_w, r_l, pw, pl, qw, ql = (rng.normal(size=6).astype(np.float32) * 3 for _ in range(6))
+  w = np.array([1, 1, 0, 1, 1, 0], np.float32)
+  log_sig = lambda z: -np.log1p(np.exp(-z))
+  want = -(log_sig(r_w - r_l) * w).sum() / w.sum()
+  np.testing.assert_allclose(rlhf.bradley_terry_loss(r_w, r_l, w), want, rtol=1e-5)
+  beta = 0.3
+  z = beta * ((pw - qw) - (pl - ql))
+  loss, chosen, rejected = rlhf.dpo_loss(pw, pl, qw, ql, beta, w)
+  np.testing.assert_allclose(loss, -(log_sig(z) * w).sum() / w.sum(), rtol=1e-5)
+  np.testing.assert_allclose(chosen - rejected, z, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(chosen, beta * (pw - qw), rtol=1e-5)
+
+
+def _agent_and_variables(method, **overrides):
+  """The tiny config's agent and variables with the reference equal to the policy (and a
+  reward model with a random head for PPO)."""
+  from train import core
+  config = load_config(f'rlhf_pydoc.py:method={method},tiny', **overrides)
+  core.resolve_frozen(config)
+  agent = rlhf.Agent(config)
+  batch = {'tokens': jnp.asarray(np.random.default_rng(1).integers(
+      4, 260, size=(config.batch_size, 33)), jnp.int32)}
+  variables = agent.init(jax.random.key(0), batch)
+  variables = nn.meta.unbox(variables)
+  variables[rlhf.REF] = {'params': variables['params']['lm']}
+  if method == 'ppo':
+    rm = variables[rlhf.RM]
+    head = jax.tree.map(lambda x: jax.random.normal(jax.random.key(2), x.shape),
+                        rm['params']['head'])
+    variables[rlhf.RM] = {**rm, 'params': {**rm['params'], 'head': head}}
+    # a trained policy's value head is not zero
+    variables['params']['value'] = jax.tree.map(
+        lambda x: 0.1 * jax.random.normal(jax.random.key(3), x.shape),
+        variables['params']['value'])
+  return agent, variables, batch
+
+
+def test_dpo_loss_is_log_2_while_the_policy_is_the_reference():
+  agent, variables, batch = _agent_and_variables('dpo')
+  prompts = agent.prompts(batch)
+  pairs = jax.jit(agent.pairs)(variables[rlhf.REF]['params'], prompts, jax.random.key(4),
+                               jnp.arange(prompts.shape[0]))
+  assert float(pairs['weight'].sum()) > 0  # some pairs are not ties
+  loss, (metrics, _) = jax.jit(agent.dpo_loss)(variables, pairs, None)
+  np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-6)
+  assert float(metrics['reward_margin']) == 0 and float(metrics['reward_chosen']) == 0
+  # a policy that is not the reference moves it
+  moved = jax.tree.map(lambda x: x * 1.5, variables['params'])
+  loss_moved = jax.jit(agent.dpo_loss)({**variables, 'params': moved}, pairs, None)[0]
+  assert abs(float(loss_moved) - np.log(2.0)) > 1e-4
+
+
+def test_ppo_kl_penalty_is_zero_and_ratio_one_at_the_reference():
+  """Policy = reference: every per-token KL term is 0, so the rewards are the RM score at
+  each sample's last token alone; with gamma = lambda = 1 the return of the first token is
+  that score; the first minibatch's ratio is exactly 1, after one update it is not."""
+  from train import core
+  from train import steps as steps_lib
+  agent, variables, batch = _agent_and_variables('ppo', task_kwargs__gae_lambda=1.0)
+  prompts = agent.prompts(batch)
+  rows = jnp.arange(prompts.shape[0])
+  samples, stats = jax.jit(agent.rollout)(variables, prompts, jax.random.key(5), rows)
+  assert float(stats['kl']) == 0
+  score = jax.jit(agent.rm.score)(variables[rlhf.RM]['params'], samples['seq'])
+  assert float(jnp.abs(score).min()) > 0
+  np.testing.assert_allclose(samples['return'][:, 0], score, rtol=1e-5, atol=1e-5)
+  # the returns are constant over each sample's tokens (the reward sits at the end)
+  mask = np.asarray(samples['mask'])
+  ret = np.asarray(samples['return'])
+  np.testing.assert_allclose(ret * mask, np.asarray(score)[:, None] * mask, rtol=1e-5, atol=1e-5)
+
+  config = load_config('rlhf_pydoc.py:method=ppo,tiny')
+  tx, schedule = core.make_tx(config, core.load_task(config))
+  update = steps_lib.Builders(config, tx, schedule).supervised(agent.ppo_loss, accum=1)
+  from train.core import TrainState
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'], extra={},
+                     opt_state=tx.init(variables['params']), ema_params=None,
+                     rng=jax.random.key_data(jax.random.key(0)))
+  mbs = agent.minibatches(samples, jax.random.key(6))
+  first, second = (jax.tree.map(lambda x, i=i: x[i], mbs) for i in (0, 1))
+  terms = jax.jit(agent.ppo_terms)
+  _, _, ratio0, kl0, clip0 = terms(variables['params'], first)
+  np.testing.assert_array_equal(ratio0, np.ones_like(ratio0))
+  assert float(kl0) == 0 and float(clip0) == 0
+  after, _ = jax.jit(update)(state, first, jax.random.key(7))
+  ratio1 = terms(after.params, second)[2]
+  assert not np.all(np.asarray(ratio1)[np.asarray(second['mask']) > 0] == 1)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, data_dir):
+  """A 2-step tiny pydoc GPT (the reference) and a 2-step tiny reward model on it."""
+  root = tmp_path_factory.mktemp('rlhf_runs')
+  train_spec('gpt_pydoc.py:variant=tiny', root / 'gpt', data_dir, total_steps=2,
+             eval_every=0)
+  ref = str(root / 'gpt')
+  train_spec('rlhf_pydoc.py:method=rm,tiny', root / 'rm', data_dir, total_steps=2,
+             eval_every=0, frozen__ref__workdir=ref)  # init_from.frozen='ref' reads it
+  return {'ref': ref, 'rm': str(root / 'rm'), 'data_dir': data_dir}
+
+
+@pytest.mark.parametrize('method', rlhf.METHODS)
+def test_tiny_config_trains_and_resumes_exactly(method, runs, tmp_path):
+  from train import loop
+  spec = f'rlhf_pydoc.py:method={method},tiny'
+  overrides = dict(data__data_dir=runs['data_dir'], frozen__ref__workdir=runs['ref'])
+  if method == 'ppo':
+    overrides['frozen__rm__workdir'] = runs['rm']
+
+  def train(workdir, **kw):
+    return loop.train_and_evaluate(load_config(spec, **{**overrides, **kw}), str(workdir))
+
+  result = train(tmp_path / 'straight')
+  want = {'rm': 'pair_accuracy', 'dpo': 'reward_margin', 'ppo': 'rm_score'}[method]
+  assert {'property', 'kl', want} <= set(result)
+  must = {'rm': ('loss', 'pair_accuracy', 'tie_fraction'),
+          'dpo': ('loss', 'reward_margin', 'reward_accuracy'),
+          'ppo': ('loss', 'policy_loss', 'value_loss', 'approx_kl', 'rm_score', 'kl')}[method]
+  straight, _, states = check_resumes_alike(spec, train, tmp_path, must, **overrides)
+  if method == 'dpo':  # the first step starts at the reference
+    np.testing.assert_allclose(straight[1]['loss'], np.log(2.0), rtol=1e-5)
+  # the frozen reference is the GPT run's, untouched by training
+  from train import core
+  ref_vars, _ = core.restore_variables(load_config('gpt_pydoc.py:variant=tiny'), runs['ref'])
+  for x, y in zip(jax.tree.leaves(ref_vars['params']),
+                  jax.tree.leaves(states[0].extra[rlhf.REF]['params']), strict=True):
+    np.testing.assert_array_equal(x, y)
