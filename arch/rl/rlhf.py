@@ -74,7 +74,7 @@ import arch
 from arch import vocab
 from arch.rl import common
 from arch.sequence import decoding
-from arch.task import ConfigError, Task, parse_options, row_keys
+from arch.task import ConfigError, Task, parse_options
 
 REF, RM = 'ref', 'rm'  # the collections the loop restores the frozen runs into
 METHODS = ('rm', 'dpo', 'ppo')
