@@ -481,7 +481,7 @@ class Agent:
     return {'prompt': np.asarray(rows, np.int32)}
 
   def task(self) -> Task:
-    return Task(init=self.init, loss=lambda v, b, r: (0.0, ({}, {})),
+    return Task(init=self.init, loss=None,  # each method owns its step (make_step)
                 example_batch=lambda n: {'tokens': jax.ShapeDtypeStruct((n, self.window),
                                                                         jnp.int32)},
                 evaluate=self.evaluate, finalize_eval=self.finalize_eval,
