@@ -27,6 +27,8 @@ from train.errors import UserError
 
 # The CPU model: 4 post-LN layers of width 128 over the 260 byte-level ids.
 SMALL = dict(bert.TINY, num_layers=4, num_heads=4, embed_dim=128)
+# The published sizes with the masked-LM and next-sentence heads.
+PRETRAINING = [k for k, v in bert.VARIANTS.items() if v.get('pretraining_heads', True)]
 
 
 def get_config(arg=None):
@@ -34,10 +36,10 @@ def get_config(arg=None):
   c = config_lib.base()
   if a.variant == 'tiny':
     model = dict(SMALL)
-  elif a.variant in bert.VARIANTS:
+  elif a.variant in PRETRAINING:
     model = dict(bert.VARIANTS[a.variant])
-  else:
-    raise UserError(f'unknown variant {a.variant!r}; valid: tiny, {", ".join(bert.VARIANTS)}')
+  else:  # the encoder-only sizes (no MLM head) are configs/tinybert_pydoc.py's
+    raise UserError(f'unknown variant {a.variant!r}; valid: tiny, {", ".join(PRETRAINING)}')
   c.model_name = 'sequence.bert'
   c.model = model
   c.task = 'sequence.mlm'

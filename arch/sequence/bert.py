@@ -44,10 +44,11 @@ class Model(nn.Module):
   embed_dim: int = 768
   mlp_dim: Optional[int] = None  # default 4 * embed_dim
   max_length: int = 512  # positions the learned table holds
-  type_vocab_size: int = 2  # segments A and B
+  type_vocab_size: int = 2  # segments A and B; 0: no segment embeddings (DistilBERT)
   dropout_rate: float = 0.1  # embeddings, residual branches and attention weights
   norm_eps: float = 1e-12
   pretraining_heads: bool = True  # the masked-LM and next-sentence heads
+  pooler: bool = True  # False: no pooler and no next-sentence head (DistilBERT)
   remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -68,15 +69,16 @@ class Model(nn.Module):
     # Embeddings.
     words = token_embed(self.vocab_size, self.embed_dim, INIT_STDDEV, dtype=self.dtype,
                         param_dtype=self.param_dtype, name='word_embeddings')
-    types = nn.Embed(self.type_vocab_size, self.embed_dim, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name='token_type_embeddings',
-                     embedding_init=nn.with_logical_partitioning(
-                         nn.initializers.normal(INIT_STDDEV), ('token_types', 'embed')))
     x_BTD = (words(tokens_BT)
              + LearnedPositions(self.max_length, self.embed_dim, INIT_STDDEV,
                                 param_dtype=self.param_dtype,
-                                name='position_embeddings')(pos_BT).astype(self.dtype)
-             + types(token_types_BT))
+                                name='position_embeddings')(pos_BT).astype(self.dtype))
+    if self.type_vocab_size:
+      types = nn.Embed(self.type_vocab_size, self.embed_dim, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name='token_type_embeddings',
+                       embedding_init=nn.with_logical_partitioning(
+                           nn.initializers.normal(INIT_STDDEV), ('token_types', 'embed')))
+      x_BTD = x_BTD + types(token_types_BT)
     x_BTD = layer_norm('embed_norm')(x_BTD)
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD, deterministic=not train)
 
@@ -90,9 +92,11 @@ class Model(nn.Module):
                     name=f'layer{i}')(
                         x_BTD, self_mask=mask, deterministic=not train)
 
-    pooled_BD = jnp.tanh(dense(self.embed_dim, ('embed', 'mlp'), 'pooler')(x_BTD[:, 0]))
+    out = {'hidden': x_BTD}
+    if self.pooler:
+      out['pooled'] = jnp.tanh(dense(self.embed_dim, ('embed', 'mlp'), 'pooler')(x_BTD[:, 0]))
     if not self.pretraining_heads:
-      return {'hidden': x_BTD, 'pooled': pooled_BD}
+      return out
 
     # Masked-LM head: transform, then logits tied to the word embeddings plus a bias.
     h_BTD = ACTIVATIONS['gelu'](dense(self.embed_dim, ('embed', 'mlp'), 'mlm_dense')(x_BTD))
@@ -101,17 +105,24 @@ class Model(nn.Module):
         nn.initializers.zeros, ('vocab',)), (self.vocab_size,), self.param_dtype)
     mlm_logits_BTV = words.attend(h_BTD) + jnp.asarray(mlm_bias, self.dtype)
 
-    # Next-sentence head: 2 classes from the pooler (on the first, [CLS], token).
-    nsp_logits_B2 = dense(2, ('mlp', 'classes'), 'nsp')(pooled_BD)
-    return {'mlm_logits': mlm_logits_BTV.astype(jnp.float32),
-            'nsp_logits': nsp_logits_B2.astype(jnp.float32),
-            'hidden': x_BTD, 'pooled': pooled_BD}
+    out['mlm_logits'] = mlm_logits_BTV.astype(jnp.float32)
+    if self.pooler:
+      # Next-sentence head: 2 classes from the pooler (on the first, [CLS], token).
+      out['nsp_logits'] = dense(2, ('mlp', 'classes'), 'nsp')(out['pooled']).astype(jnp.float32)
+    return out
 
 
 # Hugging Face's bert-base-uncased and bert-large-uncased (BertForPreTraining).
 VARIANTS = {
     'base': dict(num_layers=12, num_heads=12, embed_dim=768),
     'large': dict(num_layers=24, num_heads=16, embed_dim=1024),
+    # The encoders alone, as the distilled models are published (arch/compress/distill_lm.py):
+    # huawei-noah's General_TinyBERT_4L_312D as Hugging Face's BertModel (14,350,248) and
+    # distilbert-base-uncased as DistilBertModel (66,362,880: no segments, no pooler).
+    'tinybert-4l-312d': dict(num_layers=4, num_heads=12, embed_dim=312, mlp_dim=1200,
+                             pretraining_heads=False),
+    'distilbert-base': dict(num_layers=6, num_heads=12, embed_dim=768, type_vocab_size=0,
+                            pooler=False, pretraining_heads=False),
 }
 TINY = dict(vocab_size=vocab.BYTE_VOCAB_SIZE, num_layers=2, num_heads=4, embed_dim=64,
             max_length=128, dropout_rate=0.0)
