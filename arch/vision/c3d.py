@@ -14,7 +14,8 @@ computed from the table, not compared against a second implementation).
 
 `FrameAverage` is the baseline the issue asks for: a 2D CNN of the same widths applied to
 each frame independently, its logits averaged over the frames. It cannot see motion; C3D
-can. `motion_class` gives the offline task that separates them (configs/c3d_moving_digits.py).
+can. `motion_class` gives the offline task that separates them
+(configs/c3d_moving_digits.py).
 
 Dimension key: B batch, T frames, H W height and width, C channels, K classes.
 """
@@ -120,8 +121,10 @@ def motion_class(video_THWC: np.ndarray) -> int:
   """The direction a moving_digits clip's digit moves between its first two frames, one
   of 9 classes 3 * (sign(dy) + 1) + (sign(dx) + 1), from the shift of the digit's bounding
   box (every frame draws the same bitmap, so the box moves exactly as the digit; a bounce
-  in that step can leave an axis at 0, and class 4 is 'no move'). No single frame holds
-  it: a classifier of frames alone cannot beat the most frequent class."""
+  in that step can leave an axis at 0, and class 4 is 'no move'). One frame shows only
+  where the digit is, which tells the direction only next to a wall (it bounces away): the
+  per-frame baseline scores 0.300 on the test clips, the most frequent class 0.142, C3D
+  0.978 (configs/c3d_moving_digits.py)."""
   corners = []
   for frame in np.asarray(video_THWC)[:2, ..., 0]:
     ys, xs = np.nonzero(frame)
