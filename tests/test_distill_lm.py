@@ -12,7 +12,8 @@ import pytest
 
 from arch.compress import distill_lm
 from arch.sequence import bert, mobilebert
-from conftest import check_resumes_alike, load_config, restored_states, train_spec
+from conftest import (check_eight_devices, check_resumes_alike, load_config, restored_states,
+                      train_spec)
 
 KEY = jax.random.key(0)
 
@@ -269,3 +270,12 @@ def test_distilbert_first_step_starts_from_the_teachers_layers(tmp_path, data_di
   jax.tree.map(np.testing.assert_array_equal, student['word_embeddings'],
                teacher['word_embeddings'])
   assert set(student) == set(teacher) - {'layer1'}
+
+
+@pytest.mark.parametrize('spec', ['tinybert_pydoc.py:tiny', 'distilbert_pydoc.py:tiny'])
+def test_eight_devices_match_one(spec, tmp_path, teacher_run):
+  """8 simulated devices (jit) give one device's per-step losses (both TinyBERT stages:
+  steps 1-2 intermediate layers, 3-4 prediction layer) and its eval."""
+  check_eight_devices(spec, tmp_path, ('jit',), close=('loss',), evals=('mlm_accuracy',),
+                      args=(f'--config.frozen.teacher.workdir={teacher_run}',
+                            '--config.log_every=1'))

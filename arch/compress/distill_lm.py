@@ -232,6 +232,9 @@ def make(config) -> Task:
       raise ConfigError(f'the teacher reads windows of {tcfg.data.pack} tokens, the student '
                         f'{length}: set config.data.pack equal')
     teacher = arch.model_from_config(tcfg)
+    if any(getattr(m, 'scan_layers', False) for m in (student, teacher)):
+      raise ConfigError('distillation reads each layer\'s states by its module path '
+                        '(layer{i}); a scanned stack (scan_layers=True) has one: unset it')
     if teacher.vocab_size != student.vocab_size:
       raise ConfigError(f'teacher and student vocabularies differ ({teacher.vocab_size} vs '
                         f'{student.vocab_size})')

@@ -12,6 +12,7 @@ All weights start at normal(0.02), as in the paper's code. The objective is
 Dimension key: B batch, T length, D width, V vocabulary.
 """
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 
 from arch.layers.attention import key_mask
 from arch.layers.embed import ACTIVATIONS, LearnedPositions, norm, token_embed
-from arch.layers.transformer import Block
+from arch.layers.transformer import Block, run_blocks
 from arch import vocab
 
 Dtype = Any
@@ -50,6 +51,9 @@ class Model(nn.Module):
   pretraining_heads: bool = True  # the masked-LM and next-sentence heads
   pooler: bool = True  # False: no pooler and no next-sentence head (DistilBERT)
   remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
+  # The blocks as one nn.scan, params stacked under 'layers' (`stack_layers(params,
+  # 'layers', num_layers, lambda i: f'layer{i}')` converts an unrolled checkpoint).
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -83,14 +87,17 @@ class Model(nn.Module):
     x_BTD = nn.Dropout(self.dropout_rate)(x_BTD, deterministic=not train)
 
     # Encoder: post-LN blocks, every query attends to every real (non-pad) token.
+    block = functools.partial(
+        Block, self.num_heads, self.mlp_dim or 4 * self.embed_dim, pre_norm=False,
+        norm_eps=self.norm_eps, activation='gelu', dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.dropout_rate, init_stddev=INIT_STDDEV, remat=self.remat,
+        dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.scan_layers:  # one scanned block, params stacked under 'layers'
+      x_BTD = run_blocks(block, self.num_layers, x_BTD, is_decoder=False,
+                         enc_mask_BS=tokens_BT != vocab.PAD, train=train, scan=True)
     mask = key_mask(tokens_BT != vocab.PAD)
-    for i in range(self.num_layers):
-      x_BTD = Block(self.num_heads, self.mlp_dim or 4 * self.embed_dim, pre_norm=False,
-                    norm_eps=self.norm_eps, activation='gelu', dropout_rate=self.dropout_rate,
-                    attention_dropout_rate=self.dropout_rate, init_stddev=INIT_STDDEV,
-                    remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name=f'layer{i}')(
-                        x_BTD, self_mask=mask, deterministic=not train)
+    for i in range(0 if self.scan_layers else self.num_layers):
+      x_BTD = block(name=f'layer{i}')(x_BTD, self_mask=mask, deterministic=not train)
 
     out = {'hidden': x_BTD}
     if self.pooler:
