@@ -23,9 +23,8 @@ writes a checkpoint into a temporary directory and renames it only once every pr
 written its part, so a save the dead process never finished is not taken for a checkpoint
 and the last complete one stays intact (the test kills a process and relaunches from it).
 jax's own heartbeat timeout is set to twice the peer timeout (at least 100 s), so this
-watcher speaks first; the C++ client's own reaction to losing the coordinator (process 0)
-is routed here too (`missed_heartbeat` below), so a dead process 0 also ends its
-survivors with the one line.
+watcher speaks first. Losing process 0 (the coordinator) makes jax's C++ client abort at
+once, before any watcher can speak; the supervisor below prints the same line then.
 
 A process that finishes its run marks itself done, so a peer still writing its last
 metrics does not take it for lost. Single-process runs start no watcher.
@@ -110,11 +109,16 @@ class PeerWatch:
     return None
 
   def message(self, peer, why):
-    where = latest_complete_checkpoint(self.workdir) if self.workdir else None
-    keep = (f'The last complete checkpoint is step {where[1]} in {where[0]}; relaunch every '
-            f'process to resume from it.' if where and where[1] is not None else
-            'No checkpoint was completed; relaunch every process to start again.')
-    return f'error: lost process {peer} of {self.n} ({why}); stopping. {keep}'
+    return lost_message(peer, self.n, why, self.workdir)
+
+
+def lost_message(peer, num_processes, why, workdir):
+  """The one line a survivor prints: the lost process, why, and the checkpoint to resume."""
+  where = latest_complete_checkpoint(workdir) if workdir else None
+  keep = (f'The last complete checkpoint is step {where[1]} in {where[0]}; relaunch every '
+          f'process to resume from it.' if where and where[1] is not None else
+          'No checkpoint was completed; relaunch every process to start again.')
+  return f'error: lost process {peer} of {num_processes} ({why}); stopping. {keep}'
 
 
 def latest_complete_checkpoint(workdir):
@@ -196,11 +200,9 @@ def supervise(config, workdir, argv) -> int:
   pid = int(dist.get('process_id', 0) if dist.get('coordinator_address')
             else os.environ.get('JAX_PROCESS_ID', -1))
   if code == -signal.SIGABRT and pid != 0 and address and not _accepts(address):
-    watch = PeerWatch(None, pid, int(dist.get('num_processes') or
-                                     os.environ.get('JAX_NUM_PROCESSES', 0)), 1.0)
-    watch.workdir = workdir
-    print(watch.message(0, f'its coordination service at {address} stopped answering'),
-          file=sys.stderr, flush=True)
+    n = int(dist.get('num_processes') or os.environ.get('JAX_NUM_PROCESSES', 0))
+    print(lost_message(0, n, f'its coordination service at {address} stopped answering',
+                       workdir), file=sys.stderr, flush=True)
     return LOST_PEER_EXIT
   return code if code >= 0 else 128 - code
 

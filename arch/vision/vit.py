@@ -26,6 +26,7 @@ Dimension key: B batch, H W image height and width, C channels, P patches (token
 width, K classes.
 """
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 
 from arch.layers.conv import classifier_head
 from arch.layers.embed import PatchEmbed, norm
-from arch.layers.transformer import Block, scan_blocks
+from arch.layers.transformer import Block, run_blocks
 
 Dtype = Any
 
@@ -55,29 +56,22 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x_BPD, *, train: bool = False):
+    block = functools.partial(
+        Block, self.num_heads, self.mlp_dim, pre_norm=True, norm_eps=self.norm_eps,
+        activation='gelu', use_bias=True, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        layer_scale_init=self.layer_scale_init, remat=self.remat, dtype=self.dtype,
+        param_dtype=self.param_dtype)
     if self.scan_layers:
       # One scanned block needs identical blocks; stochastic depth's rate rises per layer.
       if self.stochastic_depth:
         raise ValueError(f'scan_layers needs identical blocks, but stochastic_depth='
                          f'{self.stochastic_depth} gives each layer its own drop-path rate; '
                          f'set stochastic_depth=0 or scan_layers=False')
-      x_BPD = scan_blocks(self.depth, x_BPD, None, name='layers', causal=False,
-                          deterministic=not train, decode=False, num_heads=self.num_heads,
-                          mlp_dim=self.mlp_dim, pre_norm=True, norm_eps=self.norm_eps,
-                          activation='gelu', use_bias=True, dropout_rate=self.dropout_rate,
-                          attention_dropout_rate=self.attention_dropout_rate,
-                          layer_scale_init=self.layer_scale_init, remat=self.remat,
-                          dtype=self.dtype, param_dtype=self.param_dtype)
-      return norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
-                  name='norm')(x_BPD)
-    for i in range(self.depth):
+      x_BPD = run_blocks(block, self.depth, x_BPD, is_decoder=False, train=train, scan=True)
+    for i in range(0 if self.scan_layers else self.depth):
       rate = self.stochastic_depth * i / max(self.depth - 1, 1)
-      x_BPD = Block(self.num_heads, self.mlp_dim, pre_norm=True, norm_eps=self.norm_eps,
-                    activation='gelu', use_bias=True, dropout_rate=self.dropout_rate,
-                    attention_dropout_rate=self.attention_dropout_rate,
-                    layer_scale_init=self.layer_scale_init, drop_path_rate=rate,
-                    remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name=f'layers_{i}')(x_BPD, deterministic=not train)
+      x_BPD = block(drop_path_rate=rate, name=f'layers_{i}')(x_BPD, deterministic=not train)
     return norm('layer', self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                 name='norm')(x_BPD)
 
