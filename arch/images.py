@@ -18,6 +18,12 @@ def labelled_images(batch_size: int, input_size, channels: int) -> dict:
           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
 
 
+def psnr(mse):
+  """Peak signal-to-noise ratio in dB of a mean squared error on pixels in [0, 1]:
+  10 log10(1 / mse), floored at mse = 1e-10 (100 dB) so a perfect copy stays finite."""
+  return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+
+
 def scale_images(image_BHWC, input_size):
   """uint8 images in [0, 255] -> float32 in [0, 1], resized (bilinear) to `input_size`."""
   x = image_BHWC.astype(jnp.float32) / 255.0

@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
+from arch import images
 from arch.generative import to_unit
 from arch.generative.vae import (LATENT_STATS, init_latent_stats, kl_std_normal,
                                  update_latent_stats)
@@ -453,7 +454,7 @@ def make(config) -> Task:
     mse = per_clip(err ** 2) / pixels
     eps = jax.vmap(lambda k: jax.random.normal(k, latent))(video_keys(batch['video']))
     z = (mean + jnp.exp(0.5 * logvar) * eps).reshape(mean.shape[0], -1)
-    return {'mse': mse, 'psnr': -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
+    return {'mse': mse, 'psnr': images.psnr(mse),
             'l1': per_clip(jnp.abs(recon - x)), 'kl': kl_std_normal(mean, logvar),
             'latent_mean': z.mean(-1), 'latent_sq': (z ** 2).mean(-1)}
 

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import arch
+from arch.images import psnr
 from arch.layers.conv import channel_init, kernel_init
 from arch.task import ConfigError, Task, parse_options
 
@@ -346,7 +347,7 @@ def make(config) -> Task:
     out = model.apply(variables, model.apply(variables, codes, method='embed'), method='decode')
     err = jnp.clip((out + 1.0) / 2.0, 0.0, 1.0) - image / 255.0
     mse = (err ** 2).reshape(image.shape[0], -1).mean(-1)
-    return {'mse': mse, 'psnr': -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)),
+    return {'mse': mse, 'psnr': psnr(mse),
             'code_counts': jax.nn.one_hot(codes.reshape(image.shape[0], -1), k).sum(1)}
 
   def finalize_eval(sums, count):
