@@ -5,6 +5,7 @@ first use (they take seconds). Prepare one by hand with
 `python -m train.datasets NAME [--data_dir DIR]`.
 """
 
+from train.datasets.caption_shapes import CaptionShapes
 from train.datasets.digits import Digits
 from train.datasets.events import Events
 from train.datasets.karate import Karate
@@ -22,7 +23,7 @@ from train.datasets.toy2d import Toy2d
 from train.datasets.traffic import Traffic
 from train.datasets.translation import Translation
 
-OFFLINE = {'digits': Digits, 'events': Events, 'karate': Karate, 'moving_digits': MovingDigits,
+OFFLINE = {'caption_shapes': CaptionShapes, 'digits': Digits, 'events': Events, 'karate': Karate, 'moving_digits': MovingDigits,
            'multishapes': Multishapes,
            'pydoc_text': PydocText, 'random_graphs': RandomGraphs, 'recall': Recall, 'sbm': Sbm,
            'scene': Scene,
