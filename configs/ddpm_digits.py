@@ -13,7 +13,19 @@ and sampling use it); samples by DDIM (eta 0) in 50 steps (`config.sample.steps`
 `prediction=eps|v|x0`, `conditional` (class labels, dropped to the null class with
 probability 0.1 in training; samples cycle through the classes, guidance
 `config.sample.guidance`), `sampler=ddim|ddpm`, `model=unet` (the only network here; DiT
-has configs/dit_digits.py), `tiny` (tests).
+has configs/dit_digits.py), `tiny` (tests), `variant=digits|sd15|sdxl`.
+
+Published sizes (`variant=sd15|sdxl`): the full-size U-Net of Stable Diffusion 1.5 or SDXL
+base 1.0 at its latent shape (64x64x4 / 128x128x4, text states of width 768 / 2048), for
+`python -m train.summary`; the digits cannot feed them, so `python -m train` stops with one
+line (`config.summary_only`), before any weight is allocated:
+  python -m train.summary --config configs/ddpm_digits.py:variant=sd15   # 859,520,964
+  python -m train.summary --config configs/ddpm_digits.py:variant=sdxl   # 2,567,463,684
+Both equal diffusers 0.42's UNet2DConditionModel with the models' configurations
+(tests/test_published_sizes.py). train.summary (eval_shape, nothing allocated) of SDXL took
+29.5 s wall (7.4 s CPU) and 0.30 GB peak resident memory, of SD 1.5 18.7 s (4.7 s CPU) and
+0.28 GB (2026-12-06, 1-minute load average 17 on the 2 cores). `python -m train` on
+variant=sdxl stops with that line before building anything.
 
 Measured on the 2-core CPU (2026-11, 1 device, jit), fresh workdirs, shared with other
 jobs (1-minute load average in brackets, start -> end):
@@ -42,6 +54,8 @@ from train import config_lib, evaluators
 from train.errors import UserError
 
 MODELS = {'unet': 'generative.diffusion_unet'}
+# variant -> the latent (H, W, C) the published U-Net denoises
+PUBLISHED = {'sd15': (64, 64, 4), 'sdxl': (128, 128, 4)}
 
 
 def diffusion_digits(c, *, schedule='linear', prediction='eps', variance='fixed_small',
@@ -70,10 +84,17 @@ def diffusion_digits(c, *, schedule='linear', prediction='eps', variance='fixed_
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, schedule='linear', prediction='eps', conditional=False,
-                           sampler='ddim', model='unet', tiny=False)
+                           sampler='ddim', model='unet', tiny=False, variant='digits')
   if a.model not in MODELS:
     raise UserError(f'unknown model {a.model!r}; valid: {", ".join(MODELS)} (DiT: '
                     f'configs/dit_digits.py)')
+  if a.variant not in ('digits', *PUBLISHED):
+    raise UserError(f'unknown variant {a.variant!r}; valid: digits, {", ".join(PUBLISHED)}')
+  if a.variant in PUBLISHED:
+    if a.tiny or a.conditional:
+      raise UserError(f'variant={a.variant} is a published size (text-conditioned, '
+                      f'summary only): no tiny or conditional')
+    return _published(a)
   c = config_lib.base()
   diffusion_digits(c, schedule=a.schedule, prediction=a.prediction,
                    conditional=a.conditional, sampler=a.sampler, tiny=a.tiny)
@@ -92,4 +113,23 @@ def get_config(arg=None):
   c.warmup_steps = 100
   c.grad_clip_norm = 1.0
   c.ema_decay = 0.995  # a horizon of ~200 steps: 0.999 still weighs the init 37% at step 1000
+  return c
+
+
+def _published(a):
+  """SD 1.5's or SDXL's U-Net as a latent denoiser (eps-prediction; SD's own schedule is
+  'scaled_linear', which this codebase does not have: the schedule sets no parameter)."""
+  c = config_lib.base()
+  c.task = 'generative.diffusion'
+  *size, channels = PUBLISHED[a.variant]
+  config_lib.published_size(
+      c, dict(input_size=tuple(size), channels=channels, num_timesteps=1000,
+              schedule=a.schedule, prediction=a.prediction, clip_x0=False),
+      f'the {a.variant} U-Net denoises {"x".join(map(str, PUBLISHED[a.variant]))} latents '
+      f'under text states, which the digits cannot feed')
+  c.model_name = MODELS[a.model]
+  c.model = dict(diffusion_unet.VARIANTS[a.variant])
+  c.batch_size = 1
+  c.optax_name = 'adamw'
+  c.lr = 1e-4
   return c

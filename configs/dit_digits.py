@@ -13,7 +13,19 @@ weights; sampling with DDPM's ancestral sampler on the learned variances (100 st
 guidance 2. The network: width 96, 4 blocks, 4 heads, patch 2 (16 tokens of 2x2 pixels),
 724,232 parameters; 3,000 steps of batch 64 (134 epochs), AdamW 1e-3 after 200 warm-up
 steps, gradients clipped at 1, EMA 0.999 (eval and samples use the EMA weights).
-Arguments: `patch=2|1|4` (16, 64 or 4 tokens), `tiny` (tests).
+Arguments: `patch=2|1|4` (16, 64 or 4 tokens), `tiny` (tests), `variant=S/2|...|XL/8`.
+
+Published sizes (`variant=S/2|S/4|S/8|B/2|...|XL/8`, the paper's table 1): the full-size DiT
+at the paper's ImageNet 256x256 setting (32x32x4 latents of SD's VAE, 1,000 classes and the
+null class, learned variances: 8 output channels), for `python -m train.summary`; the
+digits cannot feed it, so `python -m train` stops at once with one line
+(`config.summary_only`):
+  python -m train.summary --config configs/dit_digits.py:variant=XL/2   # 674,834,720
+That is facebookresearch/DiT's 675,129,632 without its frozen position table (an
+nn.Parameter with requires_grad=False: 256 x 1152 = 294,912; here a computed constant),
+and diffusers' DiTTransformer2DModel's 749,826,464 without the 27 extra copies of the
+timestep MLP and label table its blocks keep (arch/generative/dit.py). Every size's count:
+tests/test_published_sizes.py.
 
 Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it (1-minute
 load average 9.7 at the start, 10 to 13 during the run), fresh workdir under /tmp: 15.6 min
@@ -29,12 +41,22 @@ at step 200: 0.194 against 0.398), so its 3,000 steps would take about 55 min: p
 the 20-minute budget, patch 1 does not.
 """
 
+from arch.generative import dit
 from train import config_lib, evaluators
 from train.errors import UserError
 
+PUBLISHED = tuple(v for v in dit.VARIANTS if v != 'tiny')  # 'S/2' ... 'XL/8'
+
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, patch=2, tiny=False)
+  a = config_lib.parse_arg(arg, patch=2, tiny=False, variant='')
+  if a.variant:
+    if a.variant not in PUBLISHED:
+      raise UserError(f'unknown variant {a.variant!r}; valid: {", ".join(PUBLISHED)}')
+    if a.tiny or a.patch != 2:
+      raise UserError(f'variant={a.variant} is a published size (its own patch): no tiny '
+                      f'or patch')
+    return _published(a.variant)
   if a.patch not in (1, 2, 4):
     raise UserError(f'patch={a.patch}: valid: 1, 2, 4 (the 8x8 digits)')
   c = config_lib.base()
@@ -64,4 +86,25 @@ def get_config(arg=None):
   c.sample.steps = 8 if a.tiny else 100
   c.sample.sampler = 'ddpm'
   c.sample.guidance = 2.0
+  return c
+
+
+def _published(variant):
+  """DiT at the paper's ImageNet 256x256 setting; its training recipe: AdamW 1e-4, no
+  weight decay, batch 256, EMA 0.9999."""
+  c = config_lib.base()
+  c.task = 'generative.diffusion'
+  config_lib.published_size(
+      c, dict(input_size=(32, 32), channels=4, num_timesteps=1000, schedule='linear',
+              prediction='eps', variance='learned_range', cfg_dropout=0.1, clip_x0=False),
+      f'DiT-{variant} denoises the 32x32x4 latents of 256x256 ImageNet images (1,000 '
+      f'classes), which the digits cannot feed')
+  c.model_name = 'generative.dit'
+  c.model = dict(dit.VARIANTS[variant], num_classes=1000)
+  c.batch_size = 256
+  c.optax_name = 'adamw'
+  c.optax = dict(weight_decay=0.0)
+  c.lr = 1e-4
+  c.schedule = 'constant'
+  c.ema_decay = 0.9999
   return c

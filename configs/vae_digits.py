@@ -10,7 +10,7 @@ arch/generative/autoencoder_kl.py).
   python -m train.sample --config configs/vae_digits.py --workdir runs/vae_digits
 
 Arguments: `model=vae|ae|kl`; `beta` (the KL weight; default 1 for vae, 1e-3 for kl;
-not for ae, which has no KL term); `tiny` (tests).
+not for ae, which has no KL term); `tiny` (tests); `variant=digits|sd15` (kl only).
   vae  ConvVAE: 8x8 -> 4x4 -> 2x2 convs (32, 64), dense 256, 16 latent dimensions; a
        softmax over the digits' 17 grey levels per pixel (an exact discrete likelihood, so
        -ELBO and the IWAE bound are bounds on -log P(image) in nats; see vae.py).
@@ -24,6 +24,13 @@ not for ae, which has no KL term); `tiny` (tests).
        eval reports `latent_std`, and `vae.latent_scale(variables)` gives 1 / std from
        the run's 'latent_stats'. Its prior samples are not the point (the small KL weight
        leaves the aggregate posterior far from N(0, I)), but FD is reported.
+
+Published size (`model=kl,variant=sd15`): Stable Diffusion 1.5's autoencoder (f = 8, 4
+latent channels) at 512x512x3, for `python -m train.summary`; the digits cannot feed it, so
+`python -m train` stops at once with one line (`config.summary_only`):
+  python -m train.summary --config configs/vae_digits.py:model=kl,variant=sd15  # 83,653,863
+equal to diffusers 0.42's AutoencoderKL with SD 1.5's configuration
+(tests/test_published_sizes.py).
 
 Measured on the 2-core CPU (2026-11, 1 device, jit) while other jobs shared it heavily
 (1-minute load average at the start in brackets; it stayed 10-14 during the kl run),
@@ -57,9 +64,14 @@ DEFAULT_BETA = {'vae': 1.0, 'kl': 1e-3}
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, model='vae', beta=None, tiny=False)
+  a = config_lib.parse_arg(arg, model='vae', beta=None, tiny=False, variant='digits')
   if a.model not in MODELS:
     raise UserError(f'unknown model {a.model!r}; valid: {", ".join(MODELS)}')
+  if a.variant not in ('digits', 'sd15'):
+    raise UserError(f'unknown variant {a.variant!r}; valid: digits, sd15 (model=kl)')
+  if a.variant == 'sd15' and (a.model != 'kl' or a.tiny):
+    raise UserError('variant=sd15 is the published size of model=kl (summary only): '
+                    'configs/vae_digits.py:model=kl,variant=sd15, no tiny')
   if a.model == 'ae' and a.beta is not None:
     raise UserError('beta weighs the KL term; model=ae has none')
   beta = DEFAULT_BETA.get(a.model, 0.0) if a.beta is None else float(a.beta)
@@ -93,4 +105,8 @@ def get_config(arg=None):
   # (tests switch it on with --config.evals.fd.every=0)
   c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny or a.model == 'ae' else 0)
   c.sample.num_samples = 16
+  if a.variant == 'sd15':
+    c.model = dict(autoencoder_kl.VARIANTS['sd15'])
+    config_lib.published_size(c, dict(c.task_kwargs, input_size=(512, 512), channels=3),
+                              "SD 1.5's autoencoder of 512x512 RGB images")
   return c

@@ -153,10 +153,23 @@ def to_dict(config):
   return config.to_dict() if hasattr(config, 'to_dict') else dict(config)
 
 
+def published_size(c, task_kwargs: dict, why: str):
+  """Makes `c` a published size's config: its task at the published input shape, no
+  evaluators (an FD classifier would be trained first), and `c.summary_only = why`, so
+  `python -m train.summary` counts it (eval_shape, nothing allocated) and `python -m train`
+  stops at once with one line saying `why`."""
+  c.task_kwargs = task_kwargs
+  c.evals = ml_collections.ConfigDict()
+  c.summary_only = why
+
+
 def base() -> ml_collections.ConfigDict:
   """The loop's fields with their defaults; an experiment config starts from this."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # Non-empty: a published size for `python -m train.summary` only; `python -m train`
+  # refuses it with this text (published_size below).
+  c.summary_only = ''
   c.total_steps = 1000
   c.batch_size = 128              # global, over all devices and processes
   c.eval_batch_size = 0           # 0: same as batch_size

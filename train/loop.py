@@ -41,6 +41,9 @@ class Preempted(Exception):
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the last
   eval metrics. Raises UserError for bad input; `Preempted` after a save on a signal."""
+  if config.get('summary_only'):
+    raise UserError(f'this config is a published size, for `python -m train.summary` only: '
+                    f'{config.summary_only}')
   mesh_lib.maybe_initialize_distributed(config)
   prepare_runs(config, workdir)
   outer = peers.set_workdir(workdir)  # a lost process is reported with this run's checkpoint
