@@ -41,7 +41,7 @@ NOT_ON_EIGHT = {
 CHUNKS = 3  # subprocesses for the 1-device check: sorted(SPECS)[chunk::CHUNKS]
 # Configs added since the records were taken (nothing to compare them with).
 NEW_SINCE = ('a2c_cartpole.py', 'alphazero_tictactoe.py', 'c3d_moving_digits.py',
-             'caption_reader_shapes.py', 'cnf_2d.py',
+             'caption_reader_shapes.py', 'cnf_2d.py', 'cyclegan_digits.py',
              'ddpg_pendulum.py', 'distilbert_pydoc.py', 'dqn_cartpole.py', 'fedavg_digits.py',
              'finetune_digits.py', 'fp16_gpt_pydoc.py', 'gnn_karate.py',
              'gpt_finetune_translation.py', 'hyena_pydoc.py', 'int8_resnet_digits.py',
