@@ -209,22 +209,14 @@ class EncoderDecoder(nn.Module):
 # Scan over layers
 # ---------------------------------------------------------------------------------------
 
-class ScanStep(Block):
-  """One step of a scanned stack (`scan_blocks`): a Block as a scan body, carry in and
-  carry out; the flags the unrolled call passes as arguments are fields here (static)."""
-  causal: bool = False
-  deterministic: bool = True
-  decode: bool = False
-
-  def __call__(self, x_BTD, positions_BT):
-    return super().__call__(x_BTD, causal=self.causal, positions_BT=positions_BT,
-                            deterministic=self.deterministic, decode=self.decode), None
-
-
 class StackStep(Block):
-  """One step of a scanned encoder or decoder stack (`run_blocks(..., scan=True)`): the
-  encoder output, its mask, the attention bias and the positions are broadcast."""
-  is_decoder: bool = False
+  """One step of a scanned stack, a Block as a scan body (carry in, carry out; the flags
+  the unrolled call passes as arguments are fields here, static): an encoder-decoder's
+  encoder or decoder (`run_blocks(..., scan=True)`), or a decoder LM's stack
+  (`scan_blocks`: no encoder, `causal`). The encoder output, its mask, the attention bias
+  and the positions are broadcast to every layer."""
+  is_decoder: bool = False  # causal, cross-attending to the encoder output under its mask
+  causal: bool = False      # (not is_decoder) causal self-attention: a decoder LM's stack
   deterministic: bool = True
   decode: bool = False
 
@@ -234,7 +226,8 @@ class StackStep(Block):
                               cross_mask=enc_mask, positions_BT=positions_BT,
                               deterministic=self.deterministic, decode=self.decode), None
     return super().__call__(x_BTD, self_mask=enc_mask, self_bias=self_bias,
-                            positions_BT=positions_BT, deterministic=self.deterministic), None
+                            causal=self.causal, positions_BT=positions_BT,
+                            deterministic=self.deterministic, decode=self.decode), None
 
 
 def scan_blocks(num_layers: int, x_BTD, positions_BT, *, name: str, causal: bool,
@@ -246,11 +239,11 @@ def scan_blocks(num_layers: int, x_BTD, positions_BT, *, name: str, causal: bool
   keeps per layer. Each layer draws its own init and dropout keys (split from the
   scan's), so a scanned stack starts from other values than the unrolled one;
   `stack_layers` / `unstack_layers` convert trained parameters between the layouts."""
-  step = nn.scan(ScanStep, variable_axes={'params': 0, 'cache': 0},
-                 split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,),
+  step = nn.scan(StackStep, variable_axes={'params': 0, 'cache': 0},
+                 split_rngs={'params': True, 'dropout': True}, in_axes=(nn.broadcast,) * 4,
                  length=num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
   x_BTD, _ = step(causal=causal, deterministic=deterministic, decode=decode, name=name,
-                  **block)(x_BTD, positions_BT)
+                  **block)(x_BTD, None, None, None, positions_BT)
   return x_BTD
 
 
