@@ -75,8 +75,7 @@ PLAN = """
 import json, sys
 from train import config_lib, summary
 out = {}
-for label, mesh in (('fsdp8', dict(data=1, fsdp=8)), ('tp8', dict(data=1, tensor=8)),
-                    ('dp8', dict(data=8))):
+for label, mesh in json.loads(sys.argv[2]).items():
   config = config_lib.load(sys.argv[1])
   for axis, size in mesh.items():
     config_lib.override(config, f'mesh.{axis}', str(size))
@@ -85,17 +84,28 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize('spec, count', [('llama_pydoc.py:variant=llama2-7b', 6_738_415_616),
-                                         ('resnet_digits.py:variant=50', 23_519_690)])
-def test_memory_plan_splits_the_state_eight_ways(spec, count, tmp_path):
+PLAN_MESHES = {'fsdp8': dict(data=1, fsdp=8), 'tp8': dict(data=1, tensor=8),
+               'dp8': dict(data=8)}
+
+
+@pytest.mark.parametrize('spec, count, meshes', [
+    ('llama_pydoc.py:variant=llama2-7b', 6_738_415_616, PLAN_MESHES),
+    ('resnet_digits.py:variant=50', 23_519_690, PLAN_MESHES),
+    # Mixtral's experts over an expert axis of 2 and everything (experts too) over fsdp 4
+    ('moe_pydoc.py:variant=mixtral-8x7b', 46_702_792_704,
+     dict(PLAN_MESHES, ep2_fsdp4=dict(data=1, expert=2, fsdp=4)))])
+def test_memory_plan_splits_the_state_eight_ways(spec, count, meshes, tmp_path):
   """FSDP=8 and TP=8 put an eighth of the parameters and AdamW state on each device (the
-  ResNet's convolutions along their output channels, over fsdp and tensor)."""
-  proc = subprocess.run([sys.executable, '-c', PLAN, f'configs/{spec}'], cwd=REPO,
+  ResNet's convolutions along their output channels, over fsdp and tensor); so does
+  Mixtral's expert 2 x fsdp 4, whose experts are 96% of its parameters."""
+  proc = subprocess.run([sys.executable, '-c', PLAN, f'configs/{spec}', json.dumps(meshes)],
+                        cwd=REPO,
                         capture_output=True, text=True, env=cli_env(tmp_path, devices=8),
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   plans = json.loads(proc.stdout.strip().splitlines()[-1])
   params = count * 4  # float32
+  assert sorted(plans) == sorted(meshes)
   for label, parts in plans.items():
     device, whole = (sum(v[i] for k, v in parts.items()
                          if k in ('params', 'optimizer state')) for i in (0, 1))
@@ -134,6 +144,58 @@ def test_remat_recomputes_each_block_and_changes_no_number():
   with pytest.raises(ValueError, match="unknown remat 'all'"):
     gpt.Model(vocab_size=50, num_layers=1, num_heads=2, embed_dim=16, max_length=16,
               remat='all').init(jax.random.key(1), tokens)
+
+
+def _remat_family(family, remat):
+  """(model, loss of params) of a tiny T5, BART or DiT with `remat`; the loss draws
+  dropout (T5, BART) so the recomputed blocks must replay the same masks."""
+  import jax
+  import jax.numpy as jnp
+  from arch.generative import dit
+  from arch.sequence import bart, t5
+  if family == 'dit':
+    model = dit.Model(hidden_dim=16, depth=3, num_heads=2, patch_size=2, num_classes=10,
+                      remat=remat)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    args = (x, jnp.asarray([3.0, 70.0]), jnp.asarray([1, 10], jnp.int32))
+    return model, args, lambda p: jnp.mean(model.apply({'params': p}, *args) ** 2)
+  module = {'t5': t5, 'bart': bart}[family]
+  model = module.Model(vocab_size=40, num_encoder_layers=2, num_decoder_layers=1,
+                       num_heads=2, embed_dim=16, mlp_dim=32, dropout_rate=0.1, remat=remat,
+                       **({'head_dim': 8} if family == 't5' else {'max_length': 16}))
+  args = (jax.random.randint(jax.random.key(0), (2, 10), 1, 40),
+          jax.random.randint(jax.random.key(1), (2, 6), 1, 40))
+
+  def loss(p):
+    logits = model.apply({'params': p}, *args, train=True, rngs={'dropout': jax.random.key(3)})
+    return -jnp.mean(jax.nn.log_softmax(logits)[..., 5])
+  return model, args, loss
+
+
+@pytest.mark.parametrize('family', ['t5', 'bart', 'dit'])
+def test_remat_of_encoder_decoders_and_dit_changes_no_number(family):
+  """T5's and BART's encoder and decoder blocks and DiT's adaLN-Zero blocks under remat:
+  one checkpointed call per block (2 encoder + 1 decoder; 3 DiT blocks) in the gradient's
+  jaxpr, the same parameter tree, loss and gradients as without."""
+  import jax
+  import numpy as np
+  results = {}
+  for remat in ('', 'block'):
+    model, args, loss = _remat_family(family, remat)
+    params = model.init(jax.random.key(2), *args)['params']
+    if family == 'dit':  # adaLN-Zero starts every block at the identity: perturb it
+      params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(4), p.shape),
+                            params)
+    assert str(jax.make_jaxpr(jax.grad(loss))(params)).count('remat') == (3 if remat else 0)
+    results[remat] = (params, *jax.jit(jax.value_and_grad(loss))(params))
+  assert jax.tree.structure(results['block']) == jax.tree.structure(results[''])
+  for a, b in zip(jax.tree.leaves(results['block']), jax.tree.leaves(results['']), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert float(results[''][1]) != 0.0 and any(  # the gradients are not trivially equal
+      float(np.abs(g).max()) > 0 for g in jax.tree.leaves(results[''][2]))
+  with pytest.raises(ValueError, match="unknown remat 'all'"):
+    model, args, _ = _remat_family(family, 'all')
+    model.init(jax.random.key(2), *args)
 
 
 def _gpt(**kw):

@@ -62,6 +62,7 @@ import jax.numpy as jnp
 
 from arch.layers.attention import Attention
 from arch.layers.embed import Mlp, PatchEmbed, sincos_2d, timestep_embedding
+from arch.layers.transformer import remat_policy
 
 Dtype = Any
 
@@ -186,8 +187,17 @@ class Model(nn.Module):
   # leading 'layers' axis under `block`; stack_layers(params, 'block', depth) converts
   # an unrolled checkpoint (block0, block1, ...), unstack_layers back.
   scan_layers: bool = False
+  # Activation checkpointing of each block: '' (none) | 'block' | 'dots' | 'offload', the
+  # policies of arch/layers/transformer.py (what the backward pass keeps; the rest it
+  # recomputes). The parameters keep their names; with scan_layers it is remat in scan.
+  remat: str = ''
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+
+  def _block_class(self, block):
+    """`block` (Block or ScanBlock), wrapped in nn.remat under the `remat` policy."""
+    policy = remat_policy(self.remat)  # an unknown name fails here
+    return nn.remat(block, policy=policy) if self.remat else block
 
   @nn.compact
   def __call__(self, x_BHWC, t_B, label_B=None, context_BSE=None, *, train: bool = False):
@@ -216,20 +226,20 @@ class Model(nn.Module):
         label_B = jnp.full((b,), self.num_classes, jnp.int32)
       table = nn.Embed(rows, d, dtype=self.dtype, param_dtype=self.param_dtype,
                        name='label_embed', embedding_init=nn.with_logical_partitioning(
-                           nn.initializers.normal(0.02), ('vocab', 'embed')))
+                           nn.initializers.normal(0.02), ('classes', 'embed')))
       c_BD = c_BD + table(jnp.asarray(label_B, jnp.int32))
     elif label_B is not None:
       raise ValueError('this DiT is unconditional (num_classes=0) and takes no label_B')
 
     if self.scan_layers:
-      blocks = nn.scan(ScanBlock, variable_axes={'params': 0}, split_rngs={'params': True},
-                       in_axes=(nn.broadcast,), length=self.depth,
+      blocks = nn.scan(self._block_class(ScanBlock), variable_axes={'params': 0},
+                       split_rngs={'params': True}, in_axes=(nn.broadcast,), length=self.depth,
                        metadata_params={nn.PARTITION_NAME: 'layers'})
       x_BTD, _ = blocks(self.num_heads, self.mlp_ratio, self.dtype, self.param_dtype,
                         name='block')(x_BTD, c_BD)
     for i in range(0 if self.scan_layers else self.depth):
-      x_BTD = Block(self.num_heads, self.mlp_ratio, self.dtype, self.param_dtype,
-                    name=f'block{i}')(x_BTD, c_BD)
+      x_BTD = self._block_class(Block)(self.num_heads, self.mlp_ratio, self.dtype,
+                                       self.param_dtype, name=f'block{i}')(x_BTD, c_BD)
     out_c = self.out_channels or (2 * c if self.learn_sigma else c)
     x_BTK = FinalLayer(p * p * out_c, self.dtype, self.param_dtype, name='final')(x_BTD, c_BD)
     return unpatchify(x_BTK, p, h, w).astype(jnp.float32)

@@ -87,6 +87,7 @@ class Model(EncoderDecoder):
   # Each stack's blocks as one nn.scan, params and caches stacked under encoder/layers and
   # decoder/layers (arch/layers/transformer.py run_blocks; stack_layers converts).
   scan_layers: bool = False
+  remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -97,8 +98,8 @@ class Model(EncoderDecoder):
         Block, self.num_heads, self.mlp_dim, pre_norm=False, norm_eps=self.norm_eps,
         activation='gelu', use_bias=True, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
-        mlp_dropout_rate=self.activation_dropout_rate, init_stddev=0.02, dtype=self.dtype,
-        param_dtype=self.param_dtype)
+        mlp_dropout_rate=self.activation_dropout_rate, init_stddev=0.02, remat=self.remat,
+        dtype=self.dtype, param_dtype=self.param_dtype)
     stack = functools.partial(Stack, self.shared, block, max_length=self.max_length,
                               scan_layers=self.scan_layers,
                               dropout_rate=self.dropout_rate, norm_eps=self.norm_eps,

@@ -126,6 +126,7 @@ class Model(EncoderDecoder):
   # stacked under encoder/layers and decoder/layers (`stack_layers(tree, 'layers', L,
   # lambda i: f'layers_{i}')` converts); not with MoE layers, which differ from the rest.
   scan_layers: bool = False
+  remat: str = ''  # activation checkpointing of each block (arch/layers/transformer.py)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -137,7 +138,7 @@ class Model(EncoderDecoder):
         norm='rms', norm_eps=self.norm_eps, activation='relu', use_bias=False,
         attention_scale=1.0, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.dropout_rate, mlp_dropout_rate=self.dropout_rate,
-        dtype=self.dtype, param_dtype=self.param_dtype)
+        remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype)
     sparse = None
     if self.moe:
       sparse = functools.partial(MoEBlock, self.num_heads, self.mlp_dim, moe=dict(
@@ -145,7 +146,7 @@ class Model(EncoderDecoder):
           norm='rms', norm_eps=self.norm_eps, activation='relu', use_bias=False,
           attention_scale=1.0, dropout_rate=self.dropout_rate,
           attention_dropout_rate=self.dropout_rate, mlp_dropout_rate=self.dropout_rate,
-          dtype=self.dtype, param_dtype=self.param_dtype)
+          remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype)
     stack = functools.partial(Stack, self.shared, block, sparse_block=sparse,
                               sparse_step=self.sparse_step if self.moe else 0,
                               scan_layers=self.scan_layers,
