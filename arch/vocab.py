@@ -38,3 +38,27 @@ def check_model(config) -> None:
     if size is not None and need and int(size) < need:
       raise ConfigError(f'config.model.{key}={size} is smaller than the '
                         f'{config.data.tokenizer} tokenizer\'s {need} ids')
+
+
+def word_ids(prompt, words, length: int):
+  """Word ids (length,) int32 of a caption in a closed word vocabulary (`words[i]` is id i;
+  id 0 pads): a string, split on spaces and lower-cased, or a list of ids; 0-padded. A
+  ConfigError (one line, naming the vocabulary) for a word outside `words`, an id outside
+  it, or a caption of no words or more than `length`. The prompts of the text-to-image
+  families of caption_shapes (arch/generative/dalle.py, mmdit.py)."""
+  import numpy as np
+  from arch.task import ConfigError
+  if isinstance(prompt, str):
+    said = prompt.lower().split()
+    unknown = [w for w in said if w not in words[1:]]
+    if unknown:
+      raise ConfigError(f'prompt words {", ".join(map(repr, unknown))} are not in the '
+                        f'vocabulary: {", ".join(words[1:])}')
+    ids = [list(words).index(w) for w in said]
+  else:
+    ids = [int(i) for i in prompt]
+    if any(not 0 < i < len(words) for i in ids):
+      raise ConfigError(f'prompt ids {ids} are outside the vocabulary of {len(words)} words')
+  if not ids or len(ids) > length:
+    raise ConfigError(f'a prompt has 1 to {length} words, got {len(ids)}: {prompt!r}')
+  return np.array(ids + [0] * (length - len(ids)), np.int32)

@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
+from arch.task import ConfigError
 from train.datasets import caption_shapes as cs
 from train.errors import UserError
 
@@ -40,7 +41,7 @@ def test_captions_round_trip():
     assert cs.caption(cs.tokenize(text)) == text
   assert cs.caption_text(*cs.parse('a red circle left of a blue square')) == \
       'a red circle left of a blue square'
-  with pytest.raises(UserError, match='not in the vocabulary'):
+  with pytest.raises(ConfigError, match='not in the vocabulary'):
     cs.tokenize('a pink circle above a blue square')
   with pytest.raises(UserError, match='COLOUR KIND RELATION'):
     cs.parse('a red circle near a blue square')

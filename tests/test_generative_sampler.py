@@ -48,7 +48,7 @@ def test_image_sampler_refuses_a_prompt(tmp_path, data_dir):
   _train('flow_digits.py:tiny', tmp_path, data_dir)
   proc = run_cli(['--config', 'configs/flow_digits.py:tiny', '--workdir', tmp_path,
                   '--prompt', 'a seven'], data_dir, module='train.sample')
-  assert proc.returncode == 2 and 'takes no --prompt' in proc.stderr
+  assert proc.returncode == 2 and 'takes no prompt' in proc.stderr
 
 
 def test_fd_is_reported_by_the_loop(tmp_path, data_dir):

@@ -41,13 +41,14 @@ NOT_ON_EIGHT = {
 CHUNKS = 3  # subprocesses for the 1-device check: sorted(SPECS)[chunk::CHUNKS]
 # Configs added since the records were taken (nothing to compare them with).
 NEW_SINCE = ('a2c_cartpole.py', 'alphazero_tictactoe.py', 'c3d_moving_digits.py',
-             'caption_reader_shapes.py', 'cnf_2d.py', 'cyclegan_digits.py',
+             'caption_reader_shapes.py', 'cnf_2d.py', 'cyclegan_digits.py', 'dalle_shapes.py',
              'ddpg_pendulum.py', 'distilbert_pydoc.py', 'dqn_cartpole.py', 'fedavg_digits.py',
              'finetune_digits.py', 'fp16_gpt_pydoc.py', 'gnn_karate.py',
              'gpt_finetune_translation.py', 'hyena_pydoc.py', 'int8_resnet_digits.py',
              'liquid_seq.py', 'llama_pydoc.py', 'mamba_pydoc.py', 'moe_pydoc.py', 'mpnn_graphs.py',
              'nerf_scene.py', 'ode_spiral.py', 'ppo_acrobot.py', 'ppo_cartpole.py',
-             'prune_gpt_pydoc.py', 'prune_resnet_digits.py', 'rlhf_pydoc.py', 'rmt_recall.py',
+             'prune_gpt_pydoc.py', 'prune_resnet_digits.py', 'rectified_flow_shapes.py',
+             'rlhf_pydoc.py', 'rmt_recall.py',
              'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py', 'slots_shapes.py',
              'stgcn_traffic.py', 'tinybert_pydoc.py', 'vqvae_shapes.py')
 

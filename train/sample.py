@@ -3,8 +3,8 @@
 
 The one sampler driver. It restores the run's checkpoint (the latest, or --step; EMA params
 when the run kept them), asks the config's task for the batch to condition on
-(`Task.prompt_batch`: an LM's prompt, a translation's source sentence, a class label, or
-nothing) and runs the task's pure `sample` under jit over the run's mesh with the sample
+(`Task.prompt_batch`: an LM's prompt, a translation's source sentence, a caption for a
+text-to-image model, a class label, or nothing) and runs the task's pure `sample` under jit over the run's mesh with the sample
 batch sharded along the data axes. Randomness is per sample index, so the same seed gives
 the same samples on 1 or 8 devices.
 
@@ -18,7 +18,8 @@ need no edit here. `--help` with a --config lists that task's options.
 Outputs go to WORKDIR/samples/step<STEP>_seed<SEED>.*, written by the writer registered for
 each output the sampler returns (`WRITERS`): text ('tokens', decoded with the run's
 tokenizer: `config.data.tokenizer` or `config.sample.tokenizer`) to stdout and .txt, each
---prompt getting --num_samples samples; 'images' as one PNG grid; 'videos' as an animated
+--prompt getting --num_samples samples; 'images' as one PNG grid (a text-to-image model's
+--num_samples images of each --prompt, prompt by prompt); 'videos' as an animated
 GIF grid and a PNG of each clip's frames in a row; 'audio' (with 'sample_rate') as one WAV
 a clip; 'points' (2-D samples) as a PNG histogram; 'episodes' (an RL agent's evaluation
 episodes, with 'episode_return') as a GIF grid and a PNG of 8 frames of each; every array
@@ -203,9 +204,12 @@ def sample_text(config, workdir, prompts, num_samples, seed, options, step=None)
   return step, results, task.continues_prompt
 
 
-def sample_arrays(config, workdir, num_samples, seed, options, step=None):
+def sample_arrays(config, workdir, num_samples, seed, options, step=None, prompts=None):
   """Runs the sampler of a task that makes no text; returns (step, outputs): {'images':
-  (N, H, W, C) uint8, ...}, sample i drawn with row id i."""
+  (N, H, W, C) uint8, ...}, sample i drawn with row id i. With text `prompts` (a
+  text-to-image family), num_samples rows of each, prompt by prompt, go to the task's
+  `prompt_batch` as text (the task tokenizes them; one row a sample, as an LM's prompts);
+  a family that takes none refuses them (ConfigError: one line)."""
   from arch.task import ConfigError
   from train import core
   from train.errors import UserError
@@ -213,7 +217,11 @@ def sample_arrays(config, workdir, num_samples, seed, options, step=None):
   # sample i is about eval example i (a decomposition of that image, its reconstruction)
   kwargs = {'examples': eval_examples(config, task, num_samples)} if task.prompt_examples else {}
   try:
-    batch = task.prompt_batch(None, num_samples, **kwargs)
+    if prompts is None:
+      batch = task.prompt_batch(None, num_samples, **kwargs)
+    else:
+      rows = [p for p in prompts for _ in range(num_samples)]
+      batch, num_samples = task.prompt_batch(rows, len(rows), **kwargs), len(rows)
   except (ConfigError, ValueError) as e:
     raise UserError(str(e)) from None
   fn = _jit_sample(task, options)
@@ -391,9 +399,7 @@ def main(argv=None):
       step, results, continuation = sample_text(config, workdir, prompts, n, seed, options,
                                                 step)
     else:
-      if prompts is not None:
-        raise UserError(f'task {config.task!r} makes no text and takes no --prompt')
-      step, outputs = sample_arrays(config, workdir, n, seed, options, step)
+      step, outputs = sample_arrays(config, workdir, n, seed, options, step, prompts)
   except (UserError, ConfigError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -24,6 +24,7 @@ KINDS, RELATIONS). Splits from different seeds: 10,000 train and 1,000 test scen
 
 import numpy as np
 
+from arch.vocab import word_ids
 from train.datasets.procedural import Procedural
 from train.errors import UserError
 
@@ -48,16 +49,9 @@ def caption_text(colour, kind, relation):
 
 
 def tokenize(text):
-  """Word ids of a caption, 0-padded to MAX_TOKENS; a word outside VOCAB is a UserError."""
-  words = text.lower().split()
-  unknown = [w for w in words if w not in VOCAB[1:]]
-  if unknown:
-    raise UserError(f'caption words {unknown} are not in the vocabulary: '
-                    f'{", ".join(VOCAB[1:])}')
-  if len(words) > MAX_TOKENS:
-    raise UserError(f'caption {text!r} has {len(words)} words; at most {MAX_TOKENS}')
-  ids = [VOCAB.index(w) for w in words]
-  return np.array(ids + [0] * (MAX_TOKENS - len(ids)), np.int32)
+  """Word ids of a caption, 0-padded to MAX_TOKENS (arch.vocab.word_ids); a word outside
+  VOCAB is a ConfigError that lists it."""
+  return word_ids(text, VOCAB, MAX_TOKENS)
 
 
 def caption(tokens):
