@@ -1,8 +1,10 @@
-"""Scale-out on the one mesh (8 simulated devices): data, FSDP and tensor parallelism give
-the losses of one device; a mesh that does not divide a sharded dimension is a one-line
+"""Scale-out on the one mesh (8 simulated devices): data, FSDP, tensor and sequence
+parallelism give the losses of one device and resume exactly on each mesh; a mesh that does not divide a sharded dimension is a one-line
 error; `train.summary --memory` plans the bytes per device from the state's shardings."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ STEPS = 20
 # 260 and the widths 32 and 128 divide too).
 GPT = ['--config', 'configs/gpt_pydoc.py:variant=tiny', '--config.model.num_heads=4']
 GPT_MESHES = {
+    'dp8': dict(data=8),
     'fsdp8': dict(data=1, fsdp=8),
     'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2),
     'dp2_tp4': dict(data=2, tensor=4),
@@ -23,8 +26,8 @@ GPT_MESHES = {
 # The tiny ResNet at widths 8 and 16 (and an 8-channel stem), so that 8 ways divide them.
 CNN = ['--config', 'configs/resnet_digits.py:tiny', '--config.model.widths=(8,16)',
        '--config.model.stem_features=8']
-CNN_MESHES = {'fsdp8': dict(data=1, fsdp=8), 'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2),
-              'dp2_tp4': dict(data=2, tensor=4)}
+CNN_MESHES = {'dp8': dict(data=8), 'fsdp8': dict(data=1, fsdp=8),
+              'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2), 'dp2_tp4': dict(data=2, tensor=4)}
 
 
 def _mesh_args(mesh):
@@ -39,25 +42,31 @@ def _train(base, workdir, data_dir, devices=1, steps=STEPS, extra=()):
   return {s: r['loss'] for s, r in read_metrics(workdir).items()}
 
 
+def _train_losses_in_order(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [(r['step'], r['loss']) for r in map(json.loads, f) if r['split'] == 'train']
+
+
 @pytest.mark.parametrize('name, base, meshes', [('gpt', GPT, GPT_MESHES),
                                                 ('cnn', CNN, CNN_MESHES)])
 def test_meshes_give_the_losses_of_one_device(name, base, meshes, tmp_path, data_dir):
   one = _train(base, tmp_path / 'one', data_dir)
   assert sorted(one) == list(range(1, STEPS + 1))
   for label, mesh in meshes.items():
-    losses = _train(base, tmp_path / label, data_dir, devices=8, extra=_mesh_args(mesh))
+    straight = tmp_path / label
+    losses = _train(base, straight, data_dir, devices=8, extra=_mesh_args(mesh))
     for step in one:
       assert losses[step] == pytest.approx(one[step], rel=1e-5), (name, label, step)
-  if name == 'gpt':
-    # Exact resume on the three-axis mesh: steps 11-20 from step 10's checkpoint, in a new
-    # process, log the losses of the straight run bit for bit.
-    mesh = _mesh_args(GPT_MESHES['dp2_fsdp2_tp2'])
-    first = _train(base, tmp_path / 'resumed', data_dir, devices=8, steps=10, extra=mesh)
-    rest = _train(base, tmp_path / 'resumed', data_dir, devices=8, extra=mesh)
-    want = read_metrics(tmp_path / 'dp2_fsdp2_tp2')
-    assert first == {s: want[s]['loss'] for s in range(1, 11)}
-    assert {s: rest[s] for s in range(11, STEPS + 1)} == \
-        {s: want[s]['loss'] for s in range(11, STEPS + 1)}
+    # Exact resume on this mesh: a copy of the run without its step-20 checkpoint, run
+    # again in a new process, restores step 10 and logs steps 11-20 (appended to the
+    # copied log) bit for bit as the straight run did.
+    resumed = tmp_path / f'{label}_resumed'
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / 'checkpoints' / str(STEPS))
+    _train(base, resumed, data_dir, devices=8, extra=_mesh_args(mesh))
+    logged = _train_losses_in_order(resumed)
+    assert [s for s, _ in logged] == list(range(1, STEPS + 1)) + list(range(11, STEPS + 1))
+    assert logged[STEPS:] == logged[10:STEPS], (name, label)
 
 
 def test_a_mesh_that_does_not_divide_a_parameter_is_one_line(tmp_path, data_dir):
