@@ -6,7 +6,9 @@ The records hold every config on 1 device (jit) and on 8 simulated devices under
 under pmap, less the ones that cannot run there (`NOT_ON_EIGHT`). All of them were checked
 against the new code by hand on 2026-12-06 (`python tests/loss_goldens.py check --devices 8
 --parallelism jit|pmap`: every one equal; the two modes take over an hour each on 2 cores).
-The suite checks every config on 1 device, and on 8 devices the configs that reach every
+The suite checks every config on 1 device but the nine costliest (`NOT_IN_SUITE`, compared
+by hand instead: on 2026-12-06 all nine matched, eight of them in a run with one extra LLVM
+flag that kept every other record bitwise), and on 8 devices the configs that reach every
 path of the step (plain, BatchNorm statistics across devices, phases, persistent chains,
 EMA with per-device dropout, a momentum encoder and queue, a text pipeline;
 `EIGHT_DEVICES`).
@@ -38,7 +40,16 @@ NOT_ON_EIGHT = {
     'jit': ('video_dit_digits.py',),
     'pmap': ('video_dit_digits.py', 'ebm_digits.py', 'ebm_digits.py:nce', 'moco_digits.py'),
 }
-CHUNKS = 3  # subprocesses for the 1-device check: sorted(SPECS)[chunk::CHUNKS]
+CHUNKS = 3  # subprocesses for the 1-device check: sorted(ONE_DEVICE)[chunk::CHUNKS]
+# The 1-device check leaves out the nine configs whose 20 steps cost most (2026-12-06: 29-75
+# s of CPU each, 54% of the sweep's 929 s): those that train frozen runs first (flamingo,
+# ldm, deit's teacher, video_dit's VAE, align) and the heaviest tiny networks. Their records
+# stay (`python tests/loss_goldens.py check --only NAME` compares one), their families'
+# tests train them through the loop, and ddpm_digits is compared on 8 devices below.
+NOT_IN_SUITE = ('align_digits.py', 'ddpm_digits.py', 'deit_digits.py', 'efficientnet_digits.py',
+                'flamingo_digits.py', 'googlenet_digits.py', 'ldm_digits.py', 'score_digits.py',
+                'video_dit_digits.py')
+ONE_DEVICE = sorted(set(loss_goldens.SPECS) - set(NOT_IN_SUITE))
 # Configs added since the records were taken (nothing to compare them with).
 NEW_SINCE = ('a2c_cartpole.py', 'alphazero_tictactoe.py', 'c3d_moving_digits.py',
              'caption_reader_shapes.py', 'cnf_2d.py', 'cyclegan_digits.py', 'dalle_shapes.py',
@@ -80,7 +91,7 @@ def _check(mode, devices, names, data_dir):
 
 @pytest.mark.parametrize('chunk', range(CHUNKS))
 def test_one_device(chunk, data_dir):
-  _check('jit', 1, sorted(loss_goldens.SPECS)[chunk::CHUNKS], data_dir)
+  _check('jit', 1, ONE_DEVICE[chunk::CHUNKS], data_dir)
 
 
 @pytest.mark.parametrize('mode', ['jit', 'pmap'])
