@@ -30,6 +30,10 @@ def main(argv=None):
   from train import loop
   from train import peers
   from train.errors import UserError
+  # peers.finish() tells the other processes to stop expecting this one's heartbeat: on a
+  # clean end only. An unexpected error (e.g. a collective that failed because a peer died)
+  # leaves the watcher running, so if a peer is gone it still stops this process with its
+  # one line instead of leaving it in jax's exit-time shutdown, which waits for that peer.
   try:
     argv = sys.argv[1:] if argv is None else argv
     config, workdir = parse(argv)
@@ -37,13 +41,14 @@ def main(argv=None):
       return peers.supervise(config, os.path.abspath(workdir), argv)
     loop.train_and_evaluate(config, os.path.abspath(workdir))
   except (UserError, ConfigError) as e:  # ConfigError: a task's, e.g. from its preprocess
+    peers.finish()
     print(f'error: {e}', file=sys.stderr)
     return 2
   except loop.Preempted as e:
+    peers.finish()
     print(str(e), file=sys.stderr)
     return e.exit_code
-  finally:
-    peers.finish()  # the other processes stop expecting this one's heartbeat
+  peers.finish()
   return 0
 
 
