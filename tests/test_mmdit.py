@@ -19,7 +19,7 @@ from scipy import stats
 
 from arch.generative import mmdit
 from arch.task import ConfigError
-from conftest import REPO, check_resumes_from_step_2, load_config, run_cli, train_spec
+from conftest import check_resumes_from_step_2, load_config, run_cli, train_spec
 
 SPEC = 'rectified_flow_shapes.py:tiny'
 # diffusers SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=24,
