@@ -19,6 +19,7 @@ import numpy as np
 
 from arch.task import PMAP_AXIS
 from train import core
+from train import flops as flops_lib
 from train import mesh as mesh_lib
 from train import steps
 from train.errors import UserError
@@ -60,8 +61,8 @@ class Runner:
     self._init = jax.jit(lambda rng: nn.meta.unbox(init(rng)),
                          out_shardings=self.state_sharding)
     use_ema = core.uses_ema(config)
-    self._train = self._compile(steps.make_train_step(config, task, self.tx, self.schedule,
-                                                      axis), returns_state=True)
+    self._train_fn = steps.make_train_step(config, task, self.tx, self.schedule, axis)
+    self._train = self._compile(self._train_fn, returns_state=True)
     self._eval = self._features = self._run_eval = None
     if task.evaluate is not None:
       self._eval = self._compile(steps.make_eval_step(task, use_ema, axis))
@@ -98,17 +99,22 @@ class Runner:
       return self._train.lower(state, batch)
 
   def compile(self, state, batch):
-    """Compiles the training step for these shapes ahead of time; returns its FLOPs per
-    device (XLA's cost analysis) or None where that is not available: pmap over several
-    processes, whose AOT executable would expect global arrays while pmap's call takes
-    each process's local ones."""
-    if self.pmap and jax.process_count() > 1:
-      return None
-    self._compiled = self.lower(state, batch).compile()
-    cost = self._compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0] if cost else {}
-    return float((cost or {}).get('flops', 0.0)) or None
+    """Compiles the training step for these shapes ahead of time (not under pmap over
+    several processes, whose AOT executable would expect global arrays while pmap's call
+    takes each process's local ones: that step compiles at its first call); returns its
+    model FLOPs per device (train/flops.py: matmuls and convolutions of the traced step,
+    scans counted once per iteration, which XLA's cost analysis does not), or None for
+    a step with neither."""
+    if self.pmap:
+      if jax.process_count() == 1:
+        self._compiled = self.lower(state, batch).compile()
+      local = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), (state, batch))
+      return float(flops_lib.function_flops(self._train_fn, *local,
+                                            axis_env=[(PMAP_AXIS, jax.device_count())])) or None
+    with self._context():
+      traced = self._train.trace(state, batch)
+      self._compiled = traced.lower().compile()
+    return flops_lib.traced_flops(traced) / jax.device_count() or None
 
   # ------------------------------------------------------------------------ placement
 
