@@ -111,3 +111,14 @@ def test_the_loop_counts_a_scanned_gpt_like_its_unrolled_twin(data_dir, tmp_path
   b, t, d, v = config.batch_size, config.data.pack - 1, m.embed_dim, m.vocab_size
   per_token = m.num_layers * (2 * (3 * d * d + d * d + 2 * d * 4 * d) + 4 * t * d) + 2 * d * v
   assert counts[True] == counts[False] == 3 * b * t * per_token
+
+
+def test_cpu_peak_is_the_best_library_matmul_and_is_cached(monkeypatch, tmp_path):
+  from train import metrics
+  monkeypatch.setenv('HOME', str(tmp_path))
+  monkeypatch.setattr(metrics, '_measure_matmul_flops', lambda: 2e11)
+  monkeypatch.setattr(metrics, '_measure_numpy_matmul_flops', lambda: 3e11)
+  assert metrics.peak_flops_per_device() == 3e11 / jax.local_device_count()
+  monkeypatch.setattr(metrics, '_measure_numpy_matmul_flops', lambda: 1.0)
+  assert metrics.peak_flops_per_device() == 3e11 / jax.local_device_count()  # cached
+  assert (tmp_path / '.cache' / 'archzoo' / 'peak_flops.json').exists()

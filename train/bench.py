@@ -1,9 +1,10 @@
 """`python -m train.bench --config configs/NAME.py[:arg] [--steps N] [--config.KEY=VALUE ...]`
 
 Times the loop's jitted training step of any config on batches from its own input (the
-config's dataset, or the task's input), not a test: steps/s, examples/s and MFU (XLA's
-FLOP count of the step over the device's peak). Prints one line and a JSON line. (The
-decoding-latency benchmark of language models is examples/bench_decoding.py.)
+config's dataset, or the task's input), not a test: steps/s, examples/s and MFU (the
+step's model FLOPs, train/flops.py, over the device's peak, train/metrics.py). Prints one
+line and a JSON line. (The decoding-latency benchmark of language models is
+examples/bench_decoding.py.)
 """
 
 import argparse
