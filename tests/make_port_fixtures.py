@@ -5,7 +5,7 @@ and config.json), with the reference logits on fixed inputs.
 Needs the reference libraries, which archzoo itself never imports (a throwaway
 virtualenv: `pip install torch transformers safetensors torchvision`):
 
-  /path/to/refenv/bin/python tests/make_port_fixtures.py [gpt2 vit bert llama resnet]
+  /path/to/refenv/bin/python tests/make_port_fixtures.py [gpt2 vit bert llama resnet t5 bart clip]
 
 The committed fixtures let CI check parity without them (tests/test_port.py).
 """
@@ -29,7 +29,7 @@ def _randomise(model, seed):
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in model.named_parameters():
-      parent = name.split('.')[-2].lower()
+      parent = name.split('.')[-2].lower() if '.' in name else ''
       norm = parent.startswith(('ln', 'layernorm', 'bn')) or parent.endswith('norm')
       centre = 1.0 if norm and name.endswith('weight') else 0.0
       p.copy_(centre + torch.randn(p.shape, generator=g) * 0.2)
@@ -123,6 +123,111 @@ def llama_tiny():
     print('llama_tiny:', json.load(f), logits.shape)
 
 
+def _seq2seq_inputs():
+  """Sources with pads at the end of the second row (archzoo's id 0) and shorter decoder
+  inputs: (sources (2, 16), targets (2, 12)) int32."""
+  sources = TOKENS.copy()
+  sources[1, 12:] = 0
+  targets = np.ascontiguousarray(TOKENS[::-1, 2:14])
+  targets[:, 0] = 1  # a decoder-start token
+  return sources.astype(np.int32), targets.astype(np.int32)
+
+
+def _save_seq2seq(model, name):
+  out = os.path.join(HERE, name)
+  os.makedirs(out, exist_ok=True)
+  model.save_pretrained(out, safe_serialization=True)
+  sources, targets = _seq2seq_inputs()
+  with torch.no_grad():
+    logits = model(input_ids=torch.as_tensor(sources).long(),
+                   attention_mask=torch.as_tensor(sources != 0).long(),
+                   decoder_input_ids=torch.as_tensor(targets).long()).logits.numpy()
+  np.savez(os.path.join(out, 'reference.npz'), sources=sources, targets=targets,
+           logits=logits.astype(np.float32))
+  print(f'{name}:', logits.shape, float(np.abs(logits).max()))
+
+
+def t5_tiny():
+  """T5 v1.0 (t5-small's layout: ReLU MLP, tied head rescaled by d_model^-1/2) at width 16,
+  2 + 2 layers, 2 heads of 8 (d_kv * heads need not be d_model: here it is), 8 relative
+  buckets up to distance 12, so that 16-token sources reach the log-spaced buckets and the
+  clamp past max_distance. archzoo masks pad sources (id 0); the reference is given that
+  mask too."""
+  from transformers import T5Config, T5ForConditionalGeneration
+  config = T5Config(vocab_size=260, d_model=16, d_kv=8, d_ff=32, num_layers=2,
+                    num_decoder_layers=2, num_heads=2, relative_attention_num_buckets=8,
+                    relative_attention_max_distance=12, dropout_rate=0.0,
+                    layer_norm_epsilon=1e-6, feed_forward_proj='relu',
+                    tie_word_embeddings=True, pad_token_id=0, eos_token_id=2,
+                    decoder_start_token_id=1)
+  torch.manual_seed(0)
+  model = T5ForConditionalGeneration(config).eval()
+  _randomise(model, 6)
+  _save_seq2seq(model, 't5_tiny')
+
+
+def bart_tiny():
+  """BART (bart-base's layout: post-LN, learned positions offset by 2, layernorm_embedding,
+  exact GELU, tied head) at width 16, 2 + 2 layers, 2 heads, bart_pydoc's 128 positions.
+  pad id 0 as archzoo's; final_logits_bias is a buffer and stays zero, as in the released
+  models."""
+  from transformers import BartConfig, BartForConditionalGeneration
+  config = BartConfig(vocab_size=260, d_model=16, encoder_layers=2, decoder_layers=2,
+                      encoder_attention_heads=2, decoder_attention_heads=2,
+                      encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
+                      activation_function='gelu', dropout=0.0, attention_dropout=0.0,
+                      activation_dropout=0.0, scale_embedding=False, pad_token_id=0,
+                      bos_token_id=1, eos_token_id=2, decoder_start_token_id=2,
+                      forced_eos_token_id=None)
+  torch.manual_seed(0)
+  model = BartForConditionalGeneration(config).eval()
+  _randomise(model, 7)
+  _save_seq2seq(model, 'bart_tiny')
+
+
+def clip_tiny():
+  """configs/clip_digits.py:tiny's network with 2 layers per tower: a ViT tower on 16x16
+  single-channel images in 4x4 patches and a causal text tower over 260 byte ids, both
+  width 16, 2 heads, quick-GELU; embeddings of 8; logit_scale 2.0 (not the init, so it is
+  checked). The text config keeps OpenAI's original eos_token_id=2, with which HF pools
+  at each row's largest id (its end-of-text, 49407 in OpenAI's vocabulary): here every
+  row ends in id 259. Eight pairs, so that every device count up to 8 splits them without
+  padding; the reference's unnormalised embeddings (get_image_features /
+  get_text_features) and logits_per_image."""
+  from transformers import CLIPConfig, CLIPModel
+  text = dict(vocab_size=260, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+              num_attention_heads=2, max_position_embeddings=48, hidden_act='quick_gelu',
+              layer_norm_eps=1e-5, attention_dropout=0.0, pad_token_id=0, bos_token_id=1,
+              eos_token_id=2)
+  vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                num_attention_heads=2, num_channels=1, image_size=16, patch_size=4,
+                hidden_act='quick_gelu', layer_norm_eps=1e-5, attention_dropout=0.0)
+  config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)
+  torch.manual_seed(0)
+  model = CLIPModel(config).eval()
+  _randomise(model, 8)
+  with torch.no_grad():
+    model.logit_scale.fill_(2.0)
+  out = os.path.join(HERE, 'clip_tiny')
+  os.makedirs(out, exist_ok=True)
+  model.save_pretrained(out, safe_serialization=True)
+  rng = np.random.default_rng(8)
+  images = rng.normal(size=(8, 16, 16, 1)).astype(np.float32)  # NHWC
+  tokens = np.zeros((8, 12), np.int32)
+  for i, n in enumerate((12, 3, 7, 10, 5, 12, 2, 9)):
+    tokens[i, :n - 1] = rng.integers(4, 259, n - 1)
+    tokens[i, n - 1] = 259
+  pixels, ids = torch.as_tensor(images).permute(0, 3, 1, 2), torch.as_tensor(tokens).long()
+  with torch.no_grad():
+    img = model.get_image_features(pixel_values=pixels).pooler_output.numpy()
+    txt = model.get_text_features(input_ids=ids).pooler_output.numpy()
+    logits = model(input_ids=ids, pixel_values=pixels).logits_per_image.numpy()
+  np.savez(os.path.join(out, 'reference.npz'), images=images, tokens=tokens,
+           image_embeds=img.astype(np.float32), text_embeds=txt.astype(np.float32),
+           logits_per_image=logits.astype(np.float32))
+  print('clip_tiny:', img.shape, txt.shape, logits.shape, float(np.abs(logits).max()))
+
+
 def _torchvision():
   """torchvision, imported where its compiled ops do not load (a CUDA build of torchvision
   beside a CPU build of torch): its import registers fakes for the nms ops, which then
@@ -180,7 +285,91 @@ def resnet_tiny(block='basic', layers=(2, 1, 1, 1), widths=(4, 8, 8, 16), stem=4
         float(np.abs(logits).max()))
 
 
+def vgg_tiny():
+  """torchvision's VGG (its make_layers and forward) with BatchNorm at configs/
+  vgg_digits.py:tiny's widths and a 2-conv second stage (4, 4+4, 8, 8, 8), a 1-channel
+  first conv for the 32x32 digits, the 2x2 adaptive pool and a 16-wide classifier rebuilt
+  in torchvision's Sequential layout (torchvision fixes 7x7 and 4096 otherwise). Every
+  parameter and BatchNorm statistic random; logits in eval mode."""
+  _torchvision()
+  from torchvision.models import vgg
+  nn = torch.nn
+  torch.manual_seed(0)
+  features = vgg.make_layers([4, 'M', 4, 4, 'M', 8, 'M', 8, 'M', 8, 'M'], batch_norm=True)
+  features[0] = nn.Conv2d(1, 4, kernel_size=3, padding=1)
+  model = vgg.VGG(features, num_classes=10, init_weights=False)
+  model.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+  model.classifier = nn.Sequential(nn.Linear(8 * 2 * 2, 16), nn.ReLU(True), nn.Dropout(),
+                                   nn.Linear(16, 16), nn.ReLU(True), nn.Dropout(),
+                                   nn.Linear(16, 10))
+  _save_torchvision(model.eval(), 'vgg_bn_tiny', 9)
+
+
+def alexnet_tiny():
+  """torchvision's AlexNet (its features Sequential and forward) with its own 11x11/4 pad 2
+  stem, at configs/alexnet_digits.py:tiny's widths (4, 8, 8, 8, 8) on 1-channel 64x64
+  inputs (the smallest size its three pools leave 1x1 at), the 2x2 adaptive pool and a
+  16-wide classifier in torchvision's Sequential layout (dropout, fc, ReLU, dropout, fc,
+  ReLU, fc)."""
+  _torchvision()
+  from torchvision.models.alexnet import AlexNet
+  nn = torch.nn
+  torch.manual_seed(0)
+  model = AlexNet(num_classes=10)
+  model.features = nn.Sequential(
+      nn.Conv2d(1, 4, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+      nn.MaxPool2d(kernel_size=3, stride=2),
+      nn.Conv2d(4, 8, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+      nn.MaxPool2d(kernel_size=3, stride=2),
+      nn.Conv2d(8, 8, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+      nn.Conv2d(8, 8, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+      nn.Conv2d(8, 8, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+      nn.MaxPool2d(kernel_size=3, stride=2))
+  model.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+  model.classifier = nn.Sequential(nn.Dropout(), nn.Linear(8 * 2 * 2, 16), nn.ReLU(True),
+                                   nn.Dropout(), nn.Linear(16, 16), nn.ReLU(True),
+                                   nn.Linear(16, 10))
+  _save_torchvision(model.eval(), 'alexnet_tiny', 10, size=64)
+
+
+def densenet_tiny():
+  """torchvision's DenseNet (its _DenseBlock, _Transition and forward) with its own stem
+  (7x7/2 conv, BN, ReLU, 3x3/2 max pool) on 1 channel, two blocks of 2 layers, growth 4,
+  bn_size 2, 8 initial features (configs/densenet_digits.py's 32x32 inputs)."""
+  _torchvision()
+  from torchvision.models.densenet import DenseNet
+  torch.manual_seed(0)
+  model = DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2,
+                   num_classes=10)
+  model.features.conv0 = torch.nn.Conv2d(1, 8, kernel_size=7, stride=2, padding=3, bias=False)
+  _save_torchvision(model.eval(), 'densenet_tiny', 11)
+
+
+def _save_torchvision(model, name, seed, size=32):
+  """Random parameters and BatchNorm statistics, the state_dict as safetensors, and the
+  eval-mode logits of two random single-channel images of size x size."""
+  _randomise(model, seed)
+  g = torch.Generator().manual_seed(seed + 100)
+  for key, buf in model.named_buffers():
+    if key.endswith('running_mean'):
+      buf.copy_(torch.randn(buf.shape, generator=g) * 0.2)
+    elif key.endswith('running_var'):
+      buf.copy_(0.5 + torch.rand(buf.shape, generator=g))
+  out = os.path.join(HERE, name)
+  os.makedirs(out, exist_ok=True)
+  from safetensors.torch import save_file
+  save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+            os.path.join(out, 'model.safetensors'))
+  images = np.random.default_rng(seed).normal(size=(2, size, size, 1)).astype(np.float32)
+  with torch.no_grad():
+    logits = model(torch.as_tensor(images).permute(0, 3, 1, 2)).numpy()
+  np.savez(os.path.join(out, 'reference.npz'), images=images, logits=logits.astype(np.float32))
+  print(f'{name}:', logits.shape, float(np.abs(logits).max()))
+
+
 FIXTURES = {'gpt2': gpt2_tiny, 'vit': vit_tiny, 'bert': bert_tiny, 'llama': llama_tiny,
+            't5': t5_tiny, 'bart': bart_tiny, 'clip': clip_tiny, 'vgg': vgg_tiny,
+            'alexnet': alexnet_tiny, 'densenet': densenet_tiny,
             'resnet': lambda: (resnet_tiny('basic'), resnet_tiny(
                 'bottleneck', (1, 1, 1, 1), (2, 4, 4, 8), 4, 5))}
 

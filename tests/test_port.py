@@ -1,8 +1,12 @@
 """Published weights in and out (train/port.py), against fixtures a reference library wrote
 (tests/make_port_fixtures.py: small randomly initialised Hugging Face GPT2LMHeadModel,
-ViTForImageClassification, BertForPreTraining and LlamaForCausalLM saved as safetensors,
-with their logits on fixed inputs): the imported run's logits match on 1 and 8 devices, export gives back the same tensors bit for bit, the imported run
-trains on, and bad input fails with one line naming the problem."""
+ViTForImageClassification, BertForPreTraining, LlamaForCausalLM, T5ForConditionalGeneration,
+BartForConditionalGeneration and CLIPModel, and torchvision ResNets, saved as safetensors,
+with their logits on fixed inputs): the imported run's logits match on 1 and 8 devices,
+export gives back the same tensors bit for bit, the imported run trains on, and bad input
+fails with one line naming the problem. T5, BART and CLIP are checked in-process on one
+device (the mapping, the leaf check and the network's outputs; the CLI's checkpoint round
+trip and mesh are the same code the formats above cover)."""
 
 import json
 import os
@@ -269,3 +273,266 @@ def test_bad_input_is_one_line(tmp_path, data_dir):
   assert _import(tmp_path / 'd', data_dir)[0] == 0
   code, out = _import(tmp_path / 'd', data_dir)
   assert code == 2 and 'already holds checkpoints' in out
+
+
+# ------------------------------------------------- in-process parity (T5, BART, CLIP)
+
+T5 = os.path.join(REPO, 'tests', 'fixtures', 'port', 't5_tiny')
+BART = os.path.join(REPO, 'tests', 'fixtures', 'port', 'bart_tiny')
+CLIP = os.path.join(REPO, 'tests', 'fixtures', 'port', 'clip_tiny')
+# arch -> (fixture, config, its overrides as load_config takes them)
+IN_PROCESS = {
+    't5': (T5, 't5_translate.py', dict(model__embed_dim=16, model__head_dim=8,
+                                       model__num_heads=2, model__mlp_dim=32,
+                                       model__num_buckets=8, model__max_distance=12)),
+    'bart': (BART, 'bart_pydoc.py:variant=tiny', dict(
+        model__num_encoder_layers=2, model__num_decoder_layers=2, model__embed_dim=16,
+        model__num_heads=2, model__mlp_dim=32)),
+    # Both towers 2 layers deep; OpenAI's eos_token_id=2 pools at the largest id (259 here).
+    'clip': (CLIP, 'clip_digits.py:tiny=True', dict(
+        model__depth=2, task_kwargs__text_model__depth=2, task_kwargs__text_model__eos_id=259)),
+    # torchvision's VGG with BatchNorm, a second stage of two convs.
+    'vgg': (os.path.join(REPO, 'tests', 'fixtures', 'port', 'vgg_bn_tiny'),
+            'vgg_digits.py:tiny=True', dict(model__stages='(1,2,1,1,1)')),
+    # torchvision's own 11x11/4 stem (64x64 inputs): not the digits config's small_input.
+    'alexnet': (os.path.join(REPO, 'tests', 'fixtures', 'port', 'alexnet_tiny'),
+                'alexnet_digits.py:tiny=True', dict(model__small_input=False)),
+    'densenet': (os.path.join(REPO, 'tests', 'fixtures', 'port', 'densenet_tiny'),
+                 'densenet_digits.py', dict(model__block_config='(2,2)', model__growth_rate=4,
+                                            model__num_init_features=8, model__bn_size=2,
+                                            model__small_input=False)),
+}
+
+
+def _mapped(arch):
+  """(config, the fixture's tensors mapped onto archzoo's paths, its reference .npz), the
+  reference's config.json checked against the config as `train.port` checks it."""
+  from train import port
+  fixture, spec, overrides = IN_PROCESS[arch]
+  fmt = port.ARCHS[arch]
+  from train import config_lib
+  config = load_config(spec)
+  if hasattr(fmt, 'fill_defaults'):  # as `python -m train.port` does before overrides
+    fmt.fill_defaults(config)
+  for k, v in overrides.items():
+    config_lib.override(config, k.replace('__', '.'), str(v))
+  tensors = {k: v for k, v in port.read_tensors(fixture).items() if not fmt.skip(k)}
+  ref = (fmt.describe(tensors) if hasattr(fmt, 'describe') else
+         port.read_reference_config(fixture))
+  port.check_model_fields(config, fmt.model_fields(ref), arch,
+                          fmt.task_fields(ref) if hasattr(fmt, 'task_fields') else None)
+  return config, fmt.to_archzoo(tensors, ref), dict(np.load(os.path.join(fixture,
+                                                                         'reference.npz')))
+
+
+@pytest.mark.parametrize('arch', sorted(IN_PROCESS))
+def test_in_process_import_matches_the_reference(arch):
+  """Every param of the config's network given, with its shape and nothing else, and the
+  network's outputs on the reference's inputs equal the reference's to 1e-4 of their
+  scale (what `train.port --reference_logits` computes, here on one device without the
+  checkpoint round trip, which the formats above cover)."""
+  import flax.linen as nn
+  import jax
+  from train import port
+  config, flat, ref = _mapped(arch)
+  fmt = port.ARCHS[arch]
+  apply, init, keys = port.reference_forward(config, fmt)
+  batch = {k: ref[k] for k in keys if k in ref}
+  shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), batch))
+  want = {k: v.shape for k, v in port._flat(shapes['params']).items()}
+  want.update({'batch_stats/' + k: v.shape
+               for k, v in port._flat(shapes.get('batch_stats', {})).items()})
+  port.check_leaves(flat, want, arch)
+  variables = {'params': port._unflat({k: v for k, v in flat.items()
+                                       if not k.startswith('batch_stats/')})}
+  stats = {k.removeprefix('batch_stats/'): v for k, v in flat.items()
+           if k.startswith('batch_stats/')}
+  if stats:
+    variables['batch_stats'] = port._unflat(stats)
+  got = jax.jit(apply)(variables, batch)
+  assert sorted(got) == sorted(getattr(fmt, 'outputs', ('logits',)))
+  err = port.relative_difference({k: np.asarray(v) for k, v in got.items()}, ref)
+  assert err < 1e-4, err
+
+
+@pytest.mark.parametrize('arch', sorted(IN_PROCESS))
+def test_in_process_export_gives_back_the_reference_tensors(arch):
+  """to_reference(to_archzoo(t)) == t bit for bit (the skipped copies of tied tensors
+  aside), and the exported config.json describes the same network."""
+  from train import port
+  fixture = IN_PROCESS[arch][0]
+  config, flat, _ = _mapped(arch)
+  fmt = port.ARCHS[arch]
+  model = {**port._model_defaults(config), **config.model.to_dict()}
+  back = {k: v for k, v in fmt.to_reference(flat, model).items() if not fmt.skip(k)}
+  want = {k: v for k, v in port.read_tensors(fixture).items() if not fmt.skip(k)}
+  assert sorted(back) == sorted(want)
+  for k, v in want.items():
+    assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
+    np.testing.assert_array_equal(back[k], v, err_msg=k)
+  if hasattr(fmt, 'describe'):  # torchvision: no config file, the tensors say it all
+    return
+  ref = port.read_reference_config(fixture)
+  exported = (fmt.reference_config_of(config) if hasattr(fmt, 'reference_config_of') else
+              fmt.reference_config(model))
+  assert fmt.model_fields(exported) == fmt.model_fields(ref)
+  if hasattr(fmt, 'task_fields'):
+    assert fmt.task_fields(exported) == fmt.task_fields(ref)
+
+
+def test_t5_and_bart_mappings():
+  """T5: the relative tables come from block 0 of each stack, the decoder's layer.1 is
+  cross-attention and layer.2 the MLP, heads are rows [n * d_kv, (n + 1) * d_kv) of q/k/v
+  and columns of o; BART: q_proj biases split by head, encoder_attn is cross_attn,
+  final_logits_bias must be zero."""
+  from train import port
+  from train.errors import UserError
+  _, flat, _ = _mapped('t5')
+  t = port.read_tensors(T5)
+  np.testing.assert_array_equal(
+      flat['decoder/relative_attention_bias/rel_embedding'],
+      t['decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight'])
+  np.testing.assert_array_equal(flat['decoder/layers_1/cross_attn/key/kernel'][:, 1],
+                                t['decoder.block.1.layer.1.EncDecAttention.k.weight'][8:].T)
+  np.testing.assert_array_equal(flat['decoder/layers_1/cross_attn/out/kernel'][0],
+                                t['decoder.block.1.layer.1.EncDecAttention.o.weight'][:, :8].T)
+  np.testing.assert_array_equal(flat['decoder/layers_0/mlp_norm/scale'],
+                                t['decoder.block.0.layer.2.layer_norm.weight'])
+  _, flat, _ = _mapped('bart')
+  t = port.read_tensors(BART)
+  np.testing.assert_array_equal(flat['decoder/layers_0/cross_attn/query/bias'][1],
+                                t['model.decoder.layers.0.encoder_attn.q_proj.bias'][8:])
+  np.testing.assert_array_equal(flat['decoder/layers_1/cross_attn_norm/bias'],
+                                t['model.decoder.layers.1.encoder_attn_layer_norm.bias'])
+  np.testing.assert_array_equal(flat['encoder/embed_positions/embedding'],
+                                t['model.encoder.embed_positions.weight'])
+  ref = port.read_reference_config(BART)
+  t['final_logits_bias'] = t['final_logits_bias'] + 1e-3
+  with pytest.raises(UserError, match='final_logits_bias is not zero'):
+    port.Bart.to_archzoo(t, ref)
+
+
+@pytest.mark.parametrize('arch, field, value, message', [
+    ('t5', 'feed_forward_proj', 'gated-gelu', 'T5 v1.1'),
+    ('t5', 'tie_word_embeddings', False, 'T5 v1.1'),
+    ('t5', 'scale_decoder_outputs', False, 'T5 v1.1'),
+    ('bart', 'normalize_before', True, 'normalize_before=True'),
+    ('bart', 'scale_embedding', True, 'scale_embedding=True'),
+    ('bart', 'activation_function', 'relu', "activation_function='relu'"),
+    ('bart', 'decoder_ffn_dim', 64, 'ffn 64')])
+def test_what_t5_and_bart_cannot_represent_is_refused(arch, field, value, message):
+  from train import port
+  from train.errors import UserError
+  ref = port.read_reference_config(IN_PROCESS[arch][0])
+  port.ARCHS[arch].model_fields(ref)
+  with pytest.raises(UserError, match=re.escape(message)):
+    port.ARCHS[arch].model_fields({**ref, field: value})
+  # A stored head that is not the shared embedding is an untied (v1.1) head.
+  if arch == 't5':
+    t = port.read_tensors(T5)
+    t['lm_head.weight'] = t['shared.weight'] * 2
+    with pytest.raises(UserError, match='lm_head.weight differs'):
+      port.T5.to_archzoo(t, ref)
+
+
+def test_clip_fields_and_mapping():
+  """OpenAI's eos_token_id=2 pools at the largest id (eos_id = V - 1), a later config's
+  eos_token_id is eos_id; a text tower other than the config's names the task_kwargs
+  overrides; other activations are refused; the vision patch conv OIHW -> HWIO and the
+  projections transposed; the tower a block belongs to by its prefix."""
+  from train import port
+  from train.errors import UserError
+  config, flat, _ = _mapped('clip')
+  ref = port.read_reference_config(CLIP)
+  assert port.Clip.task_fields(ref)['text_model.eos_id'] == 259
+  newer = {**ref, 'text_config': {**ref['text_config'], 'eos_token_id': 7}}
+  assert port.Clip.task_fields(newer)['text_model.eos_id'] == 7
+  wider = {**ref, 'projection_dim': 12,
+           'text_config': {**ref['text_config'], 'num_hidden_layers': 3}}
+  with pytest.raises(UserError) as e:
+    port.check_model_fields(config, port.Clip.model_fields(wider), 'clip',
+                            port.Clip.task_fields(wider))
+  assert ('--config.task_kwargs.embed_dim=12' in str(e.value) and
+          '--config.task_kwargs.text_model.depth=3' in str(e.value))
+  with pytest.raises(UserError, match="vision_config.hidden_act='gelu'"):
+    port.Clip.model_fields({**ref, 'vision_config': {**ref['vision_config'],
+                                                     'hidden_act': 'gelu'}})
+  t = port.read_tensors(CLIP)
+  w = t['vision_model.embeddings.patch_embedding.weight']  # (D, C, P, P)
+  np.testing.assert_array_equal(flat['image_tower/patch_embed/proj/kernel'][1, 2], w[:, :, 1, 2].T)
+  np.testing.assert_array_equal(flat['text_projection/kernel'], t['text_projection.weight'].T)
+  np.testing.assert_array_equal(flat['text_tower/encoder/layers_1/self_attn/value/bias'][1],
+                                t['text_model.encoder.layers.1.self_attn.v_proj.bias'][8:])
+  np.testing.assert_array_equal(flat['image_tower/encoder/layers_0/mlp_norm/scale'],
+                                t['vision_model.encoder.layers.0.layer_norm2.weight'])
+
+
+def test_vgg_reads_the_network_off_the_tensors():
+  """Stages from the gaps between conv indices (a max pool adds one), BatchNorm from the
+  running statistics, the pool size from fc1's inputs; the same network without
+  BatchNorm (indices 2 apart) reads alike; a stage of two widths is refused."""
+  from train import port
+  from train.errors import UserError
+  t = {k: v for k, v in port.read_tensors(IN_PROCESS['vgg'][0]).items()
+       if not port.Vgg.skip(k)}
+  assert port.Vgg.describe(t) == {'stages': (1, 2, 1, 1, 1), 'widths': (4, 4, 8, 8, 8),
+                                  'norm': True, 'hidden': 16, 'pool_size': 2,
+                                  'num_classes': 10}
+  # Without BatchNorm: conv, ReLU per conv (features.0, M at 2, 3, 5, M at 7, 8, ...).
+  plain = {k: v for k, v in t.items() if not k.startswith('features.')}
+  for (i, dst), (j, _) in zip(port.Vgg._layers((1, 2, 1, 1, 1), False),
+                              port.Vgg._layers((1, 2, 1, 1, 1), True)):
+    plain[f'features.{i}.weight'] = t[f'features.{j}.weight']
+    plain[f'features.{i}.bias'] = t[f'features.{j}.bias']
+  assert sorted(int(k.split('.')[1]) for k in plain if k.endswith('.weight')
+                and k.startswith('features.')) == [0, 3, 5, 8, 11, 14]
+  ref = port.Vgg.describe(plain)
+  assert (ref['stages'], ref['norm']) == ((1, 2, 1, 1, 1), False)
+  flat = port.Vgg.to_archzoo(dict(plain), ref)
+  np.testing.assert_array_equal(flat['conv2_2/conv/kernel'][0, 2],
+                                plain['features.5.weight'][:, :, 0, 2].T)
+  mixed = dict(t, **{'features.7.weight': np.zeros((6, 4, 3, 3), np.float32)})
+  with pytest.raises(UserError, match='one width per stage'):
+    port.Vgg.describe(mixed)
+
+
+def test_alexnet_stems():
+  """11x11 conv1 is torchvision's stem, 3x3 archzoo's small_input one, others refused;
+  fc1 / fc2 / head come from classifier.1 / .4 / .6 (the dropouts hold no tensors)."""
+  from train import port
+  from train.errors import UserError
+  t = port.read_tensors(IN_PROCESS['alexnet'][0])
+  assert port.Alexnet.describe(t) == {'features': (4, 8, 8, 8, 8), 'hidden': 16,
+                                      'pool_size': 2, 'small_input': False, 'num_classes': 10}
+  small = dict(t, **{'features.0.weight': np.zeros((4, 1, 3, 3), np.float32)})
+  assert port.Alexnet.describe(small)['small_input']
+  with pytest.raises(UserError, match=r'\(7, 7\) conv1'):
+    port.Alexnet.describe(dict(t, **{'features.0.weight': np.zeros((4, 1, 7, 7), np.float32)}))
+  flat = port.Alexnet.to_archzoo(dict(t), port.Alexnet.describe(t))
+  np.testing.assert_array_equal(flat['fc2/kernel'], t['classifier.4.weight'].T)
+  np.testing.assert_array_equal(flat['conv4/conv/bias'], t['features.8.bias'])
+
+
+def test_densenet_reads_the_network_off_the_tensors():
+  """Blocks, layers, growth and bn_size from names and shapes; the download-era names
+  (`norm.1`, `conv.2`) read like the current ones; the stem decides small_input."""
+  from train import port
+  from train.errors import UserError
+  t = {k: v for k, v in port.read_tensors(IN_PROCESS['densenet'][0]).items()
+       if not port.Densenet.skip(k)}
+  ref = port.Densenet.describe(t)
+  assert ref == {'block_config': (2, 2), 'growth_rate': 4, 'num_init_features': 8,
+                 'bn_size': 2, 'small_input': False, 'num_classes': 10}
+  old = {k.replace('denselayer2.norm2.', 'denselayer2.norm.2.').replace(
+      'denselayer1.conv1.', 'denselayer1.conv.1.'): v for k, v in t.items()}
+  assert 'features.denseblock2.denselayer2.norm.2.running_var' in old
+  flat = port.Densenet.to_archzoo(old, port.Densenet.describe(old))
+  np.testing.assert_array_equal(flat['batch_stats/denseblock2/denselayer2/norm2/var'],
+                                t['features.denseblock2.denselayer2.norm2.running_var'])
+  np.testing.assert_array_equal(flat['transition1/conv/conv/kernel'][0, 0],
+                                t['features.transition1.conv.weight'][:, :, 0, 0].T)
+  small = {k: v for k, v in t.items() if not k.startswith('features.norm0.')}
+  small['features.conv0.weight'] = np.zeros((8, 1, 3, 3), np.float32)
+  assert port.Densenet.describe(small)['small_input']
+  with pytest.raises(UserError, match='3x3/1 small_input'):
+    port.Densenet.describe(dict(t, **{'features.conv0.weight': small['features.conv0.weight']}))

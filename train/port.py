@@ -20,8 +20,9 @@ torchvision keeps no config file: its formats read the network off the tensors' 
 shapes instead.
 PyTorch pickles (`.bin`, `.pth`) are refused: loading them executes code; convert them
 to safetensors first. `--reference_logits` takes an .npz of the model's input (`tokens`, or
-`images` (B, H, W, C); BERT also `token_types`) and the reference's outputs on it
-(`logits`; BERT `mlm_logits` and `nsp_logits`) and reports the imported model's largest
+`images` (B, H, W, C); BERT also `token_types`; T5 / BART `sources` and `targets`; CLIP
+`images` and `tokens`) and the reference's outputs on it (`logits`; BERT `mlm_logits` and
+`nsp_logits`; CLIP as below) and reports the imported model's largest
 relative difference, computed over the run's mesh (1 or many devices).
 
 Export (`--to hf|torchvision`) writes the run's params (EMA where kept) and BatchNorm
@@ -50,10 +51,41 @@ archzoo's '/'-joined param paths:
   resnet torchvision resnet18 ... resnet152 state_dict as safetensors (--from
         torchvision): OIHW -> HWIO kernels, BatchNorm running stats -> batch_stats; both
         stride a Bottleneck's 3x3 conv (v1.5). Wide ResNets and ResNeXt are refused.
+  t5    Hugging Face T5ForConditionalGeneration, T5 v1.0 (t5-small ... t5-11b): `shared`
+        is the embedding of both stacks and the tied head (decoder output x d_model^-1/2);
+        each stack's relative_attention_bias (block 0 in HF) its one bucket table; q/k/v/o
+        split into heads of d_kv. v1.1 / flan-t5 (gated-GELU, untied unscaled head) refused.
+        Inputs `sources` and `targets` (decoder inputs); pad sources (id 0) masked.
+  bart  Hugging Face BartForConditionalGeneration (bart-base, bart-large): learned
+        positions as stored (max_position_embeddings + BART's offset of 2 rows),
+        layernorm_embedding, post-LN blocks, tied head; final_logits_bias dropped when
+        zero (as released), refused otherwise. Inputs as T5's.
+  clip  Hugging Face CLIPModel (openai/clip-vit-*): config.json's vision_config is the
+        run's model (multimodal.clip:VisionTransformer), its text_config and
+        projection_dim the run's task_kwargs (text_model.*, embed_dim, channels); both
+        towers, the bias-free projections, logit_scale. OpenAI's eos_token_id=2 (pooling
+        at the largest id) becomes eos_id = vocab_size - 1. Inputs `images` (B, H, W, C)
+        and `tokens`; outputs image_embeds and text_embeds (unnormalised, HF's
+        get_image/text_features) and logits_per_image.
+  vgg   torchvision vgg11 ... vgg19(_bn) (--from torchvision): stages read off the conv
+        indices of `features` (a max pool between stages), BatchNorm as resnet's,
+        classifier.0 / .3 / .6 -> fc1 / fc2 / head.
+  alexnet torchvision alexnet: convs at features.0/3/6/8/10, classifier.1/.4/.6; a 3x3
+        conv1 is archzoo's small_input stem.
+  densenet torchvision densenet121 ... 201 (old `norm.1` names too): blocks, growth and
+        bn_size read off the tensors; bias-free convs, BatchNorm as resnet's.
 
 Measured parity (tests/test_port.py, tiny random reference models, float32, 2026-12-06):
 max |logits - reference| / max |reference| = bert 6.4e-7, llama 9.4e-7, resnet (basic)
 4.0e-7 / 3.4e-7, resnet (bottleneck) 7.8e-8, on 1 / 8 devices (equal where one number).
+2026-12-07 through this CLI (fixtures of tests/make_port_fixtures.py, 2 + 2 layers of width
+16): t5 4.1e-7, bart 4.0e-7, clip 3.0e-7 / 3.4e-7 (the largest over its three outputs), on
+1 / 8 devices; each exported back bit for bit, and transformers 5.25 loads the export and
+gives the reference logits exactly. torchvision 0.28 fixtures: vgg (with BatchNorm) 2.1e-7
+through this CLI on 1 and 8 devices. In-process on 1 device (tests/test_port.py, with the
+tests' fast-compile XLA flags): t5 4.4e-7, bart 3.5e-7, clip 5.2e-7 (logits_per_image;
+embeddings 2.7e-7), vgg 1.0e-7, alexnet (its 11x11/4 stem, 64x64 inputs) 3.7e-7, densenet
+5.8e-8.
 """
 
 import argparse
@@ -590,6 +622,754 @@ class Resnet:
     return out
 
 
+def _refuse(arch: str, ref: dict, wants):
+  """One UserError naming the first config.json field archzoo's network cannot express;
+  `wants` is ((key, value archzoo has), ...), a missing key counting as that value."""
+  for key, want in wants:
+    if ref.get(key, want) != want:
+      raise UserError(f'{arch}: config.json has {key}={ref[key]!r}; archzoo\'s '
+                      f'{arch.upper()} has {want!r} only')
+
+
+def _heads_in(out: dict, dst: str, take, src: str, d: int, h: int, hd: int, names: dict,
+              bias: bool):
+  """torch Linear q/k/v (h * hd, d) and out (d, h * hd) -> flax (d, h, hd) and (h, hd, d)
+  kernels (biases (h, hd) and (d,)); `names` maps archzoo's query/key/value/out to the
+  reference's."""
+  for name, torch_name in names.items():
+    w = take(src + f'{torch_name}.weight')
+    if name == 'out':
+      out[dst + 'out/kernel'] = w.T.reshape(h, hd, d)
+    else:
+      out[dst + f'{name}/kernel'] = w.T.reshape(d, h, hd)
+    if bias:
+      b = take(src + f'{torch_name}.bias')
+      out[dst + f'{name}/bias'] = b if name == 'out' else b.reshape(h, hd)
+
+
+def _heads_out(out: dict, src: str, take, dst: str, names: dict, bias: bool):
+  """The inverse of `_heads_in`: flax attention kernels back to torch Linear weights."""
+  for name, torch_name in names.items():
+    w = take(src + f'{name}/kernel')
+    d = w.shape[-1] if name == 'out' else w.shape[0]
+    out[dst + f'{torch_name}.weight'] = w.reshape(-1, d).T if name == 'out' else w.reshape(d, -1).T
+    if bias:
+      b = take(src + f'{name}/bias')
+      out[dst + f'{torch_name}.bias'] = b.reshape(-1)
+
+
+class T5:
+  """T5 v1.0 (Raffel et al. 2020) as Hugging Face's T5ForConditionalGeneration stores it
+  (t5-small ... t5-11b) <-> arch/sequence/t5.py. One `shared` embedding for both stacks and
+  the head, which reads the decoder output rescaled by d_model^-1/2 (HF: when the saved
+  config ties the head; transformers >= 5 writes that as scale_decoder_outputs). Each
+  stack's relative position table lives in HF's block 0 (`relative_attention_bias`, (buckets,
+  heads)) and is archzoo's one table per stack. q/k/v/o (no biases, no 1/sqrt(d) scaling)
+  split into heads of d_kv; layer.0 / layer.1 / layer.2 (decoder) are self-attention,
+  cross-attention and the ReLU MLP, each with its pre-norm (RMS, scale only). Refused: T5
+  v1.1, flan-t5, mT5 and byT5 (gated-GELU MLP and an untied, unscaled head, which archzoo's
+  T5 lacks). archzoo masks pad sources (id 0): parity is with attention_mask = sources != 0."""
+  model_name = 'sequence.t5'
+  inputs = 'sources'  # (B, S) in the reference .npz
+  kwargs = {'targets': 'tgt_in_BT'}  # the decoder inputs (B, T)
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    if (ref.get('feed_forward_proj', 'relu') != 'relu' or ref.get('tie_word_embeddings') is False
+        or ref.get('scale_decoder_outputs') is False):
+      raise UserError(f't5: config.json describes T5 v1.1 / flan-t5 (feed_forward_proj='
+                      f'{ref.get("feed_forward_proj", "relu")!r}, tie_word_embeddings='
+                      f'{ref.get("tie_word_embeddings")}); archzoo\'s T5 is v1.0 only: a ReLU '
+                      f'MLP and the tied head rescaled by d_model^-1/2')
+    _refuse('t5', ref, (('is_decoder', False),))
+    return {'vocab_size': ref['vocab_size'], 'num_encoder_layers': ref['num_layers'],
+            'num_decoder_layers': ref.get('num_decoder_layers') or ref['num_layers'],
+            'num_heads': ref['num_heads'], 'embed_dim': ref['d_model'], 'head_dim': ref['d_kv'],
+            'mlp_dim': ref['d_ff'], 'num_buckets': ref.get('relative_attention_num_buckets', 32),
+            'max_distance': ref.get('relative_attention_max_distance', 128),
+            'norm_eps': ref.get('layer_norm_epsilon', 1e-6), 'moe': None}
+
+  @staticmethod
+  def reference_config(model, channels: int = 0) -> dict:
+    del channels
+    return {'model_type': 't5', 'architectures': ['T5ForConditionalGeneration'],
+            'vocab_size': int(model['vocab_size']), 'd_model': int(model['embed_dim']),
+            'd_kv': int(model['head_dim']), 'd_ff': int(model['mlp_dim']),
+            'num_layers': int(model['num_encoder_layers']),
+            'num_decoder_layers': int(model['num_decoder_layers']),
+            'num_heads': int(model['num_heads']),
+            'relative_attention_num_buckets': int(model['num_buckets']),
+            'relative_attention_max_distance': int(model['max_distance']),
+            'layer_norm_epsilon': float(model['norm_eps']), 'feed_forward_proj': 'relu',
+            'dropout_rate': float(model['dropout_rate']), 'tie_word_embeddings': True,
+            'is_encoder_decoder': True, 'pad_token_id': 0, 'eos_token_id': 2,
+            'decoder_start_token_id': 0}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    # Each stack's embed_tokens is `shared` (older checkpoints store the copies).
+    return name in ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')
+
+  QKVO = {'query': 'q', 'key': 'k', 'value': 'v', 'out': 'o'}
+
+  @staticmethod
+  def _layers(encoder_layers, decoder_layers):
+    """(HF prefix, archzoo prefix, sublayer names) of every block."""
+    for stack, n in (('encoder', encoder_layers), ('decoder', decoder_layers)):
+      subs = (('SelfAttention', 'self_attn'), ('DenseReluDense', 'mlp'))
+      if stack == 'decoder':
+        subs = (('SelfAttention', 'self_attn'), ('EncDecAttention', 'cross_attn'),
+                ('DenseReluDense', 'mlp'))
+      for i in range(n):
+        yield f'{stack}.block.{i}.', f'{stack}/layers_{i}/', subs
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 't5')
+    h, hd, d = ref['num_heads'], ref['d_kv'], ref['d_model']
+    out = {'shared/embedding': take('shared.weight')}
+    if 'lm_head.weight' in t:  # a stored copy of the tied head must be that copy
+      if not np.array_equal(take('lm_head.weight'), out['shared/embedding']):
+        raise UserError('t5: lm_head.weight differs from shared.weight (an untied head, T5 '
+                        'v1.1); archzoo\'s T5 ties them')
+    for stack in ('encoder', 'decoder'):
+      out[f'{stack}/relative_attention_bias/rel_embedding'] = take(
+          f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight')
+      out[f'{stack}/final_norm/scale'] = take(f'{stack}.final_layer_norm.weight')
+    for p, q, subs in T5._layers(ref['num_layers'],
+                                 ref.get('num_decoder_layers') or ref['num_layers']):
+      for j, (src, dst) in enumerate(subs):
+        s = p + f'layer.{j}.'
+        out[q + f'{dst}_norm/scale'] = take(s + 'layer_norm.weight')
+        if dst == 'mlp':
+          out[q + 'mlp/wi/kernel'] = take(s + 'DenseReluDense.wi.weight').T
+          out[q + 'mlp/wo/kernel'] = take(s + 'DenseReluDense.wo.weight').T
+        else:
+          _heads_in(out, q + f'{dst}/', take, s + f'{src}.', d, h, hd, T5.QKVO, bias=False)
+    _all_taken(t, 't5')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 't5')
+    out = {'shared.weight': take('shared/embedding')}
+    for stack in ('encoder', 'decoder'):
+      out[f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight'] = take(
+          f'{stack}/relative_attention_bias/rel_embedding')
+      out[f'{stack}.final_layer_norm.weight'] = take(f'{stack}/final_norm/scale')
+    for p, q, subs in T5._layers(int(model['num_encoder_layers']),
+                                 int(model['num_decoder_layers'])):
+      for j, (src, dst) in enumerate(subs):
+        s = p + f'layer.{j}.'
+        out[s + 'layer_norm.weight'] = take(q + f'{dst}_norm/scale')
+        if dst == 'mlp':
+          out[s + 'DenseReluDense.wi.weight'] = take(q + 'mlp/wi/kernel').T
+          out[s + 'DenseReluDense.wo.weight'] = take(q + 'mlp/wo/kernel').T
+        else:
+          _heads_out(out, q + f'{dst}/', take, s + f'{src}.', T5.QKVO, bias=False)
+    _all_taken(f, 't5')
+    return out
+
+
+class Bart:
+  """BART (Lewis et al. 2020) as Hugging Face's BartForConditionalGeneration stores it
+  (facebook/bart-base, bart-large) <-> arch/sequence/bart.py. One `model.shared` embedding
+  for both stacks and the tied head; per-stack learned positions of max_position_embeddings
+  + 2 rows (BART's offset of 2: the tables map as stored, archzoo looks position p up at row
+  p + 2 as HF does); `layernorm_embedding` after the embeddings; post-LN blocks (self_attn
+  -> self_attn_layer_norm, encoder_attn -> cross_attn(_norm), fc1/fc2 -> mlp wi/wo,
+  final_layer_norm -> mlp_norm), q/k/v/out_proj with biases split into heads. HF's
+  `final_logits_bias` is a buffer of zeros in the released checkpoints and archzoo's BART
+  has none: zeros are dropped, anything else refused. Refused too: mBART-style pre-norm
+  (normalize_before, add_final_layer_norm), scale_embedding, activations other than exact
+  GELU. archzoo masks pad sources (id 0): parity is with attention_mask = sources != 0
+  (HF's own pad id, 1, is only an embedding row)."""
+  model_name = 'sequence.bart'
+  inputs = 'sources'
+  kwargs = {'targets': 'tgt_in_BT'}
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    _refuse('bart', ref, (('activation_function', 'gelu'), ('normalize_before', False),
+                          ('add_final_layer_norm', False), ('scale_embedding', False),
+                          ('normalize_embedding', True), ('tie_word_embeddings', True)))
+    heads, ffn = ref['encoder_attention_heads'], ref['encoder_ffn_dim']
+    if (ref['decoder_attention_heads'], ref['decoder_ffn_dim']) != (heads, ffn):
+      raise UserError(f'bart: the decoder has {ref["decoder_attention_heads"]} heads and '
+                      f'ffn {ref["decoder_ffn_dim"]}, the encoder {heads} and {ffn}; '
+                      f'archzoo\'s BART has one of each')
+    return {'vocab_size': ref['vocab_size'], 'num_encoder_layers': ref['encoder_layers'],
+            'num_decoder_layers': ref['decoder_layers'], 'num_heads': heads,
+            'embed_dim': ref['d_model'], 'mlp_dim': ffn,
+            'max_length': ref['max_position_embeddings'], 'norm_eps': 1e-5}
+
+  @staticmethod
+  def reference_config(model, channels: int = 0) -> dict:
+    del channels
+    h, f = int(model['num_heads']), int(model['mlp_dim'])
+    return {'model_type': 'bart', 'architectures': ['BartForConditionalGeneration'],
+            'vocab_size': int(model['vocab_size']), 'd_model': int(model['embed_dim']),
+            'encoder_layers': int(model['num_encoder_layers']),
+            'decoder_layers': int(model['num_decoder_layers']),
+            'encoder_attention_heads': h, 'decoder_attention_heads': h,
+            'encoder_ffn_dim': f, 'decoder_ffn_dim': f,
+            'max_position_embeddings': int(model['max_length']),
+            'activation_function': 'gelu', 'scale_embedding': False,
+            'dropout': float(model['dropout_rate']),
+            'attention_dropout': float(model['attention_dropout_rate']),
+            'activation_dropout': float(model['activation_dropout_rate']),
+            'tie_word_embeddings': True, 'is_encoder_decoder': True, 'pad_token_id': 0,
+            'bos_token_id': 1, 'eos_token_id': 2, 'decoder_start_token_id': 2}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    # The stacks' embed_tokens and lm_head are `model.shared` (older checkpoints store them).
+    return name in ('model.encoder.embed_tokens.weight', 'model.decoder.embed_tokens.weight',
+                    'lm_head.weight')
+
+  QKVO = {'query': 'q_proj', 'key': 'k_proj', 'value': 'v_proj', 'out': 'out_proj'}
+  SUBLAYERS = {'encoder': (('self_attn', 'self_attn'), ('final_layer_norm', 'mlp_norm')),
+               'decoder': (('self_attn', 'self_attn'), ('encoder_attn', 'cross_attn'),
+                           ('final_layer_norm', 'mlp_norm'))}
+
+  @staticmethod
+  def _layers(encoder_layers, decoder_layers):
+    for stack, n in (('encoder', encoder_layers), ('decoder', decoder_layers)):
+      for i in range(n):
+        yield stack, f'model.{stack}.layers.{i}.', f'{stack}/layers_{i}/'
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'bart')
+    h, d = ref['encoder_attention_heads'], ref['d_model']
+    if 'final_logits_bias' in t and np.any(take('final_logits_bias')):
+      raise UserError('bart: final_logits_bias is not zero; archzoo\'s BART has no logits '
+                      'bias (the released checkpoints keep it at zero)')
+    out = {'shared/embedding': take('model.shared.weight')}
+    for stack in ('encoder', 'decoder'):
+      e = f'model.{stack}.'
+      out[f'{stack}/embed_positions/embedding'] = take(e + 'embed_positions.weight')
+      out[f'{stack}/layernorm_embedding/scale'] = take(e + 'layernorm_embedding.weight')
+      out[f'{stack}/layernorm_embedding/bias'] = take(e + 'layernorm_embedding.bias')
+    for stack, p, q in Bart._layers(ref['encoder_layers'], ref['decoder_layers']):
+      for src, dst in Bart.SUBLAYERS[stack]:
+        if dst != 'mlp_norm':
+          _heads_in(out, q + f'{dst}/', take, p + f'{src}.', d, h, d // h, Bart.QKVO, bias=True)
+          src, dst = src + '_layer_norm', dst + '_norm'
+        out[q + f'{dst}/scale'] = take(p + f'{src}.weight')
+        out[q + f'{dst}/bias'] = take(p + f'{src}.bias')
+      for src, dst in (('fc1', 'wi'), ('fc2', 'wo')):
+        out[q + f'mlp/{dst}/kernel'] = take(p + f'{src}.weight').T
+        out[q + f'mlp/{dst}/bias'] = take(p + f'{src}.bias')
+    _all_taken(t, 'bart')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'bart')
+    emb = take('shared/embedding')
+    out = {'model.shared.weight': emb,
+           'final_logits_bias': np.zeros((1, emb.shape[0]), emb.dtype)}
+    for stack in ('encoder', 'decoder'):
+      e = f'model.{stack}.'
+      out[e + 'embed_positions.weight'] = take(f'{stack}/embed_positions/embedding')
+      out[e + 'layernorm_embedding.weight'] = take(f'{stack}/layernorm_embedding/scale')
+      out[e + 'layernorm_embedding.bias'] = take(f'{stack}/layernorm_embedding/bias')
+    for stack, p, q in Bart._layers(int(model['num_encoder_layers']),
+                                    int(model['num_decoder_layers'])):
+      for src, dst in Bart.SUBLAYERS[stack]:
+        if dst != 'mlp_norm':
+          _heads_out(out, q + f'{dst}/', take, p + f'{src}.', Bart.QKVO, bias=True)
+          src, dst = src + '_layer_norm', dst + '_norm'
+        out[p + f'{src}.weight'] = take(q + f'{dst}/scale')
+        out[p + f'{src}.bias'] = take(q + f'{dst}/bias')
+      for src, dst in (('fc1', 'wi'), ('fc2', 'wo')):
+        out[p + f'{src}.weight'] = take(q + f'mlp/{dst}/kernel').T
+        out[p + f'{src}.bias'] = take(q + f'mlp/{dst}/bias')
+    _all_taken(f, 'bart')
+    return out
+
+
+class Clip:
+  """CLIP (Radford et al. 2021) as Hugging Face's CLIPModel stores it (openai/clip-vit-*)
+  <-> arch/multimodal/clip.py: the run's `model` is the image tower
+  (multimodal.clip:VisionTransformer), `task_kwargs` the text tower, the projections'
+  width and the image channels, all checked against config.json (its vision_config,
+  text_config and projection_dim). Both towers: q/k/v/out_proj with biases split into heads,
+  layer_norm1/2 -> self_attn_norm/mlp_norm, mlp.fc1/fc2 -> wi/wo; the vision embeddings'
+  class_embedding, bias-free patch conv (D, C, P, P) -> (P, P, C, D), position table,
+  pre_layrnorm and post_layernorm; the text tower's token and position tables and
+  final_layer_norm; visual_projection / text_projection (bias-free) transposed; logit_scale
+  as stored (archzoo clamps exp(logit_scale) at 100 in the forward pass, HF not at all:
+  OpenAI's released value is log 100 exactly, so they agree). Text pooling: a config.json
+  with eos_token_id=2 (OpenAI's originals, before transformers PR #24773) pools at each
+  row's largest id, which is the end-of-text token 49407 of OpenAI's vocabulary: archzoo's
+  eos_id becomes vocab_size - 1 (rows without it pool differently: archzoo at the last
+  position); otherwise eos_id is eos_token_id. Refused: activations other than quick-GELU
+  (the OpenAI models) and LayerNorm eps other than 1e-5, which archzoo's towers fix.
+  Images go in as the tower takes them (B, H, W, C), after CLIP's own normalisation."""
+  model_name = 'multimodal.clip:VisionTransformer'
+  inputs = 'images'
+  kwargs = {'tokens': 'tokens_BT'}
+  outputs = ('image_embeds', 'text_embeds', 'logits_per_image')
+
+  @staticmethod
+  def _towers(ref: dict):
+    return ref.get('text_config') or {}, ref.get('vision_config') or {}
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    text, vision = Clip._towers(ref)
+    for tower, cfg in (('text_config', text), ('vision_config', vision)):
+      for key, want in (('hidden_act', 'quick_gelu'), ('layer_norm_eps', 1e-5)):
+        if cfg.get(key, want) != want:
+          raise UserError(f'clip: config.json has {tower}.{key}={cfg[key]!r}; archzoo\'s '
+                          f'CLIP towers have {want!r} only')
+    return {'width': vision.get('hidden_size', 768), 'depth': vision.get('num_hidden_layers', 12),
+            'num_heads': vision.get('num_attention_heads', 12),
+            'mlp_dim': vision.get('intermediate_size', 3072),
+            'patch_size': vision.get('patch_size', 32), 'image_size': vision.get('image_size', 224),
+            'num_classes': 0}
+
+  @staticmethod
+  def task_fields(ref: dict) -> dict:
+    """The config's task_kwargs the reference fixes ('text_model.X': the text tower's)."""
+    text, vision = Clip._towers(ref)
+    vocab_size, eos = text.get('vocab_size', 49408), text.get('eos_token_id', 2)
+    size = vision.get('image_size', 224)
+    return {'embed_dim': ref.get('projection_dim', 512), 'channels': vision.get('num_channels', 3),
+            'input_size': (size, size), 'text_model_name': 'multimodal.clip:TextTransformer',
+            'text_pool': 'tower', 'image_projection': True, 'text_projection_bias': False,
+            'text_model.vocab_size': vocab_size,
+            'text_model.max_length': text.get('max_position_embeddings', 77),
+            'text_model.width': text.get('hidden_size', 512),
+            'text_model.depth': text.get('num_hidden_layers', 12),
+            'text_model.num_heads': text.get('num_attention_heads', 8),
+            'text_model.mlp_dim': text.get('intermediate_size', 2048),
+            'text_model.eos_id': vocab_size - 1 if eos == 2 else eos}
+
+  @staticmethod
+  def task_values(config) -> dict:
+    """The config's task_kwargs with clip.Options' and the text tower's defaults, flat as
+    task_fields names them."""
+    import dataclasses
+    import arch
+    from arch.multimodal import clip
+    values = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+              for f in dataclasses.fields(clip.Options)}
+    values.update(config.task_kwargs.to_dict())
+    text = {**_defaults(arch.model_class(values['text_model_name'])),
+            **dict(values.pop('text_model'))}
+    return {**values, **{f'text_model.{k}': v for k, v in text.items()}}
+
+  @staticmethod
+  def fill_defaults(config):
+    """The text tower's fields the config leaves at their defaults written into
+    task_kwargs.text_model, so that `--config.task_kwargs.text_model.X=...` reaches each."""
+    import arch
+    opts = config.task_kwargs
+    name = opts.get('text_model_name', 'multimodal.clip:TextTransformer')
+    with config.unlocked():
+      for k, v in _defaults(arch.model_class(name)).items():
+        if k not in ('dtype', 'param_dtype', 'name', 'parent') and k not in opts.text_model:
+          opts.text_model[k] = v
+
+  @staticmethod
+  def reference_config_of(config) -> dict:
+    model = {**_model_defaults(config), **config.model.to_dict()}
+    task = Clip.task_values(config)
+    v = int(task['text_model.vocab_size'])
+    eos = int(task['text_model.eos_id'])
+    return {'model_type': 'clip', 'architectures': ['CLIPModel'],
+            'projection_dim': int(task['embed_dim']),
+            'text_config': {'vocab_size': v, 'hidden_size': int(task['text_model.width']),
+                            'intermediate_size': int(task['text_model.mlp_dim']),
+                            'num_hidden_layers': int(task['text_model.depth']),
+                            'num_attention_heads': int(task['text_model.num_heads']),
+                            'max_position_embeddings': int(task['text_model.max_length']),
+                            'hidden_act': 'quick_gelu', 'layer_norm_eps': 1e-5,
+                            # 2 keeps HF's largest-id pooling, which is eos_id = V - 1.
+                            'eos_token_id': 2 if eos == v - 1 else eos},
+            'vision_config': {'hidden_size': int(model['width']),
+                              'intermediate_size': int(model['mlp_dim']),
+                              'num_hidden_layers': int(model['depth']),
+                              'num_attention_heads': int(model['num_heads']),
+                              'num_channels': int(task['channels']),
+                              'image_size': int(model['image_size']),
+                              'patch_size': int(model['patch_size']),
+                              'hidden_act': 'quick_gelu', 'layer_norm_eps': 1e-5}}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    return name.endswith('embeddings.position_ids')  # a buffer of old checkpoints
+
+  @staticmethod
+  def build(config):
+    from arch.multimodal import clip
+    from arch.task import parse_options
+    return clip.build(config, parse_options(clip.Options, config))[1]
+
+  @staticmethod
+  def outputs_of(module, b):
+    from arch.multimodal import clip
+    img_BE, txt_BE = module(b['images'], b['tokens'])
+    logits = clip.zeroshot_logits(img_BE, clip.l2_normalize(txt_BE), module.log_scale())
+    return {'image_embeds': img_BE, 'text_embeds': txt_BE, 'logits_per_image': logits}
+
+  NORMS = (('layer_norm1', 'self_attn_norm'), ('layer_norm2', 'mlp_norm'))
+  # (HF name, archzoo name) of the towers' tensors outside their blocks
+  EMBED = (('vision_model.embeddings.class_embedding', 'image_tower/cls_token'),
+           ('vision_model.embeddings.position_embedding.weight', 'image_tower/pos_embed/embedding'),
+           ('vision_model.pre_layrnorm.weight', 'image_tower/pre_norm/scale'),
+           ('vision_model.pre_layrnorm.bias', 'image_tower/pre_norm/bias'),
+           ('vision_model.post_layernorm.weight', 'image_tower/post_norm/scale'),
+           ('vision_model.post_layernorm.bias', 'image_tower/post_norm/bias'),
+           ('text_model.embeddings.token_embedding.weight', 'text_tower/token_embed/embedding'),
+           ('text_model.embeddings.position_embedding.weight', 'text_tower/pos_embed/embedding'),
+           ('text_model.final_layer_norm.weight', 'text_tower/final_norm/scale'),
+           ('text_model.final_layer_norm.bias', 'text_tower/final_norm/bias'),
+           ('logit_scale', 'logit_scale'))
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'clip')
+    text, vision = Clip._towers(ref)
+    out = {dst: take(src) for src, dst in Clip.EMBED}
+    out['image_tower/patch_embed/proj/kernel'] = take(
+        'vision_model.embeddings.patch_embedding.weight').transpose(2, 3, 1, 0)
+    for name in ('visual', 'text'):
+      out[f'{name}_projection/kernel'] = take(f'{name}_projection.weight').T
+    for tower, src, cfg in (('image_tower', 'vision_model', vision),
+                            ('text_tower', 'text_model', text)):
+      d, h = cfg.get('hidden_size'), cfg.get('num_attention_heads')
+      for i in range(cfg.get('num_hidden_layers')):
+        p, q = f'{src}.encoder.layers.{i}.', f'{tower}/encoder/layers_{i}/'
+        _heads_in(out, q + 'self_attn/', take, p + 'self_attn.', d, h, d // h, Bart.QKVO,
+                  bias=True)
+        for norm_src, norm_dst in Clip.NORMS:
+          out[q + f'{norm_dst}/scale'] = take(p + f'{norm_src}.weight')
+          out[q + f'{norm_dst}/bias'] = take(p + f'{norm_src}.bias')
+        for fc, dst in (('fc1', 'wi'), ('fc2', 'wo')):
+          out[q + f'mlp/{dst}/kernel'] = take(p + f'mlp.{fc}.weight').T
+          out[q + f'mlp/{dst}/bias'] = take(p + f'mlp.{fc}.bias')
+    _all_taken(t, 'clip')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    del model  # the towers' depths are read off the paths
+    f = dict(flat)
+    take = _taker(f, 'clip')
+    out = {src: take(dst) for src, dst in Clip.EMBED}
+    out['vision_model.embeddings.patch_embedding.weight'] = take(
+        'image_tower/patch_embed/proj/kernel').transpose(3, 2, 0, 1)
+    for name in ('visual', 'text'):
+      out[f'{name}_projection.weight'] = take(f'{name}_projection/kernel').T
+    for tower, src in (('image_tower', 'vision_model'), ('text_tower', 'text_model')):
+      depth = len({k.split('/')[2] for k in f if k.startswith(f'{tower}/encoder/layers_')})
+      for i in range(depth):
+        p, q = f'{src}.encoder.layers.{i}.', f'{tower}/encoder/layers_{i}/'
+        _heads_out(out, q + 'self_attn/', take, p + 'self_attn.', Bart.QKVO, bias=True)
+        for norm_src, norm_dst in Clip.NORMS:
+          out[p + f'{norm_src}.weight'] = take(q + f'{norm_dst}/scale')
+          out[p + f'{norm_src}.bias'] = take(q + f'{norm_dst}/bias')
+        for fc, dst in (('fc1', 'wi'), ('fc2', 'wo')):
+          out[p + f'mlp.{fc}.weight'] = take(q + f'mlp/{dst}/kernel').T
+          out[p + f'mlp.{fc}.bias'] = take(q + f'mlp/{dst}/bias')
+    _all_taken(f, 'clip')
+    return out
+
+
+class Vgg:
+  """VGG (Simonyan & Zisserman 2014) as torchvision's vgg11 ... vgg19_bn state_dict stores
+  it (saved as safetensors) <-> arch/vision/vgg.py. No config file: the network is read off
+  the tensors. `features` is one Sequential of conv, [BatchNorm,] ReLU per conv and a max
+  pool closing each stage, so a conv's index is 2 (3 with BatchNorm) after the previous
+  one's within a stage and one more across a pool: that splits the convs into stages.
+  Conv kernels OIHW -> HWIO with their biases; BatchNorm as resnet's (running stats ->
+  batch_stats, num_batches_tracked skipped); classifier.0 / .3 / .6 are fc1 / fc2 / head
+  (archzoo flattens in torch's C, H, W order, so fc1 maps as stored); the adaptive pool's
+  size from fc1's inputs. Refused: a stage whose convs differ in width."""
+  model_name = 'vision.vgg'
+  source = 'torchvision'
+  inputs = 'images'
+
+  @staticmethod
+  def _convs(t: dict):
+    return sorted(int(k.split('.')[1]) for k in t
+                  if k.startswith('features.') and k.endswith('.weight') and t[k].ndim == 4)
+
+  @staticmethod
+  def describe(t: dict) -> dict:
+    convs = Vgg._convs(t)
+    if not convs or 'classifier.6.weight' not in t:
+      raise UserError('vgg: not a torchvision VGG state_dict (no features.N conv weights or '
+                      'classifier.6.weight)')
+    norm = f'features.{convs[0] + 1}.running_mean' in t
+    step = 3 if norm else 2
+    stages, widths, prev = [], [], None
+    for i in convs:
+      width = int(t[f'features.{i}.weight'].shape[0])
+      if prev is None or i - prev != step:  # a max pool between: a new stage
+        stages.append(0)
+        widths.append(width)
+      elif width != widths[-1]:
+        raise UserError(f'vgg: features.{i} is {width} wide in a stage of {widths[-1]}; '
+                        f'archzoo\'s VGG has one width per stage')
+      stages[-1] += 1
+      prev = i
+    hidden, flat = t['classifier.0.weight'].shape
+    pool = int(round((flat / widths[-1]) ** 0.5))
+    return {'stages': tuple(stages), 'widths': tuple(widths), 'norm': norm,
+            'hidden': int(hidden), 'pool_size': pool,
+            'num_classes': int(t['classifier.6.weight'].shape[0])}
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    return dict(ref)
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    return name.endswith('num_batches_tracked')
+
+  @staticmethod
+  def _layers(stages, norm):
+    """(torchvision conv index, archzoo ConvBN path) of every conv."""
+    i = 0
+    for s, n in enumerate(stages):
+      for j in range(n):
+        yield i, f'conv{s + 1}_{j + 1}'
+        i += 3 if norm else 2
+      i += 1  # the stage's max pool
+
+  HEAD = (('classifier.0', 'fc1'), ('classifier.3', 'fc2'), ('classifier.6', 'head'))
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'vgg')
+    out = {}
+    for src, dst in Vgg.HEAD:
+      out[dst + '/kernel'] = take(src + '.weight').T
+      out[dst + '/bias'] = take(src + '.bias')
+    for i, dst in Vgg._layers(ref['stages'], ref['norm']):
+      out[dst + '/conv/kernel'] = take(f'features.{i}.weight').transpose(2, 3, 1, 0)
+      out[dst + '/conv/bias'] = take(f'features.{i}.bias')
+      if ref['norm']:
+        bn = f'features.{i + 1}.'
+        out[dst + '/norm/scale'] = take(bn + 'weight')
+        out[dst + '/norm/bias'] = take(bn + 'bias')
+        out['batch_stats/' + dst + '/norm/mean'] = take(bn + 'running_mean')
+        out['batch_stats/' + dst + '/norm/var'] = take(bn + 'running_var')
+    _all_taken(t, 'vgg')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'vgg')
+    out = {}
+    for src, dst in Vgg.HEAD:
+      out[src + '.weight'] = take(dst + '/kernel').T
+      out[src + '.bias'] = take(dst + '/bias')
+    for i, dst in Vgg._layers(tuple(model['stages']), bool(model['norm'])):
+      out[f'features.{i}.weight'] = take(dst + '/conv/kernel').transpose(3, 2, 0, 1)
+      out[f'features.{i}.bias'] = take(dst + '/conv/bias')
+      if model['norm']:
+        bn = f'features.{i + 1}.'
+        out[bn + 'weight'] = take(dst + '/norm/scale')
+        out[bn + 'bias'] = take(dst + '/norm/bias')
+        out[bn + 'running_mean'] = take('batch_stats/' + dst + '/norm/mean')
+        out[bn + 'running_var'] = take('batch_stats/' + dst + '/norm/var')
+        out[bn + 'num_batches_tracked'] = np.zeros((), np.int64)
+    _all_taken(f, 'vgg')
+    return out
+
+
+class Alexnet:
+  """AlexNet (Krizhevsky et al. 2012; torchvision's one-tower `alexnet`) as its state_dict
+  stores it (saved as safetensors) <-> arch/vision/alexnet.py. No config file: convs at
+  features.0 / 3 / 6 / 8 / 10 (their widths the model's `features`), classifier.1 / .4 / .6
+  the fc1 / fc2 / head, OIHW -> HWIO, the adaptive pool's size from fc1's inputs (archzoo
+  flattens in torch's C, H, W order). conv1 11x11 is torchvision's stem (stride 4, pad 2);
+  a 3x3 conv1 is read as archzoo's `small_input` stem (stride 1, pad 1: the usual 32x32
+  adaptation, whose stride the tensors cannot show); other stems are refused."""
+  model_name = 'vision.alexnet'
+  source = 'torchvision'
+  inputs = 'images'
+  CONVS = (0, 3, 6, 8, 10)
+  HEAD = (('classifier.1', 'fc1'), ('classifier.4', 'fc2'), ('classifier.6', 'head'))
+
+  @staticmethod
+  def describe(t: dict) -> dict:
+    names = [f'features.{i}.weight' for i in Alexnet.CONVS] + ['classifier.6.weight']
+    if not all(n in t for n in names):
+      raise UserError('alexnet: not a torchvision AlexNet state_dict (convs at features.0, '
+                      '3, 6, 8, 10 and classifier.1, .4, .6)')
+    k = tuple(t['features.0.weight'].shape[2:])
+    if k not in ((11, 11), (3, 3)):
+      raise UserError(f'alexnet: a {k} conv1; archzoo\'s AlexNet has torchvision\'s 11x11/4 '
+                      f'stem or the 3x3/1 small_input one')
+    features = tuple(int(t[f'features.{i}.weight'].shape[0]) for i in Alexnet.CONVS)
+    hidden, flat = t['classifier.1.weight'].shape
+    return {'features': features, 'hidden': int(hidden),
+            'pool_size': int(round((flat / features[-1]) ** 0.5)), 'small_input': k == (3, 3),
+            'num_classes': int(t['classifier.6.weight'].shape[0])}
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    return dict(ref)
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    del name
+    return False
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    del ref
+    t = dict(t)
+    take = _taker(t, 'alexnet')
+    out = {}
+    for src, dst in Alexnet.HEAD:
+      out[dst + '/kernel'] = take(src + '.weight').T
+      out[dst + '/bias'] = take(src + '.bias')
+    for n, i in enumerate(Alexnet.CONVS):
+      out[f'conv{n + 1}/conv/kernel'] = take(f'features.{i}.weight').transpose(2, 3, 1, 0)
+      out[f'conv{n + 1}/conv/bias'] = take(f'features.{i}.bias')
+    _all_taken(t, 'alexnet')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    del model
+    f = dict(flat)
+    take = _taker(f, 'alexnet')
+    out = {}
+    for src, dst in Alexnet.HEAD:
+      out[src + '.weight'] = take(dst + '/kernel').T
+      out[src + '.bias'] = take(dst + '/bias')
+    for n, i in enumerate(Alexnet.CONVS):
+      out[f'features.{i}.weight'] = take(f'conv{n + 1}/conv/kernel').transpose(3, 2, 0, 1)
+      out[f'features.{i}.bias'] = take(f'conv{n + 1}/conv/bias')
+    _all_taken(f, 'alexnet')
+    return out
+
+
+class Densenet:
+  """DenseNet-BC (Huang et al. 2017) as torchvision's densenet121 ... densenet201
+  state_dict stores it (saved as safetensors) <-> arch/vision/densenet.py (whose names
+  are torchvision's: denseblockB/denselayerL/norm1, conv1, norm2, conv2; transitionB/norm,
+  conv; norm5). No config file: blocks and layers from the names, num_init_features from
+  conv0, growth_rate from a layer's conv2, bn_size from its conv1. Convs (all bias-free)
+  OIHW -> HWIO; BatchNorm as resnet's. The download-era names (`norm.1`, `conv.2`, which
+  torchvision's own loader rewrites) are read too. A 7x7 conv0 with norm0 is torchvision's
+  stem; a 3x3 conv0 without norm0 is archzoo's small_input stem (stride 1); others are
+  refused."""
+  model_name = 'vision.densenet'
+  source = 'torchvision'
+  inputs = 'images'
+
+  @staticmethod
+  def _renamed(t: dict) -> dict:
+    import re
+    return {re.sub(r'(denselayer\d+\.(?:norm|conv))\.([12])\.', r'\1\2.', k): v
+            for k, v in t.items()}
+
+  @staticmethod
+  def describe(t: dict) -> dict:
+    t = Densenet._renamed(t)
+    layers = {}
+    for name in t:
+      parts = name.split('.')
+      if len(parts) > 3 and parts[1].startswith('denseblock'):
+        layers.setdefault(int(parts[1][10:]), set()).add(int(parts[2][10:]))
+    if 'features.conv0.weight' not in t or 'classifier.weight' not in t or not layers:
+      raise UserError('densenet: not a torchvision DenseNet state_dict (no features.conv0, '
+                      'classifier or denseblock tensors)')
+    k = tuple(t['features.conv0.weight'].shape[2:])
+    small = k == (3, 3) and 'features.norm0.weight' not in t
+    if not small and not (k == (7, 7) and 'features.norm0.weight' in t):
+      raise UserError(f'densenet: a {k} conv0 stem; archzoo\'s DenseNet has torchvision\'s '
+                      f'7x7/2 stem or the 3x3/1 small_input one (no norm0)')
+    c = 'features.denseblock1.denselayer1.'
+    growth = int(t[c + 'conv2.weight'].shape[0])
+    return {'block_config': tuple(len(layers[b]) for b in sorted(layers)),
+            'growth_rate': growth, 'num_init_features': int(t['features.conv0.weight'].shape[0]),
+            'bn_size': int(t[c + 'conv1.weight'].shape[0]) // growth, 'small_input': small,
+            'num_classes': int(t['classifier.weight'].shape[0])}
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    return dict(ref)
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    return name.endswith('num_batches_tracked')
+
+  @staticmethod
+  def _parts(ref):
+    """(torchvision prefix, archzoo path, 'conv' | 'norm') of every conv and BatchNorm."""
+    if ref['small_input']:
+      yield 'features.conv0', 'stem/conv', 'conv'
+    else:
+      yield 'features.conv0', 'stem/conv', 'conv'
+      yield 'features.norm0', 'stem/norm', 'norm'
+    blocks = ref['block_config']
+    for b, n in enumerate(blocks):
+      for j in range(n):
+        p = f'features.denseblock{b + 1}.denselayer{j + 1}.'
+        q = f'denseblock{b + 1}/denselayer{j + 1}/'
+        yield p + 'norm1', q + 'norm1', 'norm'
+        yield p + 'conv1', q + 'conv1/conv', 'conv'
+        yield p + 'norm2', q + 'norm2', 'norm'
+        yield p + 'conv2', q + 'conv2/conv', 'conv'
+      if b != len(blocks) - 1:
+        yield f'features.transition{b + 1}.norm', f'transition{b + 1}/norm', 'norm'
+        yield f'features.transition{b + 1}.conv', f'transition{b + 1}/conv/conv', 'conv'
+    yield 'features.norm5', 'norm5', 'norm'
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = Densenet._renamed(t)
+    take = _taker(t, 'densenet')
+    out = {'head/kernel': take('classifier.weight').T, 'head/bias': take('classifier.bias')}
+    for src, dst, kind in Densenet._parts(ref):
+      if kind == 'conv':
+        out[dst + '/kernel'] = take(src + '.weight').transpose(2, 3, 1, 0)
+      else:
+        out[dst + '/scale'] = take(src + '.weight')
+        out[dst + '/bias'] = take(src + '.bias')
+        out['batch_stats/' + dst + '/mean'] = take(src + '.running_mean')
+        out['batch_stats/' + dst + '/var'] = take(src + '.running_var')
+    _all_taken(t, 'densenet')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'densenet')
+    out = {'classifier.weight': take('head/kernel').T, 'classifier.bias': take('head/bias')}
+    ref = {'small_input': bool(model['small_input']),
+           'block_config': tuple(model['block_config'])}
+    for src, dst, kind in Densenet._parts(ref):
+      if kind == 'conv':
+        out[src + '.weight'] = take(dst + '/kernel').transpose(3, 2, 0, 1)
+      else:
+        out[src + '.weight'] = take(dst + '/scale')
+        out[src + '.bias'] = take(dst + '/bias')
+        out[src + '.running_mean'] = take('batch_stats/' + dst + '/mean')
+        out[src + '.running_var'] = take('batch_stats/' + dst + '/var')
+        out[src + '.num_batches_tracked'] = np.zeros((), np.int64)
+    _all_taken(f, 'densenet')
+    return out
+
+
 def _split_heads(out: dict, dst: str, take, src: str, d: int, h: int, kv: int, names=None,
                  bias=True):
   """torch Linear query/key/value (heads * head_dim, d) -> flax (d, heads, head_dim)
@@ -618,7 +1398,9 @@ def _all_taken(rest: dict, arch: str):
                     f'{", ".join(sorted(rest)[:8])}')
 
 
-ARCHS = {'gpt2': Gpt2, 'vit': Vit, 'bert': Bert, 'llama': Llama, 'resnet': Resnet}
+ARCHS = {'gpt2': Gpt2, 'vit': Vit, 'bert': Bert, 'llama': Llama, 'resnet': Resnet,
+         't5': T5, 'bart': Bart, 'clip': Clip, 'vgg': Vgg,
+         'alexnet': Alexnet, 'densenet': Densenet}
 ARCHS_BY_MODEL = {f.model_name: f for f in ARCHS.values()}
 SOURCES = ('hf', 'torchvision')
 
@@ -688,7 +1470,10 @@ def check_leaves(flat: dict, want: dict, what: str):
 # ---------------------------------------------------------------------------- import
 
 
-def check_model_fields(config, fields: dict, arch: str):
+def check_model_fields(config, fields: dict, arch: str, task_fields: dict = None):
+  """The config builds the network `fields` (its model's fields) and `task_fields` (its
+  task_kwargs', 'a.b' for task_kwargs.a.b) describe; otherwise one UserError with the
+  overrides that make it so."""
   if config.model_name != ARCHS[arch].model_name:
     raise UserError(f'--arch {arch} imports into {ARCHS[arch].model_name!r}; the config '
                     f'builds {config.model_name!r}')
@@ -698,6 +1483,10 @@ def check_model_fields(config, fields: dict, arch: str):
       b, (tuple, list)) else a == b)
   differ = [f'--config.model.{k}={show(v)}' for k, v in fields.items()
             if not same(model.get(k), v)]
+  if task_fields:
+    task = ARCHS[arch].task_values(config)
+    differ += [f'--config.task_kwargs.{k}={show(v)}' for k, v in task_fields.items()
+               if not same(task.get(k), v)]
   if differ:
     what = ('tensors describe' if hasattr(ARCHS[arch], 'describe') else
             'config.json describes')
@@ -714,7 +1503,8 @@ def import_weights(config, arch: str, src: str, workdir: str, source: str = 'hf'
     raise UserError(f'--arch {arch} is imported --from {getattr(fmt, "source", "hf")}')
   tensors = {k: v for k, v in read_tensors(src).items() if not fmt.skip(k)}
   ref = fmt.describe(tensors) if hasattr(fmt, 'describe') else read_reference_config(src)
-  check_model_fields(config, fmt.model_fields(ref), arch)
+  check_model_fields(config, fmt.model_fields(ref), arch,
+                     fmt.task_fields(ref) if hasattr(fmt, 'task_fields') else None)
   flat = fmt.to_archzoo(tensors, ref)
   if os.path.isdir(os.path.join(workdir, 'checkpoints')) and os.listdir(
       os.path.join(workdir, 'checkpoints')):
@@ -744,31 +1534,53 @@ def import_weights(config, arch: str, src: str, workdir: str, source: str = 'hf'
   return f'{len(flat)} arrays'
 
 
+def reference_forward(config, fmt):
+  """(apply, init, the batch's keys) of the config's network on the inputs of a reference
+  .npz (`fmt.inputs` and the `fmt.kwargs` present): apply(variables, batch) -> {output
+  name: array} of the outputs `fmt.outputs` names (default 'logits'); init(rng, batch) ->
+  variables. A format whose network is more than the config's `model_name` (CLIP: two
+  towers) gives `build(config)` and `outputs_of(module, batch)`."""
+  import arch as arch_lib
+  model = fmt.build(config) if hasattr(fmt, 'build') else arch_lib.model_from_config(config)
+  key, kwargs = fmt.inputs, getattr(fmt, 'kwargs', {})
+  names = getattr(fmt, 'outputs', ('logits',))
+
+  def call(module, b):
+    if hasattr(fmt, 'outputs_of'):
+      return fmt.outputs_of(module, b)
+    got = module(b[key], **{kwargs[k]: b[k] for k in kwargs if k in b})
+    return {k: got[k] for k in names} if isinstance(got, dict) else {'logits': got}
+
+  def apply(v, b):
+    collections = {k: v[k] for k in ('params', 'batch_stats') if k in v}
+    return model.apply(collections, b, method=call)
+
+  return apply, lambda rng, b: model.init(rng, b, method=call), (key, *kwargs)
+
+
+def relative_difference(got: dict, ref: dict) -> float:
+  """The largest over `got`'s outputs of max |got - ref| / max |ref|."""
+  return max(float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in got)
+
+
 def reference_parity(config, workdir: str, path: str) -> float:
   """max |logits - reference| / max |reference| of the run's model on the reference's
   inputs, computed over the run's mesh (the batch sharded along its data axes); with
   several outputs (BERT's mlm_logits and nsp_logits) the largest of their differences."""
   import jax
-  import arch as arch_lib
   from train import core
   from train.sample import restore
   ref = dict(np.load(path))
   variables, _, mesh, rules, _ = restore(config, workdir, sampler=False)
-  model = arch_lib.model_from_config(config)
   fmt = ARCHS_BY_MODEL[config.model_name]
-  key, kwargs = fmt.inputs, getattr(fmt, 'kwargs', {})
-  names = getattr(fmt, 'outputs', ('logits',))
-  batch = {k: ref[k] for k in (key, *kwargs) if k in ref}
-
-  def fn(v, b, rng, row_ids):
-    del rng, row_ids
-    collections = {k: v[k] for k in ('params', 'batch_stats') if k in v}
-    got = model.apply(collections, b[key], **{kwargs[k]: b[k] for k in kwargs if k in b})
-    return {k: got[k] for k in names} if isinstance(got, dict) else {'logits': got}
-
-  got = core.run_batch(jax.jit(fn), variables, batch, range(len(ref[key])), mesh, rules,
-                       seed=0)
-  return max(float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in names)
+  forward, _, keys = reference_forward(config, fmt)
+  batch = {k: ref[k] for k in keys if k in ref}
+  got = core.run_batch(jax.jit(lambda v, b, rng, row_ids: forward(v, b)), variables, batch,
+                       range(len(ref[fmt.inputs])), mesh, rules, seed=0)
+  # Rows padded for the mesh are copies of the last one, appended: an output over pairs of
+  # rows (CLIP's logits_per_image) keeps the reference's in its leading corner.
+  got = {k: v[tuple(slice(0, n) for n in ref[k].shape)] for k, v in got.items()}
+  return relative_difference(got, ref)
 
 
 # ---------------------------------------------------------------------------- export
@@ -788,22 +1600,30 @@ def export_weights(config, arch: str, workdir: str, dst: str, source: str = 'hf'
   flat = {k: np.asarray(v) for k, v in _flat(variables['params']).items()}
   flat.update({'batch_stats/' + k: np.asarray(v)
                for k, v in _flat(variables.get('batch_stats', {})).items()})
-  tensors = {k: np.ascontiguousarray(v) for k, v in fmt.to_reference(flat, model).items()}
+  # (ascontiguousarray alone makes a 0-d tensor, CLIP's logit_scale, 1-d)
+  tensors = {k: np.ascontiguousarray(v).reshape(np.shape(v))
+             for k, v in fmt.to_reference(flat, model).items()}
   os.makedirs(dst, exist_ok=True)
   save_file(tensors, os.path.join(dst, 'model.safetensors'), metadata={'format': 'pt'})
-  if not hasattr(fmt, 'reference_config'):  # torchvision keeps no config file
+  if not hasattr(fmt, 'reference_config') and not hasattr(fmt, 'reference_config_of'):
+    # torchvision keeps no config file
     return f'{len(tensors)} tensors of step {step}'
   kernel = flat.get('patch_embed/proj/kernel')
   with open(os.path.join(dst, 'config.json'), 'w') as f:
-    json.dump(fmt.reference_config(model, 0 if kernel is None else kernel.shape[2]), f,
+    json.dump(fmt.reference_config_of(config) if hasattr(fmt, 'reference_config_of') else
+              fmt.reference_config(model, 0 if kernel is None else kernel.shape[2]), f,
               indent=2)
   return f'{len(tensors)} tensors of step {step}'
 
 
 def _model_defaults(config) -> dict:
-  import dataclasses
   import arch
-  cls = arch.model_class(config.model_name)
+  return _defaults(arch.model_class(config.model_name))
+
+
+def _defaults(cls) -> dict:
+  """A module class's fields that have defaults: {name: default}."""
+  import dataclasses
   return {f.name: f.default for f in dataclasses.fields(cls)
           if f.default is not dataclasses.MISSING}
 
@@ -831,6 +1651,8 @@ def parse(argv):
   if args.target and not args.dst:
     p.error('--to needs --dst')
   config = config_lib.load(args.config)
+  if hasattr(ARCHS[args.arch], 'fill_defaults'):
+    ARCHS[args.arch].fill_defaults(config)
   for key, value in overrides:
     config_lib.override(config, key, value)
   return config, args
