@@ -1,5 +1,6 @@
 """Scale-out on the one mesh (8 simulated devices): data, FSDP, tensor and sequence
-parallelism give the losses of one device and resume exactly on each mesh; a mesh that does not divide a sharded dimension is a one-line
+parallelism (GPT's length, ResNet's feature-map rows) give the losses of one device and
+resume exactly on each mesh; a mesh that does not divide a sharded dimension is a one-line
 error; `train.summary --memory` plans the bytes per device from the state's shardings."""
 
 import json
@@ -26,8 +27,11 @@ GPT_MESHES = {
 # The tiny ResNet at widths 8 and 16 (and an 8-channel stem), so that 8 ways divide them.
 CNN = ['--config', 'configs/resnet_digits.py:tiny', '--config.model.widths=(8,16)',
        '--config.model.stem_features=8']
+# dp2_sp4: the rows of every feature map split 4 ways (arch/layers/spatial.py; 32 and 16
+# rows). The CNN pipelines (PP=2 x DP=4, PP=4 x DP=2) are ConvMixer's, tests/test_cnn_parallel.py.
 CNN_MESHES = {'dp8': dict(data=8), 'fsdp8': dict(data=1, fsdp=8),
-              'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2), 'dp2_tp4': dict(data=2, tensor=4)}
+              'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2), 'dp2_tp4': dict(data=2, tensor=4),
+              'dp2_sp4': dict(data=2, sequence=4)}
 
 
 def _mesh_args(mesh):

@@ -26,6 +26,14 @@ BATCH_AXES = ('data', 'fsdp', 'expert')
 # `stage` splits a scanned stack's layers into pipeline stages (arch/layers/pipeline.py).
 DEFAULT_AXES = (('data', -1), ('fsdp', 1), ('tensor', 1), ('expert', 1), ('sequence', 1),
                 ('stage', 1))
+# Rules every config gets for the logical names it does not map itself. 'height': a CNN's
+# feature-map rows over `sequence`, spatial parallelism (arch/layers/spatial.py: ResNet and
+# ConvMixer; XLA exchanges the convolutions' halo rows between neighbours).
+# Which family supports which form: data and FSDP every family; tensor the Transformers
+# (heads, mlp, vocabulary) and the CNNs' channels ('conv_out'); sequence GPT/LLaMA (length)
+# and ResNet/ConvMixer (height); stage (pipelines) the scanned stacks of GPT, LLaMA and
+# ConvMixer (arch/layers/pipeline.py); expert the MoE layers.
+DEFAULT_RULES = (('height', 'sequence'),)
 
 
 def maybe_initialize_distributed(config) -> None:
@@ -81,8 +89,11 @@ def make_mesh(config) -> jax.sharding.Mesh:
 
 
 def rules(config):
-  return tuple((k, tuple(v) if isinstance(v, list) else v)
-               for k, v in (config.get('sharding_rules') or ()))
+  """config.sharding_rules, then DEFAULT_RULES for the names they leave out."""
+  own = tuple((k, tuple(v) if isinstance(v, list) else v)
+              for k, v in (config.get('sharding_rules') or ()))
+  named = {k for k, _ in own}
+  return own + tuple(rule for rule in DEFAULT_RULES if rule[0] not in named)
 
 
 def data_parallel_size(mesh) -> int:
@@ -113,8 +124,9 @@ def logical_shardings(abstract_tree, mesh, config):
 
 
 def check_stages(shardings, mesh) -> None:
-  """A `stage` axis > 1 needs a state split over it (a scanned layer stack, which GPT and
-  LLaMA run as a pipeline); anything else would compute the same step on every stage."""
+  """A `stage` axis > 1 needs a state split over it (a scanned layer stack, which GPT,
+  LLaMA and ConvMixer run as a pipeline); anything else would compute the same step on
+  every stage."""
   stages = mesh.shape.get('stage', 1)
   if stages <= 1:
     return
@@ -123,7 +135,8 @@ def check_stages(shardings, mesh) -> None:
   if not used:
     raise UserError(f'config.mesh.stage={stages} splits a scanned layer stack into pipeline '
                     f'stages, and this model has none; pipelines run GPT and LLaMA with '
-                    f'--config.model.scan_layers=true (arch/layers/pipeline.py)')
+                    f'--config.model.scan_layers=true, and ConvMixer '
+                    f'(configs/convmixer_digits.py; arch/layers/pipeline.py)')
 
 
 def _key_name(key):

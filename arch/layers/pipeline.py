@@ -47,6 +47,19 @@ at step 30 3.2716 / 3.2703 / 3.2707 (the pipeline draws other dropout masks). Wi
 dropout, gpt_pydoc tiny at 4 layers trains 20 steps under PP=2 x DP=4 and PP=4 x DP=2 to
 the losses of one device within 1e-5 relative (tests/test_pipeline.py).
 
+Which models pipeline: GPT and LLaMA with `scan_layers=True` (`pipelined_blocks`), and
+ConvMixer (arch/vision/convmixer.py), the one CNN whose blocks are identical, through
+`gpipe` with `updates=True`: each block's BatchNorm normalises by its microbatch's
+statistics and hands back new running statistics, averaged over the microbatches (one
+running-average update by the mean of the microbatches' statistics). That equals one
+device only at M = 1; with M > 1 the network is another function by design (statistics
+of B/M rows), because a stage sees microbatch m before microbatch m+1 exists. At M = 1,
+20 steps of convmixer_digits' tiny net under PP=2 x DP=4 and PP=4 x DP=2 gave one
+device's losses within 2.1e-7 and 1.1e-7 relative, and resumed bit for bit
+(tests/test_cnn_parallel.py, 2026-12-07). ResNet,
+DenseNet and the other CNNs change shape between stages and have no scanned stack; a
+stage axis with them is a one-line error (train/mesh.py `check_stages`).
+
 Dimension key: B batch, M microbatches, b rows per microbatch (B/M), T length, D width,
 L layers, S stages.
 """
@@ -127,7 +140,8 @@ def _unmicrobatch(x_M):
 
 
 def gpipe(layer_fn: Callable, stacked, x_BTD, side=None, *, axis: str, stages: int,
-          microbatches: int, key=None):
+          microbatches: int, key=None, logical=('batch', 'length', 'embed'),
+          updates: bool = False):
   """The layers of `stacked` (a pytree of (L, ...) leaves, sharded over `axis` along L)
   applied in order to `x_BTD` as a GPipe pipeline of `stages` stages and `microbatches`
   microbatches; equals scanning `layer_fn` over the L layers on the whole batch.
@@ -135,6 +149,11 @@ def gpipe(layer_fn: Callable, stacked, x_BTD, side=None, *, axis: str, stages: i
     layer_fn(layer_params, x_bTD, side_b, key) -> x_bTD
   side: a pytree of (B, ...) arrays each layer reads for its rows (positions), or None.
   key: a PRNG key (dropout) or None; layer l of microbatch m gets fold_in(fold_in(key, l), m).
+  logical: the logical axes of `x_BTD` (a CNN's maps: batch, height, width, channels).
+  updates: layer_fn returns (x_bTD, update): a pytree of fixed shapes per layer (BatchNorm's
+  new running statistics); gpipe then returns (x_BTD, the updates stacked (L, ...), each
+  the mean over the microbatches). Running statistics are affine in the batch statistics,
+  so that mean is one update by the mean of the microbatches' statistics.
   Runs under a mesh with `axis` (jax.set_mesh); the other axes stay automatic.
   """
   b = x_BTD.shape[0]
@@ -146,48 +165,57 @@ def gpipe(layer_fn: Callable, stacked, x_BTD, side=None, *, axis: str, stages: i
   if num_layers % stages:
     raise ConfigError(f'pipeline: {num_layers} layers do not split into {stages} stages')
   per_stage = num_layers // stages
-  x_MbTD = nn.with_logical_constraint(_microbatch(x_BTD, microbatches),
-                                      (None, 'batch', 'length', 'embed'))
+  x_MbTD = nn.with_logical_constraint(_microbatch(x_BTD, microbatches), (None, *logical))
   side_Mb = jax.tree.map(lambda a: _microbatch(a, microbatches), side)
   n_ticks = ticks(stages, microbatches)
   varying = functools.partial(lax.pcast, axis_name=axis, to='varying')
 
   def run_stage(params, x_bTD, side_b, s, m):
-    """This stage's `per_stage` layers on microbatch m."""
+    """This stage's `per_stage` layers on microbatch m (and their updates, stacked)."""
     def one(x_bTD, layer):
       p, i = layer
       k = None if key is None else jax.random.fold_in(
           jax.random.fold_in(key, s * per_stage + i), m)
-      return layer_fn(p, x_bTD, side_b, k), None
-    return lax.scan(one, x_bTD, (params, jnp.arange(per_stage)))[0]
+      out = layer_fn(p, x_bTD, side_b, k)
+      return out if updates else (out, None)
+    return lax.scan(one, x_bTD, (params, jnp.arange(per_stage)))
 
   def body(params, x_MbTD, side_Mb):
     s = lax.axis_index(axis)
 
     def tick(carry, t):
-      state_bTD, out_MbTD = carry
+      state_bTD, out_MbTD, sum_upd = carry
       # Stage s holds microbatch t - s; in the bubble it recomputes a clipped index and
       # its result is never read (overwritten below, or not on the last stage).
       m = jnp.clip(t - s, 0, microbatches - 1)
       take = lambda a: lax.dynamic_index_in_dim(a, m, keepdims=False)
       in_bTD = jnp.where(s == 0, take(x_MbTD), state_bTD)
-      y_bTD = run_stage(params, in_bTD, jax.tree.map(take, side_Mb), s, m)
+      y_bTD, upd = run_stage(params, in_bTD, jax.tree.map(take, side_Mb), s, m)
       # Every stage writes slot m; only the last stage's slots are kept, and its writes
       # before tick S-1 (the clipped slot 0) are overwritten at tick S-1 by microbatch 0.
       out_MbTD = lax.dynamic_update_index_in_dim(out_MbTD, y_bTD, m, 0)
       state_bTD = lax.ppermute(y_bTD, axis, [(i, (i + 1) % stages) for i in range(stages)])
-      return (state_bTD, out_MbTD), None
+      # a stage's updates count in the ticks it holds a microbatch, not in its bubble
+      busy = (t - s >= 0) & (t - s < microbatches)
+      sum_upd = jax.tree.map(lambda a, u: a + jnp.where(busy, u, 0), sum_upd, upd)
+      return (state_bTD, out_MbTD, sum_upd), None
 
-    init = (varying(jnp.zeros_like(x_MbTD[0])), varying(jnp.zeros_like(x_MbTD)))
-    (_, out_MbTD), _ = lax.scan(tick, init, jnp.arange(n_ticks))
+    upd_shapes = jax.eval_shape(lambda p, x, sd: run_stage(p, x, sd, s, 0)[1], params,
+                                varying(x_MbTD[0]), jax.tree.map(lambda a: a[0], side_Mb)
+                                ) if updates else None
+    init = (varying(jnp.zeros_like(x_MbTD[0])), varying(jnp.zeros_like(x_MbTD)),
+            jax.tree.map(lambda a: varying(jnp.zeros(a.shape, a.dtype)), upd_shapes))
+    (_, out_MbTD, sum_upd), _ = lax.scan(tick, init, jnp.arange(n_ticks))
     # The last stage's output, the same on every stage (the rest of the model is not staged).
-    return lax.psum(jnp.where(s == stages - 1, out_MbTD, 0), axis)
+    out_MbTD = lax.psum(jnp.where(s == stages - 1, out_MbTD, 0), axis)
+    return out_MbTD, jax.tree.map(lambda a: a / microbatches, sum_upd)
 
   param_specs = jax.tree.map(lambda _: P(axis), stacked)
   side_specs = jax.tree.map(lambda _: P(), side_Mb)
-  out = jax.shard_map(body, in_specs=(param_specs, P(), side_specs), out_specs=P(),
-                      axis_names={axis})(stacked, x_MbTD, side_Mb)
-  return _unmicrobatch(out)
+  out, upd = jax.shard_map(body, in_specs=(param_specs, P(), side_specs),
+                           out_specs=(P(), P(axis)), axis_names={axis})(stacked, x_MbTD,
+                                                                       side_Mb)
+  return (_unmicrobatch(out), upd) if updates else _unmicrobatch(out)
 
 
 def pipelined_blocks(module: nn.Module, name: str, x_BTD, positions_BT, *, axis: str,

@@ -15,6 +15,13 @@ conv + BN + ReLU without max pool (the paper's CIFAR networks), for 32x32-class 
 
 Parameter names follow torchvision's (`layer2_0/conv1`, `layer2_0/downsample`) so
 ported weights map one to one. Takes any input H, W >= 1 (every conv is padded).
+
+Spatial parallelism: the input, the stem's output and every block's output carry
+`split_height` (arch/layers/spatial.py), so `mesh.sequence = P` splits the rows of each
+map P ways and XLA exchanges the convolutions' halo rows; BatchNorm's statistics stay
+those of the whole global batch and image (all-reduced), and the losses equal one
+device's (tests/test_scaleout.py: data 2 x sequence 4). Every constrained map's height
+must divide by P (the tiny net at 32x32: 32 and 16 rows).
 """
 
 from typing import ClassVar, Optional, Sequence
@@ -23,6 +30,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from arch.layers.conv import ConvBN, check_spatial, classifier_head
+from arch.layers.spatial import split_height
 
 Dtype = str | jnp.dtype
 
@@ -108,19 +116,21 @@ class Model(nn.Module):
                        f'{tuple(self.widths)} must have the same length')
     check_spatial(x_BHWC, 1, 'ResNet input')
     kw = dict(axis_name=self.axis_name, dtype=self.dtype, param_dtype=self.param_dtype)
-    x = jnp.asarray(x_BHWC, self.dtype)
+    x = split_height(jnp.asarray(x_BHWC, self.dtype))
     if self.small_input:
       x = ConvBN(self.stem_features, (3, 3), name='stem', **kw)(x, train=train)
     else:
       x = ConvBN(self.stem_features, (7, 7), strides=(2, 2), name='stem', **kw)(x, train=train)
       # PyTorch pads a max pool with -inf; so does flax's max_pool.
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = split_height(x)
     block_cls = BLOCKS[self.block]
     for i, (n_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(n_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = block_cls(width, strides=strides, zero_init_residual=self.zero_init_residual,
-                      name=f'layer{i + 1}_{j}', **kw)(x, train=train)
+        x = split_height(block_cls(width, strides=strides,
+                                   zero_init_residual=self.zero_init_residual,
+                                   name=f'layer{i + 1}_{j}', **kw)(x, train=train))
     x = x.mean(axis=(1, 2))
     if not self.num_classes:  # the representation, for self-supervised objectives and probes
       return x
