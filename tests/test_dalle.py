@@ -1,7 +1,8 @@
 """DALL·E-style model: causal masking (a position's logits ignore later tokens), the 1/8
 text + 7/8 image loss against a direct numpy formula, per-position pad embeddings, KV-cache
 decoding equal to the full forward pass (greedy codes are the argmax of the teacher-forced
-logits), samples that follow the prompt tokens and rows, prompt errors, and the tiny config
+logits), samples that follow the prompt tokens and rows, prompt errors, `codes=16`'s
+16x16 image tokens (a 264-token sequence), and the tiny config
 (tiny frozen VQ-VAE and reader runs) training, resuming bitwise and sampling the same images
 on 1 and 8 devices."""
 
@@ -15,7 +16,7 @@ import pytest
 
 from arch.generative import dalle
 from arch.task import ConfigError
-from conftest import check_resumes_alike, load_config, run_cli, train_spec
+from conftest import REPO, check_resumes_alike, load_config, run_cli, train_spec
 
 SPEC = 'dalle_shapes.py:tiny'
 T, GRID, K, V = 4, (2, 3), 5, 7
@@ -200,3 +201,24 @@ def test_config_trains_resumes_and_samples_alike_on_eight_devices(tmp_path, data
                  module='train.sample')
   assert proc.returncode == 2 and 'violet' in proc.stderr
   assert proc.stderr.strip().count('\n') == 0, proc.stderr
+
+
+def test_codes_16_reads_sixteen_by_sixteen_codes():
+  """`codes=16`'s frozen VQ-VAE (configs/vqvae_shapes.py:data=caption_shapes,codes=16) gives
+  a 16x16 grid of its 128 codes: the Transformer's sequence is 8 words + 256 codes, with 16
+  row and 16 column embeddings (shapes only, no weights allocated)."""
+  import os
+  from train import config_lib
+  config = load_config('dalle_shapes.py:codes=16')
+  assert load_config('dalle_shapes.py').frozen.vqvae.spec.endswith('codes=8')
+  spec = config.frozen.vqvae.spec
+  net, _, image_shape, grid = dalle.first_stage(config_lib.load(os.path.join(REPO, spec)))
+  assert (image_shape, grid, net.num_codes) == ((32, 32, 3), (16, 16), 128)
+  model = dalle.Transformer(text_vocab=16, text_length=8, num_codes=128, grid=grid,
+                            **config.model)
+  assert model.length == 8 + 256
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8 + 256), jnp.int32))
+  params = nn.meta.unbox(shapes)['params']
+  for name in ('row_pos', 'col_pos'):
+    (table,) = jax.tree.leaves(params[name])
+    assert table.shape == (16, config.model.embed_dim), name

@@ -1,8 +1,9 @@
 """VQ-VAE: the straight-through gradient (d loss / d z_e is d loss / d z_q; the codebook
 gets nothing from the reconstruction), nearest codes equal a numpy argmin, one EMA update
 equals the closed form, dead codes are restarted to batch vectors, perplexity of uniform
-use is K, codes round-trip through encode_indices / decode_indices, and the tiny config
-trains, resumes bitwise and draws reconstruction strips."""
+use is K, codes round-trip through encode_indices / decode_indices, the config's `codes`
+argument sets the code grid, and the tiny config trains, resumes bitwise and draws
+reconstruction strips, and on 8 devices gives 1 device's losses and EMA codebook."""
 
 import functools
 import os
@@ -14,7 +15,8 @@ import pytest
 
 from arch.generative import vqvae
 from arch.task import ConfigError
-from conftest import REPO, check_resumes_alike, load_config, train_spec
+from conftest import (REPO, check_eight_devices, check_resumes_alike, load_config,
+                      read_metrics, restored_states, train_spec)
 
 SPEC = 'vqvae_shapes.py:tiny'
 
@@ -219,3 +221,48 @@ def test_config_trains_resumes_and_samples(tmp_path, data_dir):
   test = data_lib.builder('shapes', data_dir).as_data_source('test')
   for i in range(3):
     np.testing.assert_array_equal(saved[i, :, :8], vqvae.pool_image(test[i]['image'], (8, 8)))
+
+
+def test_codes_argument_sets_the_code_grid():
+  """caption_shapes' 32x32 images: codes=8 (the default) is 2 stride-2 stages, codes=16
+  one; the encoder's output grid is the one asked for, and a grid the data cannot give is
+  one error naming the valid ones."""
+  from train.errors import UserError
+  for arg, grid in (('', 8), (',codes=8', 8), (',codes=16', 16)):
+    config = load_config(f'vqvae_shapes.py:data=caption_shapes{arg}')
+    model = vqvae.VQVAE(**config.model)
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    z = jax.eval_shape(functools.partial(model.apply, method='encode'), variables,
+                       jnp.zeros((1, 32, 32, 3)))
+    assert z.shape == (1, grid, grid, 32), arg
+  assert load_config('vqvae_shapes.py:codes=12').model.stages == 1  # shapes: 24x24
+  with pytest.raises(UserError, match='valid: 8, 16'):
+    load_config('vqvae_shapes.py:data=caption_shapes,codes=4')
+
+
+def test_eight_devices_give_the_losses_and_codebook_of_one(tmp_path, data_dir):
+  """Under jit the batch is one global array, so the nearest codes, the EMA statistics and
+  the dead-code restarts' picks (tiny: restarts after 2 unused steps) are those of one
+  device: every step's losses and batch perplexity, the eval's psnr and perplexity, and
+  the step-4 codebook collection agree."""
+  check_eight_devices(SPEC, tmp_path, ('jit',), rel=1e-5, abs=1e-6,
+                      close=('loss', 'recon_mse', 'commitment', 'perplexity'),
+                      equal=('codes_used', 'restarted'), evals=('codes_used',),
+                      args=(f'--config.data.data_dir={data_dir}',
+                            '--config.data.eval_split=test[:16]'))
+  one, eight = (read_metrics(tmp_path / name, 'eval')[4] for name in ('one', 'jit'))
+  for key in ('psnr', 'perplexity'):
+    assert eight[key] == pytest.approx(one[key], rel=1e-5), key
+  assert sum(r['restarted'] for r in read_metrics(tmp_path / 'one').values()) > 0
+  from train import core
+  config = load_config(SPEC)
+  # the 8 devices' checkpoint restored onto this process's one device
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                          core.abstract_state(config, core.load_task(config)))
+  a, b = (s.extra[vqvae.CODEBOOK] for s in
+          restored_states(abstract, [tmp_path / 'one', tmp_path / 'jit'], 4))
+  np.testing.assert_array_equal(a['unused'], b['unused'])
+  np.testing.assert_array_equal(a['cluster_size'], b['cluster_size'])
+  for key in ('embedding', 'embed_sum'):
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)

@@ -4,11 +4,12 @@ tokens of a frozen VQ-VAE (arch/generative/vqvae.py), trained by next-token
 cross-entropy and sampled one image token at a time from a caption.
 
 Stage one (frozen): a VQ-VAE run of this codebase, named in the config as
-`config.frozen.vqvae = dict(spec='configs/vqvae_shapes.py:data=caption_shapes', workdir='')`
-(the loop trains it first in WORKDIR/frozen_vqvae when no workdir is given, and restores
-its variables into the non-parameter collection 'vqvae'). It turns a 32x32 image into an
-h x w = 8 x 8 grid of codes of a K = 128 codebook, read in raster order (the paper: a
-dVAE, 256x256 -> 32x32 codes of 8,192; here a VQ-VAE with the argmin quantiser).
+`config.frozen.vqvae = dict(spec='configs/vqvae_shapes.py:data=caption_shapes,codes=16',
+workdir='')` (the loop trains it first in WORKDIR/frozen_vqvae when no workdir is given, and
+restores its variables into the non-parameter collection 'vqvae'). It turns a 32x32 image
+into an h x w grid of codes of a K = 128 codebook (16 x 16 there; the grid follows the run's
+input size and stages), read in raster order (the paper: a dVAE, 256x256 -> 32x32 codes of
+8,192; here a VQ-VAE with the argmin quantiser).
 
 Stage two (this file). The sequence, length L = T + h w (T = 8 caption word ids):
   inputs   t_0 .. t_{T-1}   BOS   c_0 .. c_{hw-2}
@@ -22,8 +23,8 @@ distinct per position (pad at position t is embedded by its own row, V + t, of t
 table), so the model knows how far the padding reaches; pad positions are attended to
 like any token (no key mask) and their text targets (id 0, "the caption has ended") are
 kept in the text loss. Attention is dense and causal over all L positions (the paper's
-row/column/convolutional sparse masks only save compute at 1,280 tokens; at 72 dense
-attention is cheap). Blocks are GPT-2's (arch/layers/transformer.py Block: pre-LayerNorm,
+row/column/convolutional sparse masks only save compute at 1,280 tokens; at 264, 8 words
+and 16 x 16 codes, dense attention costs about a third of a layer's matmuls). Blocks are GPT-2's (arch/layers/transformer.py Block: pre-LayerNorm,
 GELU MLP 4x wide); one output projection to V + K logits, read as text logits (first V)
 at text positions and image logits (last K) at image positions: the paper's one softmax
 with the other modality's logits masked out.
