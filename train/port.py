@@ -913,9 +913,15 @@ class Clip:
   (the OpenAI models) and LayerNorm eps other than 1e-5, which archzoo's towers fix.
   Images go in as the tower takes them (B, H, W, C), after CLIP's own normalisation."""
   model_name = 'multimodal.clip:VisionTransformer'
+  task = 'multimodal.clip'  # the task module (Options, build, the logits): through arch.load
   inputs = 'images'
   kwargs = {'tokens': 'tokens_BT'}
   outputs = ('image_embeds', 'text_embeds', 'logits_per_image')
+
+  @staticmethod
+  def _task_module():
+    import arch
+    return arch.load(Clip.task, 'make')
 
   @staticmethod
   def _towers(ref: dict):
@@ -958,7 +964,7 @@ class Clip:
     task_fields names them."""
     import dataclasses
     import arch
-    from arch.multimodal import clip
+    clip = Clip._task_module()
     values = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
               for f in dataclasses.fields(clip.Options)}
     values.update(config.task_kwargs.to_dict())
@@ -1009,13 +1015,13 @@ class Clip:
 
   @staticmethod
   def build(config):
-    from arch.multimodal import clip
     from arch.task import parse_options
+    clip = Clip._task_module()
     return clip.build(config, parse_options(clip.Options, config))[1]
 
   @staticmethod
   def outputs_of(module, b):
-    from arch.multimodal import clip
+    clip = Clip._task_module()
     img_BE, txt_BE = module(b['images'], b['tokens'])
     logits = clip.zeroshot_logits(img_BE, clip.l2_normalize(txt_BE), module.log_scale())
     return {'image_embeds': img_BE, 'text_embeds': txt_BE, 'logits_per_image': logits}
