@@ -10,7 +10,13 @@ Arguments: `variant=cpu` (default: 4 layers, width 256, 128-byte context, traine
 Face's GPT2LMHeadModel: vocabulary 50257, 1024 positions, tied head; `train.summary`
 equals its parameter count). The published sizes train with a byte-level BPE tokenizer
 fitted to the train split (`tokenizer=bpe` selects it for any variant; its vocabulary is
-the model's, or 8192 for the small variants).
+the model's, or 8192 for the small variants). The GPT-3 sizes of Brown et al. 2020's table
+2.1, `gpt3-small|gpt3-medium|gpt3-large|gpt3-xl|gpt3-2.7b|gpt3-6.7b|gpt3-13b|gpt3-175b`, are
+the same layout at 2048 positions (arch/sequence/gpt.py `GPT3`: dense attention in every
+layer, not the paper's alternating locally banded layers); `train.summary` prints
+125,226,240 / 355,871,744 / 760,300,032 / 1,315,723,264 / 2,651,553,280 / 6,658,404,352 /
+12,853,386,240 / 174,604,259,328 against the paper's 125M / 350M / 760M / 1.3B / 2.7B /
+6.7B / 13.0B / 175.0B (each within 2% of the stated figure; medium is the farthest, +1.7%).
 
 Measured on a 2-core x86-64 CPU (2026-11, 1 device, jit, nothing else running): 600
 steps of 32 x 128 bytes (4 layers, width 256, dropout 0.1; 3.2 M parameters) in 10 min
@@ -25,7 +31,8 @@ patterns, it but to the used not re' -- English words, pydoc vocabulary, no synt
 from configs import recipes
 from train import config_lib
 
-PUBLISHED = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+PUBLISHED = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'gpt3-small', 'gpt3-medium',
+             'gpt3-large', 'gpt3-xl', 'gpt3-2.7b', 'gpt3-6.7b', 'gpt3-13b', 'gpt3-175b')
 
 
 def get_config(arg=None):
@@ -33,7 +40,8 @@ def get_config(arg=None):
   published = {}
   if a.variant in PUBLISHED:
     from arch.sequence import gpt
-    published = {a.variant: (dict(gpt.VARIANTS[a.variant], max_length=1024), 50257, 1025)}
+    model = dict(dict(max_length=1024), **gpt.VARIANTS[a.variant])  # GPT-3's are 2048
+    published = {a.variant: (model, 50257, model['max_length'] + 1)}
   return recipes.pydoc_lm(
       'sequence.gpt', a.variant, a.tokenizer, published=published or dict.fromkeys(PUBLISHED),
       cpu=dict(num_layers=4, num_heads=4, embed_dim=256, max_length=128, dropout_rate=0.1),

@@ -9,6 +9,13 @@ dense + tanh on the first token, then a 2-way classifier; class 0 = "B follows A
 All weights start at normal(0.02), as in the paper's code. The objective is
 `arch/sequence/mlm.py`.
 
+RoBERTa (Liu et al. 2019) is this encoder and masked-LM head trained differently (no NSP
+and dynamic masking, the objective's options; full-sentence windows; bigger batches), with
+four changes to the network, all fields here (`ROBERTA`): a type vocabulary of 1, no
+pooler (Hugging Face's RobertaForMaskedLM), LayerNorm eps 1e-5, and positions offset past
+fairseq's padding index (`position_offset=2`): real token k sits at row k + 2 of a
+514-row table and padding at row 1, so 512 tokens need max_length 514.
+
 Dimension key: B batch, T length, D width, V vocabulary.
 """
 
@@ -45,6 +52,9 @@ class Model(nn.Module):
   embed_dim: int = 768
   mlp_dim: Optional[int] = None  # default 4 * embed_dim
   max_length: int = 512  # positions the learned table holds
+  # > 0 (RoBERTa: 2): real tokens take rows offset, offset + 1, ... counted over non-pad
+  # tokens, padding takes row offset - 1 (fairseq's padding_idx); 0: rows 0..T-1 (BERT).
+  position_offset: int = 0
   type_vocab_size: int = 2  # segments A and B; 0: no segment embeddings (DistilBERT)
   dropout_rate: float = 0.1  # embeddings, residual branches and attention weights
   norm_eps: float = 1e-12
@@ -60,11 +70,16 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, tokens_BT, *, token_types_BT=None, train: bool = False):
     b, t = tokens_BT.shape
-    if t > self.max_length:
-      raise ValueError(f'sequence length {t} exceeds max_length {self.max_length}')
+    if t + self.position_offset > self.max_length:
+      raise ValueError(f'sequence length {t} (+ position_offset {self.position_offset}) '
+                       f'exceeds max_length {self.max_length}')
     if token_types_BT is None:
       token_types_BT = jnp.zeros_like(tokens_BT)
-    pos_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    if self.position_offset:
+      real_BT = (tokens_BT != vocab.PAD).astype(jnp.int32)
+      pos_BT = (jnp.cumsum(real_BT, axis=1) * real_BT + self.position_offset - 1)
+    else:
+      pos_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     dense = lambda features, axes, name: _dense(features, axes, self.dtype, self.param_dtype,
                                                 name)
     layer_norm = lambda name: norm('layer', self.norm_eps, dtype=self.dtype,
@@ -131,5 +146,10 @@ VARIANTS = {
     'distilbert-base': dict(num_layers=6, num_heads=12, embed_dim=768, type_vocab_size=0,
                             pooler=False, pretraining_heads=False),
 }
+# RoBERTa's changes to the network (Hugging Face's RobertaForMaskedLM, roberta-base and
+# roberta-large: byte-level BPE of 50265 ids, 512 tokens + fairseq's 2 offset rows).
+ROBERTA = dict(vocab_size=50265, max_length=514, position_offset=2, type_vocab_size=1,
+               norm_eps=1e-5, pooler=False)
+ROBERTA_VARIANTS = {k: dict(ROBERTA, **VARIANTS[k]) for k in ('base', 'large')}
 TINY = dict(vocab_size=vocab.BYTE_VOCAB_SIZE, num_layers=2, num_heads=4, embed_dim=64,
             max_length=128, dropout_rate=0.0)

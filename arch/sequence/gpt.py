@@ -4,7 +4,8 @@ GPT-2's layout: learned token and position embeddings, pre-LayerNorm blocks with
 (tanh) MLPs 4x wide, a final LayerNorm, and the LM head tied to the token embedding.
 Residual projections start at 0.02/sqrt(2 * layers) as in GPT-2. `positions='rope'`
 swaps the learned table for rotary positions (GPT-NeoX/LLaMA style) and `num_kv_heads`
-gives grouped-query attention: the same network family, modern knobs.
+gives grouped-query attention: the same network family, modern knobs. GPT-3's eight sizes
+(Brown et al. 2020) are this layout at 2048 positions (`GPT3`, with dense attention).
 
 Dimension key: B batch, T length, D width, V vocabulary.
 """
@@ -99,4 +100,23 @@ VARIANTS = {
     'gpt2-large': dict(num_layers=36, num_heads=20, embed_dim=1280),
     'gpt2-xl': dict(num_layers=48, num_heads=25, embed_dim=1600),
 }
+# GPT-3 (Brown et al. 2020, table 2.1): GPT-2's layout at n_ctx 2048, vocabulary 50257.
+# The table's rows (layers, d_model, heads x d_head) with two of its entries reconciled:
+# 1.3B lists 24 heads of 128 on d_model 2048 (24 x 128 = 3072; an attention 3072 wide would
+# make it 1.5B), here 16 heads of 128; 13B lists d_model 5140 (40 heads x 128 = 5120),
+# here 5120 (how d_model splits into heads leaves the count as it is). The table's
+# alternating dense / locally banded sparse attention layers are not built: every layer
+# here attends densely (the pattern has no parameters, so the counts are the same).
+GPT3 = {  # name: (layers, d_model, heads), the paper's stated size in the comment
+    'gpt3-small': (12, 768, 12),  # 125M
+    'gpt3-medium': (24, 1024, 16),  # 350M
+    'gpt3-large': (24, 1536, 16),  # 760M
+    'gpt3-xl': (24, 2048, 16),  # 1.3B
+    'gpt3-2.7b': (32, 2560, 32),  # 2.7B
+    'gpt3-6.7b': (32, 4096, 32),  # 6.7B
+    'gpt3-13b': (40, 5120, 40),  # 13.0B
+    'gpt3-175b': (96, 12288, 96),  # 175.0B
+}
+VARIANTS.update({name: dict(num_layers=n, embed_dim=d, num_heads=h, max_length=2048)
+                 for name, (n, d, h) in GPT3.items()})
 TINY = dict(num_layers=2, num_heads=4, embed_dim=64, max_length=128)

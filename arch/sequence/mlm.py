@@ -26,7 +26,12 @@ Config keys read: `model_name`, `model` (a model taking `tokens_BT, token_types_
 train=` and returning 'mlm_logits' and 'nsp_logits', e.g. 'sequence.bert'),
 `data.pack`, `data.tokenizer`, `data.vocab_size`, and `task_kwargs`, the fields of
 `Options`: mask_rate (0.15), mask_token_rate (0.8), random_token_rate (0.1), nsp (True),
-nsp_weight (1.0).
+nsp_weight (1.0). With nsp=False (RoBERTa) 'nsp_logits' is not read.
+
+Masking is dynamic (RoBERTa's, Liu et al. 2019): `loss` draws each row's mask from the
+step's rng, which the loop folds with the step number, so a window seen again in a later
+epoch gets a fresh mask (BERT's original pipeline masked each sequence once, when it
+prepared the data).
 
 Dimension key: B batch, L window length (= model input length), V vocabulary.
 """
@@ -159,9 +164,10 @@ def make(config) -> Task:
                       f'{ids} ids of the {config.data.get("tokenizer") or "data"} '
                       f'tokenizer; make it at least {ids}')
   max_length = getattr(model, 'max_length', None)
-  if max_length is not None and max_length < length:
+  offset = getattr(model, 'position_offset', 0)  # RoBERTa's rows reserved before position 0
+  if max_length is not None and max_length < length + offset:
     raise ConfigError(f'config.data.pack={length} exceeds config.model.max_length='
-                      f'{max_length}')
+                      f'{max_length}' + (f' less position_offset={offset}' if offset else ''))
   if nsp and getattr(model, 'type_vocab_size', 2) < 2:
     raise ConfigError('next-sentence prediction needs config.model.type_vocab_size >= 2 '
                       '(or task_kwargs.nsp=False)')
@@ -174,12 +180,14 @@ def make(config) -> Task:
                       rngs={'dropout': rng} if train else None)
     nll_BL = optax.softmax_cross_entropy_with_integer_labels(out['mlm_logits'], targets)
     correct_BL = out['mlm_logits'].argmax(-1) == targets
-    nsp_nll_B = optax.softmax_cross_entropy_with_integer_labels(out['nsp_logits'], labels)
-    nsp_correct_B = out['nsp_logits'].argmax(-1) == labels
     w = chosen.astype(jnp.float32)
-    return dict(mlm_nll=(nll_BL * w).sum(1), mlm_correct=(correct_BL * w).sum(1),
-                mlm_count=w.sum(1), nsp_loss=nsp_nll_B,
-                nsp_accuracy=nsp_correct_B.astype(jnp.float32))
+    sums = dict(mlm_nll=(nll_BL * w).sum(1), mlm_correct=(correct_BL * w).sum(1),
+                mlm_count=w.sum(1))
+    if nsp:  # without it the model needs no next-sentence head (RoBERTa has none)
+      sums['nsp_loss'] = optax.softmax_cross_entropy_with_integer_labels(out['nsp_logits'],
+                                                                         labels)
+      sums['nsp_accuracy'] = (out['nsp_logits'].argmax(-1) == labels).astype(jnp.float32)
+    return sums
 
   def summarize(sums, count):
     """Metrics from sums over examples (a batch or a split) and the number of examples."""
