@@ -50,6 +50,16 @@ per image, IWAE with k = 64, fd of 360 prior samples against the floor 4.77:
                 space: the prior is for a diffusion model to learn), class coverage 0.9;
                 19.8 min wall [10.4] (6.4 min CPU); 653,695 params. Reconstructions are
                 near-exact.
+  kl, data=caption_shapes (the first stage of configs/t2i_shapes.py; 32x32x3 -> 8x8x4,
+                widths 16/32/64, batch 32, 954,567 params), 2026-12-07, fresh workdir
+                /work/runs_t2i/kl: at 0.32 steps/s (1-minute load average 16-18 from other
+                agents' jobs; 2 min 16 s of it compiling) the 600 configured steps would
+                have taken 45 min, so the run was stopped by SIGTERM after 11.9 min wall
+                (02:13:29-02:25:21 UTC) and saved step 164, which configs/t2i_shapes.py's
+                measured run reads. Train at step 100: recon (L1 Laplace) 3050.9 nats per
+                image (2129.4 of it the log(2b) term: mean |error| 0.30 in [-1, 1]), KL
+                1055.5. An under-trained first stage: see t2i_shapes.py for what its
+                reconstructions cost (the reader's recon_* scores).
 For comparison on the same split (other configs): RealNVP 2.014 and the Gated PixelCNN
 1.759 bits/dim; the VAE's 1.918 is an upper bound (IWAE), theirs exact.
 """
@@ -63,8 +73,30 @@ MODELS = ('vae', 'ae', 'kl')
 DEFAULT_BETA = {'vae': 1.0, 'kl': 1e-3}
 
 
+def captioned_shapes(c, a):
+  """`model=kl,data=caption_shapes`: the 32x32 RGB scenes -> 8x8x4 latents (f = 4: three
+  levels, widths 16/32/64), pixels of 256 levels; no fd (its classifier reads digits)."""
+  c.data.name = 'caption_shapes'
+  c.task_kwargs.update(input_size=(32, 32), channels=3, levels=256, eval_samples=4)
+  c.model = dict(block_out_channels=(8, 8, 8) if a.tiny else (16, 32, 64),
+                 layers_per_block=1, latent_channels=4, out_channels=3,
+                 groups=4 if a.tiny else 8)
+  c.batch_size = 8 if a.tiny else 32
+  c.eval_batch_size = 8 if a.tiny else 100
+  if not a.tiny:
+    c.total_steps = 600
+    c.eval_every = c.ckpt_every = 300
+  c.evals.fd.every = -1
+
+
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, model='vae', beta=None, tiny=False, variant='digits')
+  a = config_lib.parse_arg(arg, model='vae', beta=None, tiny=False, variant='digits',
+                           data='digits')
+  if a.data not in ('digits', 'caption_shapes'):
+    raise UserError(f'unknown data {a.data!r}; valid: digits, caption_shapes (model=kl)')
+  if a.data == 'caption_shapes' and (a.model != 'kl' or a.variant != 'digits'):
+    raise UserError('data=caption_shapes is for model=kl (the first stage of '
+                    'configs/t2i_shapes.py)')
   if a.model not in MODELS:
     raise UserError(f'unknown model {a.model!r}; valid: {", ".join(MODELS)}')
   if a.variant not in ('digits', 'sd15'):
@@ -105,6 +137,8 @@ def get_config(arg=None):
   # (tests switch it on with --config.evals.fd.every=0)
   c.evals.fd = evaluators.entry('fd', every=-1 if a.tiny or a.model == 'ae' else 0)
   c.sample.num_samples = 16
+  if a.data == 'caption_shapes':
+    captioned_shapes(c, a)
   if a.variant == 'sd15':
     c.model = dict(autoencoder_kl.VARIANTS['sd15'])
     config_lib.published_size(c, dict(c.task_kwargs, input_size=(512, 512), channels=3),

@@ -164,7 +164,8 @@ def eos_positions(tokens_BT, eos_id: int = vocab.EOS):
 
 class TextTransformer(nn.Module):
   """CLIP's text tower: tokens (B, T) int -> the normed state at each row's end-of-text
-  token (B, D) float32."""
+  token (B, D) float32 (with `tokens=True`, every position's normed state (B, T, D): the
+  token features a text-to-image model cross-attends to, as SD reads CLIP's)."""
   vocab_size: int = 49408
   max_length: int = 77  # positions the learned table holds
   width: int = 512
@@ -176,7 +177,7 @@ class TextTransformer(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens_BT, *, train: bool = False):
+  def __call__(self, tokens_BT, *, train: bool = False, tokens: bool = False):
     b, t = tokens_BT.shape
     if t > self.max_length:
       raise ValueError(f'text length {t} exceeds max_length {self.max_length}')
@@ -190,6 +191,8 @@ class TextTransformer(nn.Module):
                         self.param_dtype, name='encoder')(x_BTD, causal=True, train=train)
     x_BTD = norm('layer', 1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
                  name='final_norm')(x_BTD)
+    if tokens:
+      return x_BTD.astype(jnp.float32)
     eos_B = eos_positions(tokens_BT, self.eos_id)
     return x_BTD[jnp.arange(b), eos_B].astype(jnp.float32)
 
@@ -232,6 +235,11 @@ class Model(nn.Module):
     """The image tower's patch tokens (B, P, D) in inference mode (towers that take
     `tokens=True`: CLIP's VisionTransformer), e.g. a frozen encoder for Flamingo."""
     return self.image_tower(x_BHWC, train=False, tokens=True)
+
+  def text_tokens(self, tokens_BT):
+    """The text tower's per-token states (B, T, D) in inference mode (towers that take
+    `tokens=True`: CLIP's TextTransformer), e.g. a frozen text encoder for text-to-image."""
+    return self.text_tower(tokens_BT, train=False, tokens=True)
 
   def text_representation(self, tokens_BT, *, train: bool = False):
     out = self.text_tower(tokens_BT, train=train)
@@ -349,6 +357,9 @@ class Options(ImageOptions):
   train_templates: tuple = ()  # caption templates; required
   eval_templates: tuple = ()  # zero-shot prompts, held out of training; required
   same_class: str = 'negatives'  # or 'positives': same-class pairs count as matches
+  # 'templates': captions from class labels (above); 'batch': each example's own caption,
+  # batch['tokens'] (B, text_length) ids (a captioned dataset, e.g. caption_shapes)
+  captions: str = 'templates'
 
 
 def _text_tower(config, opts: Options):
@@ -375,8 +386,72 @@ def build(config, opts: Options):
   return s, model
 
 
+def caption_hits(sim_BB, tokens_BT):
+  """Per row of a (queries, candidates) similarity matrix over one batch: whether the most
+  similar candidate carries the query's own caption (equal tokens; a batch may hold one
+  caption several times): (B,) float32."""
+  best_B = sim_BB.argmax(axis=1)
+  return (tokens_BT[best_B] == tokens_BT).all(axis=1).astype(jnp.float32)
+
+
+def make_captioned(config, opts: Options) -> Task:
+  """CLIP on a captioned dataset (`captions='batch'`): image i is paired with its own
+  caption batch['tokens'][i]. Train metrics `loss`, `retrieval_accuracy` (an image's most
+  similar caption in the global batch equals its own). Eval per example, within the eval
+  batch: `retrieval_accuracy` (image -> caption) and `text_retrieval_accuracy` (caption ->
+  an image of that caption)."""
+  s, model = build(config, opts)
+  length = int(opts.text_length)
+
+  def tokens_of(batch):
+    tokens = batch['tokens'].astype(jnp.int32)
+    if tokens.shape[1] != length:
+      raise ValueError(f'captions of {tokens.shape[1]} tokens; task_kwargs.text_length is '
+                       f'{length}')
+    return tokens
+
+  def init(rng, batch):
+    return model.init({'params': rng, 'dropout': rng}, s.images(batch), tokens_of(batch),
+                      train=False)
+
+  def loss(variables, batch, rng):
+    k_view, k_drop = jax.random.split(rng)
+    tokens, x = tokens_of(batch), s.images(batch)
+    if s.augment:
+      x = s.views(k_view, x)
+    state = [k for k in variables if k != 'params']
+    (img, txt, log_scale), updates = model.apply(
+        variables, x, tokens, train=True, method=_forward, rngs={'dropout': k_drop},
+        mutable=state)
+    value, logits, _ = contrastive_loss(img, txt, log_scale, None, s.axis_name)
+    acc = caption_hits(logits, gather(tokens, s.axis_name)).mean()
+    return value, ({'loss': value, 'retrieval_accuracy': acc,
+                    'logit_scale': jnp.exp(log_scale)}, dict(updates))
+
+  def evaluate(variables, batch):
+    tokens = tokens_of(batch)
+    img, txt = model.apply(variables, s.images(batch), tokens)
+    sim = l2_normalize(img) @ l2_normalize(txt).T
+    return {'retrieval_accuracy': caption_hits(sim, tokens),
+            'text_retrieval_accuracy': caption_hits(sim.T, tokens)}
+
+  def example_batch(batch_size):
+    return {'image': s.example_batch(batch_size)['image'],
+            'tokens': jax.ShapeDtypeStruct((batch_size, length), jnp.int32)}
+
+  def features(variables, batch):
+    return model.apply(variables, s.images(batch), train=False, method='image_representation')
+
+  return Task(init=init, loss=loss, evaluate=evaluate, example_batch=example_batch,
+              preprocess=s.preprocess(), features=features)
+
+
 def make(config) -> Task:
   opts = parse_options(Options, config)
+  if opts.captions not in ('templates', 'batch'):
+    raise ConfigError(f"unknown captions {opts.captions!r}; valid: 'templates', 'batch'")
+  if opts.captions == 'batch':
+    return make_captioned(config, opts)
   s, model = build(config, opts)
   names = tuple(tuple(n) if isinstance(n, (tuple, list)) else (n,)
                 for n in opts.class_names)
