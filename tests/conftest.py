@@ -22,10 +22,38 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 
+# The suite compiles hundreds of small programs, and on CPU compiling costs more than running
+# them: XLA's backend optimisation level 0 with its older (non-emitter) fusion codegen compiled
+# LeNet's train step in 0.55 s against 2.05 s at the defaults (2026-12-07). Every test
+# process and CLI subprocess gets these flags; results differ from the defaults' in the last
+# bits only, so the loss goldens (tests/loss_goldens.py sets its own XLA_FLAGS) keep comparing
+# the defaults users run bit for bit. ARCHZOO_TEST_XLA_DEFAULTS=1 runs the suite without them.
+FAST_COMPILE = ('' if os.environ.get('ARCHZOO_TEST_XLA_DEFAULTS') == '1' else
+                '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false')
+if FAST_COMPILE and FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+
 # XLA:CPU ends a process whose collective waits 40 s for a simulated device's thread; with
 # two test workers and their subprocesses on 2 cores a thread can wait that long (a pmap run
 # of DQN's tiny config did, 2026-12-06), so the subprocesses wait longer.
 COLLECTIVE_TIMEOUT = '--xla_cpu_collective_call_terminate_timeout_seconds=600'
+
+
+# The longest tests (a minute or more each on 2 cores), handed out first: pytest-xdist's
+# workers take tests in collection order, so one of these collected last would leave the
+# other worker idle while it runs.
+SLOW_FIRST = ('test_loss_goldens.py::test_one_device', 'test_loss_goldens.py::test_eight',
+              'test_multihost.py::test_two_processes_train', 'test_scaleout.py::test_meshes',
+              'test_tensor_parallel.py', 'test_alphazero.py::test_eight',
+              'test_flamingo.py::test_flamingo_digits', 'test_multihost.py::test_survivor',
+              'test_dalle.py::test_config_trains', 'test_distill_lm.py::test_eight')
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    return next((i for i, p in enumerate(SLOW_FIRST) if p in item.nodeid), len(SLOW_FIRST))
+  items.sort(key=rank)  # stable: the rest keep their order
 
 
 def cli_env(data_dir, devices=1, **extra):
@@ -33,7 +61,8 @@ def cli_env(data_dir, devices=1, **extra):
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(('JAX_COORDINATOR', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'))}
   env.update(ARCHZOO_DATA_DIR=str(data_dir), JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {COLLECTIVE_TIMEOUT}',
+             XLA_FLAGS=(f'--xla_force_host_platform_device_count={devices} '
+                        f'{COLLECTIVE_TIMEOUT} {FAST_COMPILE}'),
              **extra)
   return env
 

@@ -8,6 +8,16 @@ every step, no evals, on 1 device (jit) and 8 simulated devices (jit and pmap).
   python tests/loss_goldens.py record --devices 8 --parallelism pmap   # rewrite a record
   python tests/loss_goldens.py check --devices 1 --parallelism jit     # compare, exit 1 on a diff
 
+Two sets of records, one per set of XLA flags (the bits depend on them):
+  tests/goldens/losses_*.json        `--flags defaults`: XLA's defaults, as users run; taken
+                                     before the loop's second edition, every config, all
+                                     three modes.
+  tests/goldens/suite/losses_*.json  `--flags suite` (the default): the fast-compile flags the
+                                     suite runs under (tests/conftest.py FAST_COMPILE),
+                                     recorded at the commit that introduced them (2026-12-07),
+                                     whose default-flag losses equal the records above: the
+                                     configs tests/test_loss_goldens.py checks.
+
 The ImageNet configs (`*_imagenet.py`) are left out: their data cannot be prepared offline;
 they are the digits configs' networks at published sizes, whose counts test_summary checks.
 """
@@ -44,8 +54,18 @@ SPECS = {
 }
 
 
-def golden_path(parallelism, devices):
-  return os.path.join(GOLDEN_DIR, f'losses_{parallelism}{devices}.json')
+def golden_path(parallelism, devices, flags='defaults'):
+  folder = os.path.join(GOLDEN_DIR, 'suite') if flags == 'suite' else GOLDEN_DIR
+  return os.path.join(folder, f'losses_{parallelism}{devices}.json')
+
+
+def xla_flags(flags):
+  """The XLA flags of a record set: the suite's fast-compile ones, or none (the defaults).
+  With ARCHZOO_TEST_XLA_DEFAULTS=1 the suite runs at the defaults and so checks those."""
+  if flags == 'defaults':
+    return '', 'defaults'
+  from conftest import FAST_COMPILE
+  return FAST_COMPILE, 'suite' if FAST_COMPILE else 'defaults'
 
 
 def overrides(name):
@@ -83,9 +103,11 @@ def main(argv=None):
   p.add_argument('--parallelism', default='jit')
   p.add_argument('--only', nargs='*', default=None)
   p.add_argument('--data_dir', default=None)
+  p.add_argument('--flags', choices=('suite', 'defaults'), default='suite')
   args = p.parse_args(argv)
+  extra, flags = xla_flags(args.flags)
   os.environ['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={args.devices} '
-                             '--xla_cpu_collective_call_terminate_timeout_seconds=600')
+                             f'--xla_cpu_collective_call_terminate_timeout_seconds=600 {extra}')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   if args.data_dir:
     os.environ['ARCHZOO_DATA_DIR'] = args.data_dir
@@ -96,7 +118,7 @@ def main(argv=None):
   # some losses (the 3-D VAE's) by an ulp.
   import jax
   assert jax.device_count() == args.devices, jax.devices()
-  path = golden_path(args.parallelism, args.devices)
+  path = golden_path(args.parallelism, args.devices, flags)
   old = {}
   if os.path.exists(path):
     with open(path) as f:
@@ -115,7 +137,7 @@ def main(argv=None):
       print(f'  DIFFERS from {path}: {old.get(name)} vs {losses}', flush=True)
     out[name] = losses
   if args.action == 'record':
-    os.makedirs(GOLDEN_DIR, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
       json.dump(out, f, indent=1)
   return 1 if bad else 0

@@ -22,6 +22,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import FAST_COMPILE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join('configs', 'mlp_digits.py')
 STEPS = 20
@@ -44,7 +46,7 @@ def _env(data_dir, devices):
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(('JAX_COORDINATOR', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'))}
   env.update(ARCHZOO_DATA_DIR=str(data_dir), JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {FAST_COMPILE}')
   return env
 
 
