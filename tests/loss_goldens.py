@@ -14,9 +14,12 @@ Two sets of records, one per set of XLA flags (the bits depend on them):
                                      three modes.
   tests/goldens/suite/losses_*.json  `--flags suite` (the default): the fast-compile flags the
                                      suite runs under (tests/conftest.py FAST_COMPILE),
-                                     recorded at the commit that introduced them (2026-12-07),
-                                     whose default-flag losses equal the records above: the
-                                     configs tests/test_loss_goldens.py checks.
+                                     recorded at 7c35468 (2026-12-07), whose default-flag
+                                     losses equal the records above: the configs
+                                     tests/test_loss_goldens.py checks. At opt level 0 even
+                                     an empty change (a no-op sharding constraint, adding a
+                                     zero) can move the bits: check `--flags defaults`, then
+                                     re-record.
 
 The ImageNet configs (`*_imagenet.py`) are left out: their data cannot be prepared offline;
 they are the digits configs' networks at published sizes, whose counts test_summary checks.

@@ -8,7 +8,7 @@ ones that cannot run there (`NOT_ON_EIGHT`); all were checked against the new co
 on 2026-12-06 (`python tests/loss_goldens.py check --flags defaults --devices 8
 --parallelism jit|pmap`: every one equal; each mode takes over an hour on 2 cores). Under
 the suite's fast-compile flags (tests/goldens/suite/, conftest.FAST_COMPILE, which move
-losses in their last bits), the same configs recorded on 2026-12-07 at a commit whose
+losses in their last bits), the same configs recorded on 2026-12-07 at 7c35468, whose
 default-flag losses equal those records: what the suite checks (ONE_DEVICE, EIGHT_DEVICES).
 
 The suite checks, under its flags, every config on 1 device but the nine costliest
