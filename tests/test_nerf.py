@@ -211,13 +211,17 @@ def test_tiny_config_trains_resumes_and_samples(tmp_path, data_dir):
 
 def test_eight_devices_match_one(tmp_path, data_dir):
   """The same losses and eval PSNR on 8 simulated devices (jit and pmap) as on 1: each
-  ray's samples come from its own index, not from its device."""
+  ray's samples come from its own index, not from its device (a device-dependent draw
+  moves the losses by far more). The fine pass samples the coarse weights' inverse CDF,
+  which amplifies last-bit differences: under the suite's fast-compile flags step 3's loss
+  on 8 devices (jit) was 1.1e-3 from one device's (2026-12-07; 1e-4 at XLA's defaults)."""
   check_eight_devices(SPEC, tmp_path, ('jit', 'pmap'), close=('loss', 'mse_fine'),
                       args=(f'--config.data.data_dir={data_dir}',
-                            '--config.data.eval_split=test[:128]'), evals=(), rel=1e-4)
+                            '--config.data.eval_split=test[:128]'), evals=(), rel=5e-3)
   # The eval sums are reduced over 8 shards in another order: equal to float precision.
   one = read_metrics(tmp_path / 'one', 'eval')[4]
   for mode in ('jit', 'pmap'):
     eight = read_metrics(tmp_path / mode, 'eval')[4]
-    for key in ('psnr', 'psnr_coarse', 'psnr_baseline'):
-      assert eight[key] == pytest.approx(one[key], rel=1e-5), (mode, key)
+    # the trained networks differ as the losses above do (PSNR 4e-5 relative, jit, fast flags)
+    for key, rel in (('psnr', 1e-3), ('psnr_coarse', 1e-3), ('psnr_baseline', 1e-5)):
+      assert eight[key] == pytest.approx(one[key], rel=rel), (mode, key)
