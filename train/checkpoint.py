@@ -8,9 +8,33 @@ import logging
 import os
 import sys
 
+import jax
 import orbax.checkpoint as ocp
 
 from train.errors import UserError
+
+
+def _state_handler():
+  """orbax's StandardCheckpointHandler, except that one process writes each replicated array
+  whole. orbax's default (replica-parallel writing, for many hosts) slices a replicated array
+  into one part per device and compiles a slicing program per array shape and device: with
+  one process that only costs time (8 simulated CPU devices, GPT tiny: the first save took
+  2.2-3.7 s, 0.3-0.4 s without it; later saves 0.5 -> 0.25 s; 2026-12-07). The handler
+  takes no type registry, so its PyTree handler is rebuilt with one (the same defaults as
+  StandardCheckpointHandler's own)."""
+  handler = ocp.StandardCheckpointHandler()
+  if jax.process_count() > 1:
+    return handler
+  from orbax.checkpoint._src.metadata import array_metadata_store
+  arrays = ocp.type_handlers.ArrayHandler(use_replica_parallel=False,
+                                          array_metadata_store=array_metadata_store.Store())
+  registry = ocp.type_handlers.create_type_handler_registry(*[
+      (ty, arrays if ty is jax.Array else ocp.type_handlers.get_type_handler(ty))
+      for ty in ocp.type_handlers.supported_types()])
+  handler._impl = ocp.PyTreeCheckpointHandler(  # pylint: disable=protected-access
+      save_concurrent_gb=96, restore_concurrent_gb=96, use_ocdbt=True,
+      type_handler_registry=registry)
+  return handler
 
 
 class Checkpointer:
@@ -21,7 +45,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_names=('state', 'data'),
-        item_handlers={'state': ocp.StandardCheckpointHandler(),
+        item_handlers={'state': _state_handler(),
                        'data': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save))

@@ -320,7 +320,8 @@ def sampler_defaults(config, num_timesteps: int) -> dict:
 
 def build(config, o: ProcessOptions, *, shape, to_x0: Callable, from_x0: Callable,
           noise_key: Callable, example_batch: Callable, clip_x0: bool,
-          init_extra: Optional[Callable] = None, extra_collections: tuple = ()) -> Task:
+          init_extra: Optional[Callable] = None, extra_collections: tuple = (),
+          null_context: Optional[Callable] = None) -> Task:
   """The diffusion objective with the noise process `o` (the task's parsed options) over
   any x0 space of `shape` (H, W, C), or (T, H, W, C) for video, or any other rank; the
   network gets x_t of shape (B, *shape):
@@ -331,7 +332,10 @@ def build(config, o: ProcessOptions, *, shape, to_x0: Callable, from_x0: Callabl
   noise; example_batch(n) -> the batch shapes; init_extra(rng, batch) -> the variable
   collections named `extra_collections`, which are not the network's (e.g. a frozen VAE's
   {'vae': ...}, filled by the loop from `config.frozen`; the network never sees them); clip_x0:
-  whether the sampler clips x0 to [-1, 1] (pixels; latents are not in [-1, 1]).
+  whether the sampler clips x0 to [-1, 1] (pixels; latents are not in [-1, 1]);
+  null_context(variables, b) -> the (B, ...) context of the empty prompt, which guidance
+  contrasts with a batch's 'context' (text-to-image; class-conditional networks contrast
+  the label with the null class instead).
   """
   _check(o)
   c = shape[-1]
@@ -422,13 +426,19 @@ def build(config, o: ProcessOptions, *, shape, to_x0: Callable, from_x0: Callabl
   def prompt_batch(prompts, num_samples):
     return class_rows(prompts, num_samples, num_classes)
 
-  def denoise(variables, x_t, t_B, label, batch, guidance):
-    """The network's (guided) output at x_t."""
-    if label is None or guidance == 1.0:
+  def denoise(variables, x_t, t_B, label, batch, null, guidance):
+    """The network's guided output eps_u + s (eps_c - eps_u) at x_t, the unconditional
+    eps_u given the null class or the context `null` (None: no null context; one network
+    call at s = 0 or 1)."""
+    if (label is None and null is None) or guidance == 1.0:
       return apply(variables, x_t, t_B, label, batch)
-    both = apply(variables, jnp.concatenate([x_t, x_t]), jnp.concatenate([t_B, t_B]),
-                 jnp.concatenate([label, jnp.full_like(label, num_classes)]),
-                 jax.tree.map(lambda a: jnp.concatenate([a, a]), batch))
+    null_label = None if label is None else jnp.full_like(label, num_classes)
+    null = batch if null is None else null
+    if guidance == 0.0:
+      return apply(variables, x_t, t_B, null_label, null)
+    cat = lambda a, b: None if a is None else jnp.concatenate([a, b])
+    both = apply(variables, cat(x_t, x_t), cat(t_B, t_B), cat(label, null_label),
+                 jax.tree.map(cat, batch, null))
     return guided(both[:len(x_t)], both[len(x_t):], guidance, c)
 
   def sample(variables, batch, rng, *, row_ids, steps=None, sampler=None, eta=None,
@@ -445,6 +455,8 @@ def build(config, o: ProcessOptions, *, shape, to_x0: Callable, from_x0: Callabl
     b = row_ids.shape[0]
     label = batch['label'].astype(jnp.int32) if num_classes else None
     extra = {k: v for k, v in batch.items() if k == 'context'}
+    null = ({'context': null_context(variables, b)}
+            if null_context is not None and extra and guidance != 1.0 else None)
     splits = jax.vmap(jax.random.split)(row_keys(rng, row_ids))
     k_init, k_steps = splits[:, 0], splits[:, 1]
     x_T = jax.vmap(lambda k: jax.random.normal(k, shape))(k_init)
@@ -452,7 +464,7 @@ def build(config, o: ProcessOptions, *, shape, to_x0: Callable, from_x0: Callabl
     def step(x_t, i):
       t_B = jnp.full((b,), sched.t[i])
       abar, abar_prev = sched.abar[i], sched.abar_prev[i]
-      out = denoise(variables, x_t, t_B, label, extra, guidance)
+      out = denoise(variables, x_t, t_B, label, extra, null, guidance)
       x0, eps = to_x0_eps(out[..., :c], x_t, abar, prediction)
       if clip:
         x0 = jnp.clip(x0, -1.0, 1.0)

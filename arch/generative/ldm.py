@@ -39,6 +39,8 @@ Dimension key: B batch, H W C image, h w c latent.
 """
 
 import dataclasses
+from typing import Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -103,34 +105,33 @@ def decode(net, vae_variables, x0_Bhwc, likelihood: str, levels: int, channels: 
   return vae.to_pixels(vae.mean_image(out, likelihood, channels, levels), likelihood, levels)
 
 
-def make(config) -> Task:
-  """Latent diffusion of uint8 images batch['image'] (and batch['label'] for a
-  class-conditional denoiser). Train metrics `loss` (and `mse`, `vlb` with a learned
-  variance); eval per example `loss`."""
-  for key in ('input_size', 'channels'):
-    if key in (config.get('task_kwargs') or {}):
-      raise ConfigError(f'task_kwargs.{key}: the latent shape comes from the frozen run; '
-                        f'set it there')
-  opts = parse_options(Options, config)
-  frozen = (config.get('frozen') or {}).get(VAE)
-  if not frozen or not frozen.get('config'):
-    raise ConfigError("generative.ldm needs its first stage: config.frozen.vae = "
-                      "dict(spec='configs/vae_digits.py:model=kl', workdir='')")
-  net, vae_task, image_shape, lik = first_stage(frozen.config)
-  fixed_scale = float(opts.latent_scale or 0.0)
-  posterior = opts.posterior
+class Codec(NamedTuple):
+  """The frozen first stage as latent diffusion reads it (`codec`)."""
+  task: Task           # the autoencoder run's task (its init fills the VAE collection)
+  image_shape: tuple   # (H, W, C) of the images it encodes
+  shape: tuple         # (h, w, c) of the latents, x0's shape
+  to_x0: Callable      # (variables, batch, rng=None) -> x0 = s z (B, h, w, c)
+  decode: Callable     # (variables, x0) -> uint8 images (B, H, W, C)
+
+
+def codec(vcfg, posterior: str = 'sample', fixed_scale: float = 0.0) -> Codec:
+  """The first stage of the frozen autoencoder run `vcfg` (read from the VAE collection):
+  x0 = s z with z a posterior draw (`posterior='sample'`: fresh noise given an rng, in
+  training; a fixed function of the image without, in eval) or the posterior mean, and
+  samples decoded to the decoder's mean image. Shared by latent diffusion and text-to-image."""
   if posterior not in POSTERIORS:
     raise ConfigError(f'unknown task_kwargs.posterior {posterior!r}; valid: '
                       f'{", ".join(POSTERIORS)}')
   if fixed_scale < 0:
     raise ConfigError(f'task_kwargs.latent_scale must be >= 0 (0: the run\'s), got '
                       f'{fixed_scale}')
+  net, vae_task, image_shape, lik = first_stage(vcfg)
   image_spec = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
   latent = jax.eval_shape(
       lambda x: net.init_with_output(jax.random.key(0), x, method='encode')[0][0], image_spec)
   if len(latent.shape) != 4:
     raise ConfigError(f'latent diffusion needs spatial latents (B, h, w, c); the frozen '
-                      f'{frozen.config.model_name} encodes to {latent.shape} (use '
+                      f'{vcfg.model_name} encodes to {latent.shape} (use '
                       f'generative.autoencoder_kl, configs/vae_digits.py:model=kl)')
   shape = tuple(latent.shape[1:])
 
@@ -150,17 +151,36 @@ def make(config) -> Task:
              else jax.random.normal(rng, (image.shape[0], *shape)))
     return encode(net, variables[VAE], image, eps, fixed_scale)
 
-  def from_x0(variables, x0):
-    return {'images': decode(net, variables[VAE], x0, lik['likelihood'], lik['levels'],
-                             image_shape[-1], fixed_scale)}
+  def decode_x0(variables, x0):
+    return decode(net, variables[VAE], x0, lik['likelihood'], lik['levels'], image_shape[-1],
+                  fixed_scale)
+
+  return Codec(vae_task, image_shape, shape, to_x0, decode_x0)
+
+
+def make(config) -> Task:
+  """Latent diffusion of uint8 images batch['image'] (and batch['label'] for a
+  class-conditional denoiser). Train metrics `loss` (and `mse`, `vlb` with a learned
+  variance); eval per example `loss`."""
+  for key in ('input_size', 'channels'):
+    if key in (config.get('task_kwargs') or {}):
+      raise ConfigError(f'task_kwargs.{key}: the latent shape comes from the frozen run; '
+                        f'set it there')
+  opts = parse_options(Options, config)
+  frozen = (config.get('frozen') or {}).get(VAE)
+  if not frozen or not frozen.get('config'):
+    raise ConfigError("generative.ldm needs its first stage: config.frozen.vae = "
+                      "dict(spec='configs/vae_digits.py:model=kl', workdir='')")
+  first = codec(frozen.config, opts.posterior, float(opts.latent_scale or 0.0))
 
   def init_extra(rng, batch):
-    return {VAE: vae_task.init(rng, {'image': batch['image']})}
+    return {VAE: first.task.init(rng, {'image': batch['image']})}
 
   task = diffusion.build(
-      config, opts, shape=shape, to_x0=to_x0, from_x0=from_x0,
+      config, opts, shape=first.shape, to_x0=first.to_x0,
+      from_x0=lambda variables, x0: {'images': first.decode(variables, x0)},
       noise_key=lambda batch: diffusion.image_keys(batch['image']),
-      example_batch=lambda n: labelled_images(n, image_shape[:2], image_shape[-1]),
+      example_batch=lambda n: labelled_images(n, first.image_shape[:2], first.image_shape[-1]),
       init_extra=init_extra, extra_collections=(VAE,), clip_x0=False)
 
   def evaluate(variables, batch):

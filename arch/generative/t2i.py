@@ -70,7 +70,7 @@ import arch
 from arch.generative import diffusion, ldm
 from arch.images import scale_images
 from arch.multimodal import clip
-from arch.task import ConfigError, Task, parse_options, row_keys
+from arch.task import ConfigError, Task, parse_options
 from arch.vision import attributes
 from arch.vocab import word_ids
 
@@ -139,21 +139,13 @@ def make(config) -> Task:
   if not 0.0 <= rate < 1.0:
     raise ConfigError(f'task_kwargs.cfg_dropout (the prompt dropout) must be in [0, 1), '
                       f'got {rate}')
-  if o.posterior not in ldm.POSTERIORS:
-    raise ConfigError(f'unknown task_kwargs.posterior {o.posterior!r}; valid: '
-                      f'{", ".join(ldm.POSTERIORS)}')
-  vae_net, vae_task, image_shape, lik = ldm.first_stage(frozen[VAE].config)
+  first = ldm.codec(frozen[VAE].config, o.posterior, float(o.latent_scale or 0.0))
   clip_model, clip_task, clip_len = text_encoder(frozen[CLIP].config)
   if clip_len != s_len:
     raise ConfigError(f'the frozen CLIP run reads captions of {clip_len} tokens; '
                       f'task_kwargs.text_length is {s_len}')
   reader_net, reader_task = _reader((frozen.get(READER) or {}).get('config'))
-  fixed_scale = float(o.latent_scale or 0.0)
-
-  image_spec = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-  latent = jax.eval_shape(lambda x: vae_net.init_with_output(
-      jax.random.key(0), x, method='encode')[0][0], image_spec)
-  shape = tuple(latent.shape[1:])
+  shape = first.shape
   c = shape[-1]
   learned = o.variance == 'learned_range'
   net = arch.model_from_config(config, out_channels=2 * c if learned else c)
@@ -172,46 +164,25 @@ def make(config) -> Task:
     v = jax.lax.stop_gradient(variables[CLIP])
     return clip_model.apply(v, tokens_BS.astype(jnp.int32), method='text_tokens')
 
-  def fixed_eps(image_BHWC):
-    return jax.vmap(lambda k: jax.random.normal(k, shape))(
-        diffusion.image_keys(image_BHWC, seed=1))
-
-  def to_x0(variables, batch, rng=None):
-    image = batch['image']
-    if tuple(image.shape[1:]) != image_shape:
-      raise ValueError(f'images of shape {tuple(image.shape[1:])}; the frozen autoencoder '
-                       f'is built for {image_shape}')
-    eps = None
-    if o.posterior == 'sample':
-      eps = (fixed_eps(image) if rng is None
-             else jax.random.normal(rng, (image.shape[0], *shape)))
-    return ldm.encode(vae_net, variables[VAE], image, eps, fixed_scale)
-
-  def decode(variables, x0):
-    return ldm.decode(vae_net, variables[VAE], x0, lik['likelihood'], lik['levels'],
-                      image_shape[-1], fixed_scale)
-
   def example_batch(n):
-    return {'image': jax.ShapeDtypeStruct((n, *image_shape), jnp.uint8),
+    return {'image': jax.ShapeDtypeStruct((n, *first.image_shape), jnp.uint8),
             'tokens': jax.ShapeDtypeStruct((n, s_len), jnp.int32)}
 
   def init_extra(rng, batch):
     b = batch['image'].shape[0]
     zeros = lambda spec: {k: jnp.zeros(v.shape, v.dtype) for k, v in spec.items()}
-    out = {VAE: vae_task.init(rng, {'image': batch['image']}),
+    out = {VAE: first.task.init(rng, {'image': batch['image']}),
            CLIP: clip_task.init(rng, zeros(clip_task.example_batch(b)))}
     if reader_task is not None:
       out[READER] = reader_task.init(rng, zeros(reader_task.example_batch(b)))
     return out
 
   base = diffusion.build(
-      config, o, shape=shape, to_x0=to_x0, from_x0=lambda v, x0: {'images': decode(v, x0)},
+      config, o, shape=shape, to_x0=first.to_x0,
+      from_x0=lambda v, x0: {'images': first.decode(v, x0)},
       noise_key=lambda batch: diffusion.image_keys(batch['image']),
       example_batch=example_batch, init_extra=init_extra, extra_collections=extra,
-      clip_x0=False)
-  big_t = int(o.num_timesteps)
-  abar_T = diffusion.alphas_cumprod(diffusion.beta_schedule(o.schedule, big_t))
-  defaults = diffusion.sampler_defaults(config, big_t)
+      clip_x0=False, null_context=lambda v, b: context(v, null_captions(b, s_len)))
 
   def with_context(variables, batch, tokens_BS):
     return {'image': batch['image'], 'context': context(variables, tokens_BS)}
@@ -221,58 +192,11 @@ def make(config) -> Task:
     tokens = drop_captions(k_drop, batch['tokens'], rate) if rate else batch['tokens']
     return base.loss(variables, with_context(variables, batch, tokens), k_base)
 
-  def network(variables, x_t, t_B, context_BSE):
-    params = {k: v for k, v in variables.items() if k not in extra}
-    return net.apply(params, x_t, t_B.astype(jnp.float32), None, context_BSE,
-                     train=False).astype(jnp.float32)
-
-  def denoise(variables, x_t, t_B, cond_BSE, null_BSE, guidance: float):
-    """The guided output eps_u + s (eps_c - eps_u) (one network call for s = 0 or 1)."""
-    if guidance == 1.0:
-      return network(variables, x_t, t_B, cond_BSE)
-    if guidance == 0.0:
-      return network(variables, x_t, t_B, null_BSE)
-    b = x_t.shape[0]
-    both = network(variables, jnp.concatenate([x_t, x_t]), jnp.concatenate([t_B, t_B]),
-                   jnp.concatenate([cond_BSE, null_BSE]))
-    return diffusion.guided(both[:b], both[b:], guidance, c)
-
-  def draw(variables, tokens_BS, rng, row_ids, steps, sampler, eta, guidance):
-    """Latents x0 (B, h, w, c) sampled from captions: diffusion.py's sampler with CFG."""
-    if sampler not in diffusion.SAMPLERS:
-      raise ConfigError(f'unknown sampler {sampler!r}; valid: '
-                        f'{", ".join(diffusion.SAMPLERS)}')
-    sched = diffusion.spaced(abar_T, diffusion.sampler_timesteps(big_t, steps))
-    b = row_ids.shape[0]
-    cond = context(variables, tokens_BS)
-    null = context(variables, null_captions(b, s_len))
-    splits = jax.vmap(jax.random.split)(row_keys(rng, row_ids))
-    k_init, k_steps = splits[:, 0], splits[:, 1]
-    x_T = jax.vmap(lambda k: jax.random.normal(k, shape))(k_init)
-
-    def step(x_t, i):
-      t_B = jnp.full((b,), sched.t[i])
-      abar, abar_prev = sched.abar[i], sched.abar_prev[i]
-      out = denoise(variables, x_t, t_B, cond, null, guidance)
-      x0, eps = diffusion.to_x0_eps(out[..., :c], x_t, abar, o.prediction)
-      noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), shape))(k_steps)
-      if sampler == 'ddim':
-        return diffusion.ddim_step(x_t, x0, eps, abar, abar_prev, eta, noise), None
-      log_var = diffusion.log_variance(o.variance, sched, i, out[..., c:])
-      return diffusion.ddpm_step(x_t, x0, abar, abar_prev, noise, log_var), None
-
-    x0, _ = jax.lax.scan(step, x_T, jnp.arange(steps - 1, -1, -1))
-    return x0
-
-  def sample(variables, batch, rng, *, row_ids, steps=None, sampler=None, eta=None,
-             guidance=None, **unused):
-    """{'images': (B, H, W, C) uint8}, row r drawn from the caption batch['tokens'][r]."""
-    del unused  # e.g. the driver's temperature
-    x0 = draw(variables, batch['tokens'], rng, row_ids, int(steps or defaults['steps']),
-              sampler or defaults['sampler'],
-              defaults['eta'] if eta is None else float(eta),
-              defaults['guidance'] if guidance is None else float(guidance))
-    return {'images': decode(variables, x0)}
+  def sample(variables, batch, rng, **kwargs):
+    """{'images': (B, H, W, C) uint8}, row r drawn from the caption batch['tokens'][r]:
+    diffusion.py's sampler over the latents, guided against the null caption."""
+    return base.sample(variables, {'context': context(variables, batch['tokens'])}, rng,
+                       **kwargs)
 
   def following(variables, images_BHWC, colour, kind, relation):
     """Per-example prompt-following of uint8 images, read by the frozen reader."""
@@ -292,10 +216,11 @@ def make(config) -> Task:
     image = batch['image']
     ids = jax.vmap(lambda k: jax.random.randint(k, (), 0, 2 ** 30))(
         diffusion.image_keys(image, seed=3))
-    sampled = lambda g: decode(variables, draw(variables, tokens, jax.random.key(0), ids,
-                                               int(o.eval_steps), 'ddim', 0.0, g))
+    sampled = lambda g: sample(variables, batch, jax.random.key(0), row_ids=ids,
+                               steps=int(o.eval_steps), sampler='ddim', eta=0.0,
+                               guidance=g)['images']
     guided_images = sampled(float(o.eval_guidance))
-    recon = decode(variables, to_x0(variables, batch))
+    recon = first.decode(variables, first.to_x0(variables, batch))
     truth = (batch['colour'], batch['kind'], batch['relation'])
     rolled = tuple(jnp.roll(a, 1, axis=0) for a in truth)
     runs = [('', guided_images, truth), ('recon_', recon, truth),

@@ -35,7 +35,6 @@ shared by the sensors gives 1.64 / 2.57 / 3.27 from a sensor's own hour, and 1.3
 
 import functools
 
-import networkx as nx
 import numpy as np
 
 from train.datasets.procedural import Procedural
@@ -54,6 +53,7 @@ SPEED_MEAN, SPEED_STD = 57.68, 7.98
 def road_network() -> dict:
   """The fixed graph: positions (N, 2); senders, receivers, weights (E,) with every street
   both ways; upstream, downstream (E / 2,), each street's one-way direction of flow."""
+  import networkx as nx  # here, not at the top: every run imports the dataset modules
   rng = np.random.default_rng(0)
   grid = nx.grid_2d_graph(ROWS, COLS)
   order = sorted(grid.nodes)
