@@ -1,0 +1,30 @@
+"""train.bench: the training step timed on the config's data or on random data of its shapes
+(examples/bench_torch.py's archzoo side, for configs whose dataset is not offline)."""
+
+import numpy as np
+import pytest
+
+from conftest import load_config
+
+
+def test_synthetic_batches_have_the_tasks_shapes_and_valid_values():
+  from train import core
+  from train.bench import synthetic_batch
+  config = load_config('resnet_imagenet.py:variant=18')
+  task = core.load_task(config)
+  batch = synthetic_batch(task, 3)
+  want = task.example_batch(3)
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
+      k: (v.shape, v.dtype) for k, v in want.items()}
+  assert batch['image'].shape == (3, 224, 224, 3) and batch['image'].std() > 50  # random bytes
+  assert (batch['label'] == 0).all()  # a valid class for any head
+
+
+def test_bench_times_the_loops_step_on_random_data():
+  from train.bench import bench_training
+  config = load_config('lenet_digits.py', batch_size=8)
+  out = bench_training(config, 2, synthetic=True)
+  assert out['step_ms'] > 0 and out['compile_s'] > 0 and out['init_s'] > 0
+  assert out['examples_per_sec'] == pytest.approx(8 * 1e3 / out['step_ms'])
+  assert out['flops_per_step'] > 0 and 0 < out['mfu'] < 1
+  assert np.isfinite(list(out.values())).all()
