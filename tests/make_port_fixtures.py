@@ -3,9 +3,10 @@ initialised reference models saved the way their libraries publish weights (safe
 and config.json), with the reference logits on fixed inputs.
 
 Needs the reference libraries, which archzoo itself never imports (a throwaway
-virtualenv: `pip install torch transformers safetensors torchvision`):
+virtualenv: `pip install torch transformers safetensors torchvision timm diffusers`):
 
-  /path/to/refenv/bin/python tests/make_port_fixtures.py [gpt2 vit bert llama resnet t5 bart clip]
+  /path/to/refenv/bin/python tests/make_port_fixtures.py [gpt2 vit bert llama resnet t5 bart
+      clip vgg alexnet densenet deit cait swin efficientnet vae layouts]
 
 The committed fixtures let CI check parity without them (tests/test_port.py).
 """
@@ -367,9 +368,148 @@ def _save_torchvision(model, name, seed, size=32):
   print(f'{name}:', logits.shape, float(np.abs(logits).max()))
 
 
+def _save_timm(model, name, seed, model_args, size=32):
+  """A timm model saved as timm publishes it on the Hugging Face hub (timm's own
+  save_for_hf: model.safetensors and a config.json naming the architecture and the
+  model_args it was made with), random parameters, and the eval-mode logits of two random
+  single-channel images of size x size."""
+  from timm.models import _hub
+  _randomise(model, seed)
+  model.eval()
+  out = os.path.join(HERE, name)
+  os.makedirs(out, exist_ok=True)
+  _hub.save_for_hf(model, out, model_args=model_args, safe_serialization=True)
+  images = np.random.default_rng(seed).normal(size=(2, size, size, 1)).astype(np.float32)
+  with torch.no_grad():
+    logits = model(torch.as_tensor(images).permute(0, 3, 1, 2)).numpy()
+  np.savez(os.path.join(out, 'reference.npz'), images=images, logits=logits.astype(np.float32))
+  print(f'{name} (timm):', logits.shape, float(np.abs(logits).max()))
+
+
+def deit_tiny():
+  """timm's deit_tiny_distilled_patch16_224 (VisionTransformerDistilled: class and
+  distillation tokens, `head` and `head_dist`, their mean at inference) at
+  configs/deit_digits.py:tiny's size with 2 blocks: 32x32 single-channel images in 4x4
+  patches, width 16, 2 heads, MLP 32."""
+  import timm
+  args = dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=2,
+              num_heads=2, mlp_ratio=2.0)
+  torch.manual_seed(0)
+  model = timm.create_model('deit_tiny_distilled_patch16_224', pretrained=False, **args)
+  _save_timm(model, 'deit_tiny', 12, args)
+
+
+def cait_tiny():
+  """timm's cait_xxs24_224 (talking-heads self-attention blocks with LayerScale, then
+  class-attention blocks) at configs/cait_digits.py:tiny's width: 32x32 single-channel
+  images in 4x4 patches, width 16, 2 heads, 2 + 2 blocks, self-attention MLP 32 and the
+  class blocks' timm default of 4x (64). LayerScale gammas random like every parameter."""
+  import timm
+  args = dict(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=16, depth=2,
+              num_heads=2, mlp_ratio=2.0, depth_token_only=2)
+  torch.manual_seed(0)
+  model = timm.create_model('cait_xxs24_224', pretrained=False, **args)
+  _save_timm(model, 'cait_tiny', 13, args)
+
+
+def swin_tiny():
+  """torchvision's SwinTransformer (swin_t's classes: its blocks, PatchMerging, shifted
+  windows) at width 8, two stages of two blocks (1 and 2 heads), 2x2 patches, 4x4 windows
+  and a 1-channel patch conv, on 24x24 images: a 12x12 map (3x3 windows, shifted) and a
+  6x6 one, which torchvision pads to 8x8 and still shifts."""
+  _torchvision()
+  from torchvision.models.swin_transformer import SwinTransformer
+  torch.manual_seed(0)
+  model = SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[2, 2], num_heads=[1, 2],
+                          window_size=[4, 4], num_classes=10)
+  model.features[0][0] = torch.nn.Conv2d(1, 8, kernel_size=2, stride=2)
+  _save_torchvision(model.eval(), 'swin_tiny', 14, size=24)
+
+
+def efficientnet_tiny():
+  """torchvision's EfficientNet (its MBConv, SqueezeExcitation and head) with B0's table
+  compound-scaled through torchvision's own _efficientnet_conf by width 0.05 (8 to 16
+  channels, a 64-wide head conv: efficientnet.TINY's 0.25 makes a 540 KB fixture) and
+  efficientnet.TINY's depth 0.25 (one block per stage), on 1-channel 32x32 inputs."""
+  _torchvision()
+  from torchvision.models import efficientnet as tv_effnet
+  torch.manual_seed(0)
+  setting, last = tv_effnet._efficientnet_conf('efficientnet_b0', width_mult=0.05,
+                                              depth_mult=0.25)
+  model = tv_effnet.EfficientNet(setting, dropout=0.1, num_classes=10, last_channel=last)
+  stem = model.features[0][0]
+  model.features[0][0] = torch.nn.Conv2d(1, stem.out_channels, 3, 2, 1, bias=False)
+  _save_torchvision(model.eval(), 'efficientnet_tiny', 15)
+
+
+def vae_tiny():
+  """diffusers' AutoencoderKL (SD 1.5's VAE classes: DownEncoderBlock2D / UpDecoderBlock2D,
+  the mid block's single-head attention, quant convs) at the size of configs/
+  vae_digits.py:model=kl,tiny with widths (4, 8), so that both stacks have a 1x1
+  conv_shortcut: one layer per block, GroupNorm(4), 2 latent channels, 1-channel 8x8
+  images. Saved by its own save_pretrained (diffusion_pytorch_model.safetensors,
+  config.json); the reference outputs are the posterior's mean and log-variance and the
+  decoding of the mean, as NHWC."""
+  from diffusers import AutoencoderKL
+  torch.manual_seed(0)
+  model = AutoencoderKL(in_channels=1, out_channels=1,
+                        down_block_types=('DownEncoderBlock2D',) * 2,
+                        up_block_types=('UpDecoderBlock2D',) * 2, block_out_channels=(4, 8),
+                        layers_per_block=1, latent_channels=2, norm_num_groups=4,
+                        sample_size=8).eval()
+  _randomise(model, 16)
+  out = os.path.join(HERE, 'vae_tiny')
+  os.makedirs(out, exist_ok=True)
+  model.save_pretrained(out, safe_serialization=True)
+  images = np.random.default_rng(16).uniform(-1, 1, size=(2, 8, 8, 1)).astype(np.float32)
+  with torch.no_grad():
+    posterior = model.encode(torch.as_tensor(images).permute(0, 3, 1, 2)).latent_dist
+    sample = model.decode(posterior.mean).sample
+  nhwc = lambda x: x.permute(0, 2, 3, 1).numpy().astype(np.float32)
+  np.savez(os.path.join(out, 'reference.npz'), images=images, mean=nhwc(posterior.mean),
+           logvar=nhwc(posterior.logvar), sample=nhwc(sample))
+  print('vae_tiny (diffusers):', tuple(posterior.mean.shape), float(sample.abs().max()))
+
+
+def published_layouts():
+  """The tensor names and shapes (no values: built on torch's meta device) of published
+  sizes, gzipped JSON: torchvision's swin_t, efficientnet_b0 and efficientnet_b5 (BatchNorm
+  eps 1e-3), timm's deit_tiny_distilled_patch16_224 and cait_xxs24_224 (with the
+  architecture its hub config.json names) and SD 1.5's AutoencoderKL (with its
+  config.json): tests/test_port.py maps each onto the named config's parameter tree."""
+  import gzip
+  import timm
+  from diffusers import AutoencoderKL
+  _torchvision()
+  from torchvision import models
+  shapes = lambda m: {k: list(v.shape) for k, v in m.state_dict().items()}
+  out = {}
+  with torch.device('meta'):
+    for name in ('swin_t', 'efficientnet_b0', 'efficientnet_b5'):
+      out[name] = {'tensors': shapes(getattr(models, name)())}
+    for name in ('deit_tiny_distilled_patch16_224', 'cait_xxs24_224'):
+      out[name] = {'tensors': shapes(timm.create_model(name, pretrained=False)),
+                   'config': {'architecture': name}}
+    vae = AutoencoderKL(in_channels=3, out_channels=3,
+                        down_block_types=('DownEncoderBlock2D',) * 4,
+                        up_block_types=('UpDecoderBlock2D',) * 4,
+                        block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                        latent_channels=4, norm_num_groups=32, sample_size=512)
+    config = {k: v for k, v in dict(vae.config).items() if k != '_use_default_values'}  # a set
+    out['sd15_vae'] = {'tensors': shapes(vae), 'config': json.loads(json.dumps(config,
+                                                                              default=list))}
+  path = os.path.join(HERE, 'published_layouts.json.gz')
+  with open(path, 'wb') as raw, gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as f:
+    f.write(json.dumps(out, separators=(',', ':')).encode())  # mtime 0: the same bytes
+  print('published_layouts:', {k: len(v['tensors']) for k, v in out.items()},
+        os.path.getsize(path), 'bytes')
+
+
 FIXTURES = {'gpt2': gpt2_tiny, 'vit': vit_tiny, 'bert': bert_tiny, 'llama': llama_tiny,
             't5': t5_tiny, 'bart': bart_tiny, 'clip': clip_tiny, 'vgg': vgg_tiny,
-            'alexnet': alexnet_tiny, 'densenet': densenet_tiny,
+            'alexnet': alexnet_tiny, 'densenet': densenet_tiny, 'deit': deit_tiny,
+            'cait': cait_tiny, 'swin': swin_tiny, 'efficientnet': efficientnet_tiny,
+            'vae': vae_tiny, 'layouts': published_layouts,
             'resnet': lambda: (resnet_tiny('basic'), resnet_tiny(
                 'bottleneck', (1, 1, 1, 1), (2, 4, 4, 8), 4, 5))}
 

@@ -1,12 +1,14 @@
 """Published weights in and out (train/port.py), against fixtures a reference library wrote
 (tests/make_port_fixtures.py: small randomly initialised Hugging Face GPT2LMHeadModel,
 ViTForImageClassification, BertForPreTraining, LlamaForCausalLM, T5ForConditionalGeneration,
-BartForConditionalGeneration and CLIPModel, and torchvision ResNets, saved as safetensors,
-with their logits on fixed inputs): the imported run's logits match on 1 and 8 devices,
-export gives back the same tensors bit for bit, the imported run trains on, and bad input
-fails with one line naming the problem. T5, BART and CLIP are checked in-process on one
-device (the mapping, the leaf check and the network's outputs; the CLI's checkpoint round
-trip and mesh are the same code the formats above cover)."""
+BartForConditionalGeneration and CLIPModel, torchvision ResNets, VGG, AlexNet, DenseNet,
+Swin and EfficientNet, timm's DeiT and CaiT, and diffusers' AutoencoderKL, saved as
+safetensors, with their logits on fixed inputs): the imported run's logits match on 1 and 8
+devices, export gives back the same tensors bit for bit, the imported run trains on, and
+bad input fails with one line naming the problem. T5, BART, CLIP and the later formats
+(VGG ... the VAE; timm's DeiT also on 8 devices through the CLI) are checked in-process on
+one device (the mapping, the leaf check and the network's outputs; the CLI's checkpoint
+round trip and mesh are the same code the formats above cover)."""
 
 import json
 import os
@@ -24,6 +26,7 @@ BERT = os.path.join(REPO, 'tests', 'fixtures', 'port', 'bert_tiny')
 LLAMA = os.path.join(REPO, 'tests', 'fixtures', 'port', 'llama_tiny')
 RESNET = os.path.join(REPO, 'tests', 'fixtures', 'port', 'resnet_basic_tiny')
 RESNET50 = os.path.join(REPO, 'tests', 'fixtures', 'port', 'resnet_bottleneck_tiny')
+DEIT = os.path.join(REPO, 'tests', 'fixtures', 'port', 'deit_tiny')
 SPEC = 'configs/gpt_pydoc.py:variant=tiny'
 # arch -> (fixture, the config whose network it is, with the overrides that make it so)
 FIXTURES = {
@@ -39,6 +42,9 @@ FIXTURES = {
         'configs/resnet_digits.py:tiny=True', '--config.model.stage_sizes=(1,1,1,1)',
         '--config.model.block=bottleneck', '--config.model.widths=(2,4,4,8)',
         '--config.model.small_input=False']),
+    # timm's distilled DeiT (--from timm), deit_digits' tiny student with 2 blocks.
+    'deit': (DEIT, ['configs/deit_digits.py:tiny=True,distillation=none',
+                    '--config.model.depth=2']),
 }
 
 
@@ -48,6 +54,8 @@ def _port(args, data_dir, devices=1):
 
 
 def _source(arch):
+  if arch == 'deit':
+    return 'timm', arch
   return ('torchvision', 'resnet') if arch.startswith('resnet') else ('hf', arch)
 
 
@@ -62,7 +70,8 @@ def _import(workdir, data_dir, devices=1, src=GPT2, arch='gpt2'):
 # On 1 device the round trip below checks each format's parity first (the BasicBlock
 # ResNet's mapping is the bottleneck one's, checked here on 8).
 @pytest.mark.parametrize('arch, devices', [('gpt2', 8), ('vit', 8), ('bert', 8), ('llama', 8),
-                                           ('resnet', 8), ('resnet_bottleneck', 8)])
+                                           ('resnet', 8), ('resnet_bottleneck', 8),
+                                           ('deit', 8)])
 def test_import_matches_the_reference_logits(tmp_path, data_dir, arch, devices):
   code, out = _import(tmp_path / 'run', data_dir, devices, FIXTURES[arch][0], arch)
   assert code == 0, out[-3000:]
@@ -280,6 +289,10 @@ def test_bad_input_is_one_line(tmp_path, data_dir):
 T5 = os.path.join(REPO, 'tests', 'fixtures', 'port', 't5_tiny')
 BART = os.path.join(REPO, 'tests', 'fixtures', 'port', 'bart_tiny')
 CLIP = os.path.join(REPO, 'tests', 'fixtures', 'port', 'clip_tiny')
+CAIT = os.path.join(REPO, 'tests', 'fixtures', 'port', 'cait_tiny')
+SWIN = os.path.join(REPO, 'tests', 'fixtures', 'port', 'swin_tiny')
+EFFICIENTNET = os.path.join(REPO, 'tests', 'fixtures', 'port', 'efficientnet_tiny')
+VAE = os.path.join(REPO, 'tests', 'fixtures', 'port', 'vae_tiny')
 # arch -> (fixture, config, its overrides as load_config takes them)
 IN_PROCESS = {
     't5': (T5, 't5_translate.py', dict(model__embed_dim=16, model__head_dim=8,
@@ -301,6 +314,19 @@ IN_PROCESS = {
                  'densenet_digits.py', dict(model__block_config='(2,2)', model__growth_rate=4,
                                             model__num_init_features=8, model__bn_size=2,
                                             model__small_input=False)),
+    # timm's distilled DeiT; timm's CaiT (class blocks' MLP 4x, timm's default) and
+    # torchvision's Swin (24x24 inputs: a 6x6 second-stage map padded to 8x8 and shifted)
+    # and EfficientNet (B0's table at width 0.05, depth 0.25: one block per stage).
+    'deit': (DEIT, 'deit_digits.py:tiny=True,distillation=none', dict(model__depth=2)),
+    'cait': (CAIT, 'cait_digits.py:tiny=True', dict(model__depth=2, model__class_depth=2,
+                                                    model__class_mlp_dim=64)),
+    'swin': (SWIN, 'swin_digits.py:tiny=True', dict(model__depths='(2,2)',
+                                                    model__num_heads='(1,2)')),
+    'efficientnet': (EFFICIENTNET, 'efficientnet_digits.py:tiny=True',
+                     dict(model__width_mult=0.05)),
+    # diffusers' AutoencoderKL (SD 1.5's VAE classes), widths (4, 8): mean, logvar, sample.
+    'autoencoder_kl': (VAE, 'vae_digits.py:model=kl,tiny=True',
+                       dict(model__block_out_channels='(4,8)')),
 }
 
 
@@ -317,8 +343,7 @@ def _mapped(arch):
   for k, v in overrides.items():
     config_lib.override(config, k.replace('__', '.'), str(v))
   tensors = {k: v for k, v in port.read_tensors(fixture).items() if not fmt.skip(k)}
-  ref = (fmt.describe(tensors) if hasattr(fmt, 'describe') else
-         port.read_reference_config(fixture))
+  ref = port.describe_reference(fmt, tensors, fixture)
   port.check_model_fields(config, fmt.model_fields(ref), arch,
                           fmt.task_fields(ref) if hasattr(fmt, 'task_fields') else None)
   return config, fmt.to_archzoo(tensors, ref), dict(np.load(os.path.join(fixture,
@@ -536,3 +561,178 @@ def test_densenet_reads_the_network_off_the_tensors():
   assert port.Densenet.describe(small)['small_input']
   with pytest.raises(UserError, match='3x3/1 small_input'):
     port.Densenet.describe(dict(t, **{'features.conv0.weight': small['features.conv0.weight']}))
+
+
+def test_deit_reads_the_network_off_timm_tensors():
+  """Sizes from the tensors, the head count from timm's config.json (model_args, or the size
+  its architecture names; none: refused); without dist_token / head_dist it is a plain
+  class-token ViT; DeiT III's LayerScale and pooling without a class token are refused;
+  qkv's fused rows split [q; k; v], head-major; the exported config.json builds the same
+  network."""
+  from train import port
+  from train.errors import UserError
+  t = port.read_tensors(DEIT)
+  meta = port.read_reference_config(DEIT)
+  ref = port.Deit.describe(t, meta)
+  assert ref == {'image_size': 32, 'patch_size': 4, 'embed_dim': 16, 'depth': 2,
+                 'num_heads': 2, 'mlp_dim': 32, 'num_classes': 10, 'pool': 'cls',
+                 'distilled': True, 'norm_eps': 1e-6}
+  assert port.Deit.heads({'architecture': 'deit_small_distilled_patch16_224'}) == 6
+  with pytest.raises(UserError, match='head count cannot be read'):
+    port.Deit.describe(t, None)
+  plain = {k: v for k, v in t.items() if not k.startswith(('dist_token', 'head_dist'))}
+  plain['pos_embed'] = t['pos_embed'][:, 1:]
+  assert not port.Deit.describe(plain, meta)['distilled']
+  with pytest.raises(UserError, match='LayerScale'):
+    port.Deit.describe(dict(t, **{'blocks.0.ls1.gamma': np.ones(16, np.float32)}), meta)
+  with pytest.raises(UserError, match='no cls_token'):
+    port.Deit.describe({k: v for k, v in plain.items() if k != 'cls_token'}, meta)
+  flat = port.Deit.to_archzoo(dict(t), ref)
+  w = t['blocks.1.attn.qkv.weight']  # (3 * 16, 16): q, k, v rows, 2 heads of 8 each
+  np.testing.assert_array_equal(flat['encoder/layers_1/self_attn/key/kernel'][:, 1],
+                                w[24:32].T)
+  np.testing.assert_array_equal(flat['head_dist/kernel'], t['head_dist.weight'].T)
+  exported = port.Deit.reference_config(ref, 1)
+  assert port.Deit.describe(t, exported) == ref
+  assert exported['model_args']['mlp_ratio'] == 2.0
+  with pytest.raises(UserError, match='--from timm'):
+    port.import_weights(None, 'deit', DEIT, '/nonexistent', source='torchvision')
+
+
+def test_cait_swin_and_efficientnet_read_the_network_off_the_tensors():
+  """CaiT's heads from talking heads' proj_l (heads x heads); Swin's heads and window from
+  each stage's bias table, V2 refused, the relative_position_index buffer a constant that
+  export writes back as torchvision has it; EfficientNet's multipliers from the blocks,
+  a config whose other multipliers build the same blocks accepted, V2's fused blocks
+  refused."""
+  from train import port
+  from train.errors import UserError
+  t = port.read_tensors(CAIT)
+  ref = port.Cait.describe(t)
+  assert (ref['num_heads'], ref['class_depth'], ref['class_mlp_dim']) == (2, 2, 64)
+  flat = port.Cait.to_archzoo(dict(t), ref)
+  np.testing.assert_array_equal(flat['layers_1/self_attn/mix_weights/kernel'],
+                                t['blocks.1.attn.proj_w.weight'].T)
+  np.testing.assert_array_equal(flat['class_layers_0/class_attn/value/bias'][1],
+                                t['blocks_token_only.0.attn.v.bias'][8:])
+  np.testing.assert_array_equal(flat['class_layers_1/class_attn_scale'],
+                                t['blocks_token_only.1.gamma_1'])
+
+  t = port.read_tensors(SWIN)
+  index = t['features.3.1.attn.relative_position_index']
+  ref = port.Swin.describe({k: v for k, v in t.items() if not port.Swin.skip(k)})
+  assert ref == {'patch_size': 2, 'embed_dim': 8, 'depths': (2, 2), 'num_heads': (1, 2),
+                 'window_size': 4, 'mlp_ratio': 4.0, 'num_classes': 10}
+  config, flat, _ = _mapped('swin')
+  model = {**port._model_defaults(config), **config.model.to_dict()}
+  back = port.Swin.to_reference(dict(flat), model)
+  assert back['features.3.1.attn.relative_position_index'].dtype == index.dtype
+  np.testing.assert_array_equal(back['features.3.1.attn.relative_position_index'], index)
+  np.testing.assert_array_equal(flat['merge1/reduction/kernel'],
+                                t['features.2.reduction.weight'].T)
+  v2 = dict(t, **{'features.1.0.attn.logit_scale': np.zeros((1, 1, 1), np.float32)})
+  with pytest.raises(UserError, match='Swin V2'):
+    port.Swin.describe(v2)
+
+  config, _, _ = _mapped('efficientnet')
+  t = {k: v for k, v in port.read_tensors(EFFICIENTNET).items()
+       if not port.Efficientnet.skip(k)}
+  fields = port.Efficientnet.describe(t)
+  assert (fields['width_mult'], fields['head_ratio']) == (0.05, 4)
+  port.check_model_fields(config, fields, 'efficientnet')  # its depth 0.25 builds these
+  from train import config_lib
+  config_lib.override(config, 'model.width_mult', '0.25')
+  with pytest.raises(UserError, match=r'--config.model.width_mult=0.05'):
+    port.check_model_fields(config, fields, 'efficientnet')
+  fused = {k: v for k, v in t.items() if not k.startswith('features.2.0.block.2.')}
+  with pytest.raises(UserError, match='EfficientNetV2'):
+    port.Efficientnet.describe(fused)
+
+
+def test_autoencoder_kl_names_and_refusals():
+  """diffusers' resnets / attentions / samplers in their places (a conv_shortcut where the
+  width changes: encoder down1, decoder up1), the pre-2023 attention names (query, key,
+  value, proj_attn) read like to_q, to_k, to_v, to_out.0; what archzoo's AutoencoderKL
+  cannot build refused."""
+  from train import port
+  from train.errors import UserError
+  config, flat, _ = _mapped('autoencoder_kl')
+  t = port.read_tensors(VAE)
+  ref = port.read_reference_config(VAE)
+  np.testing.assert_array_equal(flat['encoder/down1_res0/conv_shortcut/kernel'][0, 0],
+                                t['encoder.down_blocks.1.resnets.0.conv_shortcut.weight'][
+                                    :, :, 0, 0].T)
+  np.testing.assert_array_equal(flat['decoder/up1_res1/norm2/scale'],
+                                t['decoder.up_blocks.1.resnets.1.norm2.weight'])
+  np.testing.assert_array_equal(flat['decoder/up0_upsample/kernel'][2, 1],
+                                t['decoder.up_blocks.0.upsamplers.0.conv.weight'][:, :, 2, 1].T)
+  assert 'encoder/down0_res0/conv_shortcut/kernel' not in flat
+  assert 'decoder/up1_res0/conv_shortcut/kernel' in flat
+  old = {k.replace('.to_q.', '.query.').replace('.to_out.0.', '.proj_attn.'): v
+         for k, v in t.items()}
+  assert 'decoder.mid_block.attentions.0.proj_attn.bias' in old
+  again = port.AutoencoderKl.to_archzoo(old, ref)
+  assert sorted(again) == sorted(flat)
+  np.testing.assert_array_equal(again['decoder/mid/attn/out/kernel'],
+                                t['decoder.mid_block.attentions.0.to_out.0.weight'].T)
+  for field, value, message in (('act_fn', 'relu', "act_fn='relu'"),
+                                ('_class_name', 'AsymmetricAutoencoderKL', '_class_name'),
+                                ('up_block_types', ['UpDecoderBlock2D', 'AttnUpDecoderBlock2D'],
+                                 'AttnUpDecoderBlock2D'),
+                                ('use_quant_conv', False, 'use_quant_conv=False')):
+    with pytest.raises(UserError, match=re.escape(message)):
+      port.AutoencoderKl.model_fields({**ref, field: value})
+
+
+# published name (tests/fixtures/port/published_layouts.json.gz) -> (arch, config, input
+# side, the reference's parameter count)
+PUBLISHED = {
+    'swin_t': ('swin', 'swin_imagenet.py:variant=T', 224, 28_288_354),
+    'efficientnet_b0': ('efficientnet', 'efficientnet_imagenet.py:variant=b0', 224, 5_288_548),
+    'efficientnet_b5': ('efficientnet', 'efficientnet_imagenet.py:variant=b5', 224, 30_389_784),
+    'deit_tiny_distilled_patch16_224': ('deit', 'deit_imagenet.py:variant=Ti,distillation=none',
+                                        224, 5_910_800),
+    'cait_xxs24_224': ('cait', 'cait_imagenet.py:variant=XXS24', 224, 11_956_264),
+    'sd15_vae': ('autoencoder_kl', 'vae_digits.py:model=kl,variant=sd15', 64, 83_653_863),
+}
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED))
+def test_published_layouts_map_onto_the_named_sizes(name):
+  """The published sizes' tensor names and shapes (written without values by
+  tests/make_port_fixtures.py from torchvision, timm and diffusers) describe the config's
+  named size (EfficientNet-B5's BatchNorm eps included), fill its params leaf for leaf
+  (eval_shape: nothing allocated) with the reference's parameter count, and map back onto
+  the same names and shapes."""
+  import gzip
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import arch as arch_lib
+  from train import port
+  with gzip.open(os.path.join(REPO, 'tests', 'fixtures', 'port',
+                              'published_layouts.json.gz'), 'rt') as f:
+    layout = json.load(f)[name]
+  arch, spec, side, count = PUBLISHED[name]
+  fmt = port.ARCHS[arch]
+  # Zero-stride arrays: the shapes without the memory.
+  t = {k: np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), tuple(s), (0,) * len(s))
+       for k, s in layout['tensors'].items()}
+  t = {k: v for k, v in t.items() if not fmt.skip(k)}
+  if hasattr(fmt, 'describe'):
+    ref = fmt.describe(t, layout.get('config')) if fmt.source == 'timm' else fmt.describe(t)
+  else:
+    ref = layout['config']
+  config = load_config(spec)
+  port.check_model_fields(config, fmt.model_fields(ref), arch)
+  flat = fmt.to_archzoo(dict(t), ref)
+  model = arch_lib.model_from_config(config)
+  shapes = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                      jnp.zeros((1, side, side, 3)))))
+  want = {k: v.shape for k, v in port._flat(shapes['params']).items()}
+  assert sum(int(np.prod(s)) for s in want.values()) == count
+  want.update({'batch_stats/' + k: v.shape
+               for k, v in port._flat(shapes.get('batch_stats', {})).items()})
+  port.check_leaves(flat, want, name)
+  back = fmt.to_reference(flat, {**port._model_defaults(config), **config.model.to_dict()})
+  assert {k: list(v.shape) for k, v in back.items()} == layout['tensors']

@@ -6,6 +6,9 @@
   python -m train.port --to hf --arch gpt2 --workdir RUN --dst DIR --config ...
   python -m train.port --from torchvision --arch resnet --src resnet50.safetensors \\
       --workdir OUT --config configs/resnet_imagenet.py ...
+  python -m train.port --from timm --arch deit --src DIR --workdir OUT \\
+      --config configs/deit_imagenet.py:variant=B,distillation=none
+  python -m train.port --from diffusers --arch autoencoder_kl --src DIR/vae --workdir OUT ...
 
 Import reads a checkpoint directory a user has downloaded (its `*.safetensors` files and
 `config.json`), maps the tensors onto archzoo's parameter tree of `--config`, checks them
@@ -17,16 +20,19 @@ config.json must describe the network `--config` builds; where a field differs, 
 names the `--config.model.X=Y` overrides that make it so. A `tokenizer.json` in the source
 directory becomes the run's tokenizer (WORKDIR/tokenizer.json, read by train/text.py).
 torchvision keeps no config file: its formats read the network off the tensors' names and
-shapes instead.
+shapes instead; so do timm's, whose hub config.json only adds what tensors cannot show
+(a ViT's head count). diffusers' config.json is read like Hugging Face's.
 PyTorch pickles (`.bin`, `.pth`) are refused: loading them executes code; convert them
 to safetensors first. `--reference_logits` takes an .npz of the model's input (`tokens`, or
 `images` (B, H, W, C); BERT also `token_types`; T5 / BART `sources` and `targets`; CLIP
 `images` and `tokens`) and the reference's outputs on it (`logits`; BERT `mlm_logits` and
-`nsp_logits`; CLIP as below) and reports the imported model's largest
-relative difference, computed over the run's mesh (1 or many devices).
+`nsp_logits`; CLIP as below; autoencoder_kl `mean`, `logvar` and `sample`) and reports
+the imported model's largest relative difference, computed over the run's mesh (1 or many
+devices).
 
-Export (`--to hf|torchvision`) writes the run's params (EMA where kept) and BatchNorm
-statistics back in the reference layout as DIR/model.safetensors and, for Hugging Face,
+Export (`--to hf|torchvision|timm|diffusers`) writes the run's params (EMA where kept) and
+BatchNorm statistics back in the reference layout as DIR/model.safetensors (diffusers:
+diffusion_pytorch_model.safetensors) and, for Hugging Face, timm and diffusers,
 DIR/config.json; an imported checkpoint exported again gives the same tensors, bit for bit
 (a tied LLaMA head comes back as its own lm_head.weight).
 
@@ -75,6 +81,20 @@ archzoo's '/'-joined param paths:
   densenet torchvision densenet121 ... 201 (old `norm.1` names too): blocks, growth and
         bn_size read off the tensors; bias-free convs, BatchNorm as resnet's.
 
+  deit  timm VisionTransformerDistilled / VisionTransformer (--from timm: deit_*,
+        deit_*_distilled, vit_*_patch*): fused qkv split, dist_token and head_dist; heads
+        from timm's config.json. LayerScale (DeiT III), registers, fc_norm refused.
+  cait  timm Cait (--from timm): talking heads' proj_l / proj_w, LayerScale gammas,
+        class-attention blocks; every size read off the tensors.
+  swin  torchvision swin_t / swin_s / swin_b (--from torchvision): heads and window from
+        the bias tables; relative_position_index skipped and written back. V2 refused.
+  efficientnet torchvision efficientnet_b0 ... b7 (--from torchvision): the width / depth
+        multipliers that scale B0's table into the blocks read off the tensors; B5-B7's
+        BatchNorm eps 1e-3 from the matched size. EfficientNetV2 refused.
+  autoencoder_kl diffusers AutoencoderKL (--from diffusers; SD 1.x / 2.x's vae folder):
+        config.json's sizes; resnets, mid-block attention (old names too), samplers;
+        export as diffusion_pytorch_model.safetensors + config.json.
+
 Measured parity (tests/test_port.py, tiny random reference models, float32, 2026-12-06):
 max |logits - reference| / max |reference| = bert 6.4e-7, llama 9.4e-7, resnet (basic)
 4.0e-7 / 3.4e-7, resnet (bottleneck) 7.8e-8, on 1 / 8 devices (equal where one number).
@@ -86,14 +106,27 @@ through this CLI on 1 and 8 devices. In-process on 1 device (tests/test_port.py,
 tests' fast-compile XLA flags): t5 4.4e-7, bart 3.5e-7, clip 5.2e-7 (logits_per_image;
 embeddings 2.7e-7), vgg 1.0e-7, alexnet (its 11x11/4 stem, 64x64 inputs) 3.7e-7, densenet
 5.8e-8.
+2026-12-07 (timm 1.0.31, torchvision 0.29.1, diffusers 0.42.1 fixtures) through this CLI on
+1 / 8 devices: deit (distilled) 2.2e-7 / 2.7e-7, cait 1.8e-7, swin 1.1e-7 (24x24 inputs: a
+shifted, padded second stage), efficientnet 1.4e-7 / 1.8e-7, autoencoder_kl 7.3e-7 (the
+largest over mean, logvar and the decoded sample); each exported back bit for bit, and timm,
+torchvision and diffusers load the exports (strictly) and give the reference outputs
+exactly. The published layouts (timm's deit_{tiny,small,base}_distilled_patch16_224,
+vit_base_patch16_224, cait_xxs24/s24_224; torchvision's swin_t/s/b, efficientnet_b0-b7;
+SD 1.5's AutoencoderKL), built with no weights, map onto the configs' named sizes leaf for
+leaf with their parameter counts (swin_t, efficientnet_b0 / b5, deit_tiny_distilled,
+cait_xxs24 and SD 1.5's VAE in tests/test_port.py, from tests/fixtures/port/
+published_layouts.json.gz).
 """
 
 import argparse
+import functools
 import glob
 import json
 import os
 import shutil
 import sys
+from typing import Optional
 
 import numpy as np
 
@@ -1376,6 +1409,846 @@ class Densenet:
     return out
 
 
+def _qkv_in(out: dict, dst: str, take, src: str, h: int, bias: bool = True):
+  """A fused torch qkv Linear (3 h e, d), rows [q; k; v] each head-major (timm's and
+  torchvision's) -> archzoo's query/key/value (d, h, e) kernels and (h, e) biases."""
+  w = take(src + '.weight')
+  d = w.shape[1]
+  w = w.reshape(3, h, -1, d)
+  b = take(src + '.bias').reshape(3, h, -1) if bias else None
+  for j, name in enumerate(('query', 'key', 'value')):
+    out[dst + f'{name}/kernel'] = w[j].transpose(2, 0, 1)
+    if bias:
+      out[dst + f'{name}/bias'] = b[j]
+
+
+def _qkv_out(out: dict, src: str, take, dst: str, bias: bool = True):
+  """The inverse of `_qkv_in`."""
+  ws = [take(src + f'{name}/kernel') for name in ('query', 'key', 'value')]
+  d = ws[0].shape[0]
+  out[dst + '.weight'] = np.concatenate([w.reshape(d, -1).T for w in ws])
+  if bias:
+    out[dst + '.bias'] = np.concatenate([take(src + f'{name}/bias').reshape(-1)
+                                         for name in ('query', 'key', 'value')])
+
+
+def _linear_in(out: dict, dst: str, take, src: str, bias: bool = True):
+  """torch Linear (out, in) -> flax Dense kernel (in, out) [and bias]."""
+  out[dst + '/kernel'] = take(src + '.weight').T
+  if bias:
+    out[dst + '/bias'] = take(src + '.bias')
+
+
+def _linear_out(out: dict, torch_name: str, take, path: str, bias: bool = True):
+  """The inverse of `_linear_in`: archzoo's Dense `path` -> torch Linear `torch_name`."""
+  out[torch_name + '.weight'] = take(path + '/kernel').T
+  if bias:
+    out[torch_name + '.bias'] = take(path + '/bias')
+
+
+def _norm_in(out: dict, dst: str, take, src: str):
+  """A torch LayerNorm's weight / bias -> scale / bias."""
+  out[dst + '/scale'] = take(src + '.weight')
+  out[dst + '/bias'] = take(src + '.bias')
+
+
+def _norm_out(out: dict, torch_name: str, take, path: str):
+  """The inverse of `_norm_in`."""
+  out[torch_name + '.weight'] = take(path + '/scale')
+  out[torch_name + '.bias'] = take(path + '/bias')
+
+
+def _conv_bn_in(out: dict, dst: str, take, conv: str, bn: str):
+  """A bias-free torch conv (OIHW -> HWIO) and its BatchNorm -> archzoo's ConvBN `dst`
+  (conv/kernel, norm/scale, norm/bias; running statistics into batch_stats)."""
+  out[dst + '/conv/kernel'] = take(conv + '.weight').transpose(2, 3, 1, 0)
+  out[dst + '/norm/scale'] = take(bn + '.weight')
+  out[dst + '/norm/bias'] = take(bn + '.bias')
+  out['batch_stats/' + dst + '/norm/mean'] = take(bn + '.running_mean')
+  out['batch_stats/' + dst + '/norm/var'] = take(bn + '.running_var')
+
+
+def _conv_bn_out(out: dict, dst: str, take, conv: str, bn: str):
+  """The inverse of `_conv_bn_in` (num_batches_tracked, a counter, written as 0)."""
+  out[conv + '.weight'] = take(dst + '/conv/kernel').transpose(3, 2, 0, 1)
+  out[bn + '.weight'] = take(dst + '/norm/scale')
+  out[bn + '.bias'] = take(dst + '/norm/bias')
+  out[bn + '.running_mean'] = take('batch_stats/' + dst + '/norm/mean')
+  out[bn + '.running_var'] = take('batch_stats/' + dst + '/norm/var')
+  out[bn + '.num_batches_tracked'] = np.zeros((), np.int64)
+
+
+def _count(t: dict, prefix: str) -> int:
+  """How many `prefix{i}.` indices the names hold (0, 1, ... consecutive)."""
+  found = {int(k[len(prefix):].split('.')[0]) for k in t
+           if k.startswith(prefix) and k[len(prefix):].split('.')[0].isdigit()}
+  if found != set(range(len(found))):
+    raise UserError(f'{prefix}N: indices {sorted(found)} are not 0, 1, ... in turn')
+  return len(found)
+
+
+def _patch_grid(t: dict, arch: str, tokens: int) -> int:
+  """The side of the square patch grid that pos_embed (1, tokens + side^2, D) covers."""
+  n = int(t['pos_embed'].shape[1]) - tokens
+  side = int(round(max(n, 0) ** 0.5))
+  if side * side != n:
+    raise UserError(f'{arch}: pos_embed holds {t["pos_embed"].shape[1]} positions, not '
+                    f'{tokens} token(s) + a square grid (timm\'s no_embed_class or a '
+                    f'non-square image); archzoo\'s table covers its tokens and a square grid')
+  return side
+
+
+# timm's size names -> the head count of its ViT / DeiT sizes, which the tensors cannot
+# show (head width 64, but huge's 80 and giant's 88).
+TIMM_HEADS = {'tiny': 3, 'small': 6, 'medium': 8, 'base': 12, 'large': 16, 'huge': 16,
+              'giant': 16, 'gigantic': 16}
+
+
+class Deit:
+  """DeiT (Touvron et al. 2021) and plain ViTs as timm stores them (deit_*_patch16_224,
+  deit_*_distilled_patch16_224, vit_*_patch*; VisionTransformer and
+  VisionTransformerDistilled, hub files model.safetensors + config.json) <->
+  arch/vision/vit.py (pool='cls'). No model config: the network is read off the tensors
+  (width, patch and channels from the patch conv, depth from `blocks.N`, MLP from fc1,
+  image size from pos_embed's grid, classes from `head`; `dist_token` and `head_dist` make
+  it distilled), except the head count, which comes from timm's config.json beside the
+  weights (`model_args.num_heads`, or the size its `architecture` names: tiny 3, small 6,
+  medium 8, base 12, large / huge / giant 16). attn.qkv's fused rows [q; k; v] split into
+  heads, attn.proj -> out, norm1 / norm2 -> self_attn_norm / mlp_norm, mlp.fc1 / fc2 ->
+  wi / wo, `norm` the encoder's final LayerNorm (eps 1e-6 in both). Like timm, a distilled
+  model's inference logits are the mean of its two heads. Refused: what archzoo's ViT
+  lacks (LayerScale `ls1`/`ls2` of DeiT III, register tokens, fc_norm / average pooling
+  without a class token, norm_pre, qkv without bias, q/k norms, a bias-free patch conv)."""
+  model_name = 'vision.vit'
+  source = 'timm'
+  inputs = 'images'
+  UNSUPPORTED = (('.ls1.', 'LayerScale (DeiT III)'), ('reg_token', 'register tokens'),
+                 ('fc_norm.', 'fc_norm (average pooling)'), ('norm_pre.', 'norm_pre'),
+                 ('.q_norm.', 'q/k norms'), ('attn_pool.', 'attention pooling'))
+
+  @staticmethod
+  def heads(meta) -> Optional[int]:
+    """The head count timm's config.json gives (None without one)."""
+    meta = meta or {}
+    if (meta.get('model_args') or {}).get('num_heads'):
+      return int(meta['model_args']['num_heads'])
+    sizes = [TIMM_HEADS[w] for w in str(meta.get('architecture', '')).split('_')
+             if w in TIMM_HEADS]
+    return sizes[0] if sizes else None
+
+  @staticmethod
+  def describe(t: dict, meta: Optional[dict] = None) -> dict:
+    if 'patch_embed.proj.weight' not in t or 'blocks.0.attn.qkv.weight' not in t:
+      raise UserError('deit: not a timm VisionTransformer state_dict (no patch_embed.proj '
+                      'or blocks.0.attn.qkv)')
+    for key, what in Deit.UNSUPPORTED:
+      if any(key in k for k in t):
+        raise UserError(f'deit: the checkpoint has {what} ({key.strip(".")}); archzoo\'s '
+                        f'ViT has none')
+    if 'cls_token' not in t:
+      raise UserError('deit: no cls_token (a ViT pooling its patches); archzoo imports '
+                      'timm\'s class-token ViTs')
+    if 'blocks.0.attn.qkv.bias' not in t or 'patch_embed.proj.bias' not in t:
+      raise UserError('deit: qkv or the patch conv without bias; archzoo\'s ViT has biases')
+    d, _, p, q = t['patch_embed.proj.weight'].shape
+    if p != q:
+      raise UserError(f'deit: {p}x{q} patches; archzoo\'s are square')
+    distilled = 'dist_token' in t
+    heads = Deit.heads(meta)
+    if heads is None:
+      raise UserError('deit: the head count cannot be read off the tensors; put timm\'s '
+                      'config.json beside the weights (its `architecture` names the size, '
+                      'e.g. deit_base_distilled_patch16_224) or one holding {"model_args": '
+                      '{"num_heads": N}}')
+    return {'image_size': _patch_grid(t, 'deit', 1 + distilled) * int(p), 'patch_size': int(p),
+            'embed_dim': int(d), 'depth': _count(t, 'blocks.'), 'num_heads': heads,
+            'mlp_dim': int(t['blocks.0.mlp.fc1.weight'].shape[0]),
+            'num_classes': int(t['head.weight'].shape[0]) if 'head.weight' in t else 0,
+            'pool': 'cls', 'distilled': distilled, 'norm_eps': 1e-6}
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    return dict(ref)
+
+  @staticmethod
+  def reference_config(model, channels: int) -> dict:
+    """timm's hub config.json: `timm.create_model(architecture, **model_args)` builds it."""
+    d, k = int(model['embed_dim']), int(model['num_classes'])
+    args = {'img_size': int(model['image_size']), 'patch_size': int(model['patch_size']),
+            'in_chans': channels, 'num_classes': k, 'embed_dim': d,
+            'depth': int(model['depth']), 'num_heads': int(model['num_heads']),
+            'mlp_ratio': int(model['mlp_dim']) / d, 'global_pool': 'token'}
+    name = 'deit_base_distilled_patch16_224' if model['distilled'] else 'vit_base_patch16_224'
+    return {'architecture': name, 'num_classes': k, 'num_features': d,
+            'global_pool': 'token', 'model_args': args}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    del name
+    return False
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'deit')
+    h = ref['num_heads']
+    out = {'cls_token': take('cls_token'), 'pos_embed': take('pos_embed'),
+           'patch_embed/proj/kernel': take('patch_embed.proj.weight').transpose(2, 3, 1, 0),
+           'patch_embed/proj/bias': take('patch_embed.proj.bias')}
+    _norm_in(out, 'encoder/norm', take, 'norm')
+    heads = (('head', 'head'), ('head_dist', 'head_dist')) if ref['distilled'] else (
+        ('head', 'head'),)
+    if ref['distilled']:
+      out['dist_token'] = take('dist_token')
+    for src, dst in heads if ref['num_classes'] else ():
+      _linear_in(out, dst, take, src)
+    for i in range(ref['depth']):
+      p, q = f'blocks.{i}.', f'encoder/layers_{i}/'
+      _qkv_in(out, q + 'self_attn/', take, p + 'attn.qkv', h)
+      w = take(p + 'attn.proj.weight')
+      out[q + 'self_attn/out/kernel'] = w.T.reshape(h, -1, w.shape[0])
+      out[q + 'self_attn/out/bias'] = take(p + 'attn.proj.bias')
+      _norm_in(out, q + 'self_attn_norm', take, p + 'norm1')
+      _norm_in(out, q + 'mlp_norm', take, p + 'norm2')
+      _linear_in(out, q + 'mlp/wi', take, p + 'mlp.fc1')
+      _linear_in(out, q + 'mlp/wo', take, p + 'mlp.fc2')
+    _all_taken(t, 'deit')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'deit')
+    out = {'cls_token': take('cls_token'), 'pos_embed': take('pos_embed'),
+           'patch_embed.proj.weight': take('patch_embed/proj/kernel').transpose(3, 2, 0, 1),
+           'patch_embed.proj.bias': take('patch_embed/proj/bias')}
+    if model['distilled']:
+      out['dist_token'] = take('dist_token')
+    _norm_out(out, 'norm', take, 'encoder/norm')
+    for name in ('head', 'head_dist') if model['distilled'] else ('head',):
+      if int(model['num_classes']):
+        _linear_out(out, name, take, name)
+    for i in range(int(model['depth'])):
+      p, q = f'blocks.{i}.', f'encoder/layers_{i}/'
+      _qkv_out(out, q + 'self_attn/', take, p + 'attn.qkv')
+      w = take(q + 'self_attn/out/kernel')
+      out[p + 'attn.proj.weight'] = w.reshape(-1, w.shape[-1]).T
+      out[p + 'attn.proj.bias'] = take(q + 'self_attn/out/bias')
+      _norm_out(out, p + 'norm1', take, q + 'self_attn_norm')
+      _norm_out(out, p + 'norm2', take, q + 'mlp_norm')
+      _linear_out(out, p + 'mlp.fc1', take, q + 'mlp/wi')
+      _linear_out(out, p + 'mlp.fc2', take, q + 'mlp/wo')
+    _all_taken(f, 'deit')
+    return out
+
+
+class Cait:
+  """CaiT (Touvron et al. 2021) as timm stores it (cait_xxs24_224 ... cait_m48_448: hub
+  files model.safetensors + config.json) <-> arch/vision/cait.py. No model config needed:
+  the network is read off the tensors, the head count too (talking heads' attn.proj_l is
+  heads x heads). Self-attention blocks `blocks.N`: attn.qkv's fused rows [q; k; v] split
+  into heads, proj_l / proj_w (Linear over heads) -> mix_logits / mix_weights, attn.proj
+  -> out, gamma_1 / gamma_2 (LayerScale) -> self_attn_scale / mlp_scale, norm1 / norm2 ->
+  self_attn_norm / mlp_norm, mlp.fc1 / fc2 -> wi / wo. Class-attention blocks
+  `blocks_token_only.N` -> class_layers_N: attn.q / k / v / proj -> class_attn's
+  query / key / value / out, norm1 -> class_attn_norm, gamma_1 -> class_attn_scale, the rest
+  as above; their MLP width is class_mlp_dim (None when it equals mlp_dim). pos_embed covers
+  the patches only; LayerNorm eps 1e-6 in both."""
+  model_name = 'vision.cait'
+  source = 'timm'
+  inputs = 'images'
+
+  @staticmethod
+  def describe(t: dict, meta: Optional[dict] = None) -> dict:
+    del meta  # the tensors say it all
+    if 'blocks.0.attn.proj_l.weight' not in t or 'blocks_token_only.0.attn.q.weight' not in t:
+      raise UserError('cait: not a timm Cait state_dict (no blocks.0.attn.proj_l or '
+                      'blocks_token_only.0.attn.q)')
+    d, _, p, _ = t['patch_embed.proj.weight'].shape
+    mlp, cls_mlp = (int(t[f'{b}.0.mlp.fc1.weight'].shape[0])
+                    for b in ('blocks', 'blocks_token_only'))
+    return {'image_size': _patch_grid(t, 'cait', 0) * int(p), 'patch_size': int(p),
+            'embed_dim': int(d), 'depth': _count(t, 'blocks.'),
+            'num_heads': int(t['blocks.0.attn.proj_l.weight'].shape[0]), 'mlp_dim': mlp,
+            'class_depth': _count(t, 'blocks_token_only.'),
+            'class_mlp_dim': None if cls_mlp == mlp else cls_mlp,
+            'num_classes': int(t['head.weight'].shape[0]) if 'head.weight' in t else 0,
+            'norm_eps': 1e-6}
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    return dict(ref)
+
+  @staticmethod
+  def reference_config(model, channels: int) -> dict:
+    """timm's hub config.json: `timm.create_model(architecture, **model_args)` builds it."""
+    d, k, mlp = int(model['embed_dim']), int(model['num_classes']), int(model['mlp_dim'])
+    args = {'img_size': int(model['image_size']), 'patch_size': int(model['patch_size']),
+            'in_chans': channels, 'num_classes': k, 'embed_dim': d,
+            'depth': int(model['depth']), 'num_heads': int(model['num_heads']),
+            'mlp_ratio': mlp / d, 'depth_token_only': int(model['class_depth']),
+            'mlp_ratio_token_only': int(model.get('class_mlp_dim') or mlp) / d}
+    return {'architecture': 'cait_xxs24_224', 'num_classes': k, 'num_features': d,
+            'global_pool': 'token', 'model_args': args}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    del name
+    return False
+
+  @staticmethod
+  def _names(model):
+    """(timm name, archzoo path, kind) of every tensor but the attention's q/k/v."""
+    yield 'cls_token', 'cls_token', 'raw'
+    yield 'pos_embed', 'pos_embed', 'raw'
+    yield 'norm', 'norm', 'norm'
+    if int(model['num_classes']):
+      yield 'head', 'head', 'linear'
+    for i in range(int(model['depth'])):
+      p, q = f'blocks.{i}.', f'layers_{i}/'
+      yield p + 'gamma_1', q + 'self_attn_scale', 'raw'
+      yield p + 'gamma_2', q + 'mlp_scale', 'raw'
+      yield p + 'norm1', q + 'self_attn_norm', 'norm'
+      yield p + 'attn.proj_l', q + 'self_attn/mix_logits', 'linear'
+      yield p + 'attn.proj_w', q + 'self_attn/mix_weights', 'linear'
+    for i in range(int(model['class_depth'])):
+      p, q = f'blocks_token_only.{i}.', f'class_layers_{i}/'
+      yield p + 'gamma_1', q + 'class_attn_scale', 'raw'
+      yield p + 'gamma_2', q + 'mlp_scale', 'raw'
+      yield p + 'norm1', q + 'class_attn_norm', 'norm'
+      for name in ('query', 'key', 'value'):
+        yield p + f'attn.{name[0]}', q + f'class_attn/{name}', 'heads'
+    stacks = (('blocks', 'layers', 'self_attn', int(model['depth'])),
+              ('blocks_token_only', 'class_layers', 'class_attn', int(model['class_depth'])))
+    for b, l, a, n in stacks:
+      for j in range(n):
+        p, q = f'{b}.{j}.', f'{l}_{j}/'
+        yield p + 'attn.proj', q + f'{a}/out', 'out'
+        yield p + 'norm2', q + 'mlp_norm', 'norm'
+        yield p + 'mlp.fc1', q + 'mlp/wi', 'linear'
+        yield p + 'mlp.fc2', q + 'mlp/wo', 'linear'
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'cait')
+    h = ref['num_heads']
+    out = {'patch_embed/proj/kernel': take('patch_embed.proj.weight').transpose(2, 3, 1, 0),
+           'patch_embed/proj/bias': take('patch_embed.proj.bias')}
+    for i in range(ref['depth']):
+      _qkv_in(out, f'layers_{i}/self_attn/', take, f'blocks.{i}.attn.qkv', h)
+    for src, dst, kind in Cait._names(ref):
+      if kind == 'raw':
+        out[dst] = take(src)
+      elif kind == 'norm':
+        _norm_in(out, dst, take, src)
+      elif kind == 'linear':
+        _linear_in(out, dst, take, src)
+      elif kind == 'heads':
+        w = take(src + '.weight')
+        out[dst + '/kernel'] = w.T.reshape(w.shape[1], h, -1)
+        out[dst + '/bias'] = take(src + '.bias').reshape(h, -1)
+      else:  # out: (d, h e) -> (h, e, d)
+        w = take(src + '.weight')
+        out[dst + '/kernel'] = w.T.reshape(h, -1, w.shape[0])
+        out[dst + '/bias'] = take(src + '.bias')
+    _all_taken(t, 'cait')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'cait')
+    out = {'patch_embed.proj.weight': take('patch_embed/proj/kernel').transpose(3, 2, 0, 1),
+           'patch_embed.proj.bias': take('patch_embed/proj/bias')}
+    for i in range(int(model['depth'])):
+      _qkv_out(out, f'layers_{i}/self_attn/', take, f'blocks.{i}.attn.qkv')
+    for src, dst, kind in Cait._names(model):
+      if kind == 'raw':
+        out[src] = take(dst)
+      elif kind == 'norm':
+        _norm_out(out, src, take, dst)
+      elif kind == 'linear':
+        _linear_out(out, src, take, dst)
+      elif kind == 'heads':
+        w = take(dst + '/kernel')
+        out[src + '.weight'] = w.reshape(w.shape[0], -1).T
+        out[src + '.bias'] = take(dst + '/bias').reshape(-1)
+      else:
+        w = take(dst + '/kernel')
+        out[src + '.weight'] = w.reshape(-1, w.shape[-1]).T
+        out[src + '.bias'] = take(dst + '/bias')
+    _all_taken(f, 'cait')
+    return out
+
+
+class Swin:
+  """Swin Transformer v1 (Liu et al. 2021) as torchvision's swin_t / swin_s / swin_b
+  state_dict stores it (saved as safetensors) <-> arch/vision/swin.py, whose layout is
+  torchvision's. No config file: the network is read off the tensors (`features.0` the
+  patch conv and its LayerNorm, `features.1, 3, 5, 7` the stages of blocks, `features.2,
+  4, 6` the patch mergings; heads and window from each stage's relative_position_bias_table
+  ((2M-1)^2, heads), the MLP ratio from mlp.0). Per block: norm1 / norm2 -> attn_norm /
+  mlp_norm, attn.qkv's fused rows [q; k; v] split into heads, attn.proj -> out, the bias
+  table as stored, mlp.0 / mlp.3 -> wi / wo; a merging's norm and bias-free reduction as
+  stored (both concatenate the 2x2 neighbours in the same order). relative_position_index
+  is a constant of the window (a buffer): skipped, and written back on export. LayerNorm
+  eps 1e-5 in both. Refused: Swin V2 (swin_v2_*: cosine attention, a continuous position
+  bias MLP), a non-square window or patch, widths that do not double per stage."""
+  model_name = 'vision.swin'
+  source = 'torchvision'
+  inputs = 'images'
+
+  @staticmethod
+  def describe(t: dict) -> dict:
+    if 'features.0.0.weight' not in t or 'norm.weight' not in t or (
+        'features.1.0.attn.qkv.weight' not in t):
+      raise UserError('swin: not a torchvision SwinTransformer state_dict (no features.0.0, '
+                      'features.1.0.attn.qkv or norm tensors)')
+    if any('cpb_mlp' in k or 'logit_scale' in k for k in t):
+      raise UserError('swin: a Swin V2 state_dict (cpb_mlp, logit_scale); archzoo\'s Swin '
+                      'is v1 (torchvision\'s swin_t, swin_s, swin_b)')
+    d, _, p, q = t['features.0.0.weight'].shape
+    if p != q:
+      raise UserError(f'swin: {p}x{q} patches; archzoo\'s are square')
+    depths, heads, windows, ratios = [], [], [], []
+    k = 1
+    while f'features.{k}.0.norm1.weight' in t:
+      width = int(d) * 2 ** len(depths)
+      rows, n = t[f'features.{k}.0.attn.relative_position_bias_table'].shape
+      if int(t[f'features.{k}.0.norm1.weight'].shape[0]) != width:
+        raise UserError(f'swin: stage {len(depths) + 1} is '
+                        f'{t[f"features.{k}.0.norm1.weight"].shape[0]} wide, not {width}; '
+                        f'archzoo\'s Swin doubles the width per stage')
+      m = (int(round(rows ** 0.5)) + 1) // 2
+      if (2 * m - 1) ** 2 != rows:
+        raise UserError(f'swin: a bias table of {rows} rows is no square window\'s')
+      depths.append(_count(t, f'features.{k}.'))
+      heads.append(int(n))
+      windows.append(m)
+      ratios.append(t[f'features.{k}.0.mlp.0.weight'].shape[0] / width)
+      k += 2
+    if len(set(windows)) != 1 or len(set(ratios)) != 1:
+      raise UserError(f'swin: windows {windows} and MLP ratios {ratios} differ by stage; '
+                      f'archzoo\'s Swin has one of each')
+    return {'patch_size': int(p), 'embed_dim': int(d), 'depths': tuple(depths),
+            'num_heads': tuple(heads), 'window_size': windows[0], 'mlp_ratio': ratios[0],
+            'num_classes': int(t['head.weight'].shape[0])}
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    return dict(ref)
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    return name.endswith('relative_position_index')
+
+  @staticmethod
+  def _names(model):
+    """(torchvision name, archzoo path, kind) of every tensor but q/k/v and the index."""
+    yield 'features.0.0', 'patch_embed/proj', 'conv'
+    yield 'features.0.2', 'patch_norm', 'norm'
+    yield 'norm', 'norm', 'norm'
+    yield 'head', 'head', 'linear'
+    for i, depth in enumerate(model['depths']):
+      if i:
+        yield f'features.{2 * i}.norm', f'merge{i}/norm', 'norm'
+        yield f'features.{2 * i}.reduction', f'merge{i}/reduction', 'reduction'
+      for j in range(depth):
+        p, q = f'features.{2 * i + 1}.{j}.', f'stage{i + 1}_{j}/'
+        yield p + 'norm1', q + 'attn_norm', 'norm'
+        yield p + 'norm2', q + 'mlp_norm', 'norm'
+        yield (p + 'attn.relative_position_bias_table', q + 'attn/relative_position_bias_table',
+               'raw')
+        yield p + 'attn.proj', q + 'attn/attention/out', 'out'
+        yield p + 'mlp.0', q + 'mlp/wi', 'linear'
+        yield p + 'mlp.3', q + 'mlp/wo', 'linear'
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'swin')
+    out = {}
+    for i, depth in enumerate(ref['depths']):
+      for j in range(depth):
+        _qkv_in(out, f'stage{i + 1}_{j}/attn/attention/', take,
+                f'features.{2 * i + 1}.{j}.attn.qkv', ref['num_heads'][i])
+    for src, dst, kind in Swin._names(ref):
+      if kind == 'conv':
+        out[dst + '/kernel'] = take(src + '.weight').transpose(2, 3, 1, 0)
+        out[dst + '/bias'] = take(src + '.bias')
+      elif kind == 'norm':
+        _norm_in(out, dst, take, src)
+      elif kind in ('linear', 'reduction'):
+        _linear_in(out, dst, take, src, bias=kind == 'linear')
+      elif kind == 'raw':
+        out[dst] = take(src)
+      else:  # out: (d, h e) -> (h, e, d)
+        h = ref['num_heads'][int(dst.split('_')[0][len('stage'):]) - 1]
+        w = take(src + '.weight')
+        out[dst + '/kernel'] = w.T.reshape(h, -1, w.shape[0])
+        out[dst + '/bias'] = take(src + '.bias')
+    _all_taken(t, 'swin')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    from arch.vision.swin import relative_position_index
+    f = dict(flat)
+    take = _taker(f, 'swin')
+    out = {}
+    m = int(model['window_size'])
+    for i, depth in enumerate(model['depths']):
+      for j in range(depth):
+        p = f'features.{2 * i + 1}.{j}.attn.'
+        _qkv_out(out, f'stage{i + 1}_{j}/attn/attention/', take, p + 'qkv')
+        out[p + 'relative_position_index'] = relative_position_index(m).reshape(-1).astype(
+            np.int64)
+    for src, dst, kind in Swin._names(model):
+      if kind == 'conv':
+        out[src + '.weight'] = take(dst + '/kernel').transpose(3, 2, 0, 1)
+        out[src + '.bias'] = take(dst + '/bias')
+      elif kind == 'norm':
+        _norm_out(out, src, take, dst)
+      elif kind in ('linear', 'reduction'):
+        _linear_out(out, src, take, dst, bias=kind == 'linear')
+      elif kind == 'raw':
+        out[src] = take(dst)
+      else:
+        w = take(dst + '/kernel')
+        out[src + '.weight'] = w.reshape(-1, w.shape[-1]).T
+        out[src + '.bias'] = take(dst + '/bias')
+    _all_taken(f, 'swin')
+    return out
+
+
+class Efficientnet:
+  """EfficientNet B0-B7 (Tan & Le 2019) as torchvision's efficientnet_b0 ...
+  efficientnet_b7 state_dict stores it (saved as safetensors) <-> arch/vision/
+  efficientnet.py, whose layout is torchvision's. No config file: the blocks are read off
+  the tensors (`features.S.B.block` for stages S = 1 ... 7, the stem `features.0`, the head
+  conv the last `features.N`, `classifier.1`), each block's expand / depthwise / squeeze /
+  project widths and kernel from their shapes, and archzoo's fields are the width and depth
+  multipliers that scale B0's table into exactly these blocks (torchvision's b0-b7 pairs
+  first, then any multiple of 0.05). The strides cannot show in the tensors: B0's (every
+  torchvision EfficientNet has them). BatchNorm eps cannot either: torchvision's B5-B7
+  (ported from TF) use 1e-3, the rest 1e-5, so the pair read off the tensors decides (a
+  B5-B7 pair gives archzoo's `_TF_BN` eps and momentum). Convs (bias-free) OIHW -> HWIO,
+  depthwise (C, 1, k, k) -> (k, k, 1, C); BatchNorm as resnet's; the squeeze-excitation's
+  fc1 / fc2 (1x1 convs with bias) -> se/reduce / se/expand. Refused: EfficientNetV2 (fused
+  MBConv blocks without squeeze-excitation) and a table no multiplier pair reproduces."""
+  model_name = 'vision.efficientnet'
+  source = 'torchvision'
+  inputs = 'images'
+
+  @staticmethod
+  def _parts(t: dict, s: int, b: int) -> dict:
+    """{'expand', 'depthwise', 'se', 'project'} -> the torchvision prefix of block B of
+    stage S (no 'expand' when its expand ratio is 1)."""
+    p = f'features.{s}.{b}.block.'
+    names = ('expand', 'depthwise', 'se', 'project') if p + '3.0.weight' in t else (
+        'depthwise', 'se', 'project')
+    return {name: p + str(i) for i, name in enumerate(names)}
+
+  @staticmethod
+  def _table(width_mult: float, depth_mult: float):
+    """Per stage, per block: (in, out, expanded, kernel) of B0's table scaled."""
+    from arch.vision import efficientnet as eff
+    return [[(c['in_channels'], c['out_channels'], c['expanded'], c['kernel']) for c in stage]
+            for stage in eff.block_settings(eff.B0_STAGES, float(width_mult),
+                                            float(depth_mult), 0.0)]
+
+  @staticmethod
+  def _blocks(t: dict):
+    """Per stage, per block: (in, out, expanded, kernel), read off the tensors."""
+    stages = []
+    s = 1
+    while f'features.{s}.0.block.0.0.weight' in t:
+      blocks = []
+      for b in range(_count(t, f'features.{s}.')):
+        part = Efficientnet._parts(t, s, b)
+        if part['se'] + '.fc1.weight' not in t:
+          raise UserError(f'efficientnet: features.{s}.{b} has no squeeze-excitation (an '
+                          f'EfficientNetV2 fused block); archzoo\'s EfficientNet is B0-B7')
+        dw = t[part['depthwise'] + '.0.weight']
+        cin = t[part['expand'] + '.0.weight'].shape[1] if 'expand' in part else dw.shape[0]
+        blocks.append((int(cin), int(t[part['project'] + '.0.weight'].shape[0]),
+                       int(dw.shape[0]), int(dw.shape[2])))
+      stages.append(blocks)
+      s += 1
+    return stages
+
+  @staticmethod
+  def describe(t: dict) -> dict:
+    from arch.vision import efficientnet as eff
+    if 'features.0.0.weight' not in t or 'classifier.1.weight' not in t:
+      raise UserError('efficientnet: not a torchvision EfficientNet state_dict (no '
+                      'features.0.0 or classifier.1 tensors)')
+    if t['features.0.0.weight'].shape[2:] != (3, 3):
+      raise UserError(f'efficientnet: a {tuple(t["features.0.0.weight"].shape[2:])} stem; '
+                      f'archzoo\'s is 3x3/2')
+    stages = Efficientnet._blocks(t)
+    head = f'features.{len(stages) + 1}.0.weight'
+    if not stages or head not in t:
+      raise UserError(f'efficientnet: no MBConv stages or no head conv {head}')
+    table = Efficientnet._table
+    steps = [round(0.05 * i, 2) for i in range(1, 81)]
+    # A torchvision size first; else the first width giving these channels (one block per
+    # stage: depth ~0) and the first depth giving these block counts.
+    match = next(((k, v['width_mult'], v['depth_mult']) for k, v in eff.VARIANTS.items()
+                  if table(v['width_mult'], v['depth_mult']) == stages), None)
+    if match is None and len(stages) == len(eff.B0_STAGES):
+      w = next((w for w in steps if table(w, 1e-6) == [stage[:1] for stage in stages]), None)
+      dm = next((d for d in steps if [eff.scale_depth(row[5], d) for row in eff.B0_STAGES]
+                 == [len(stage) for stage in stages]), None)
+      if w is not None and dm is not None and table(w, dm) == stages:
+        match = (None, w, dm)
+    if match is None:
+      raise UserError(f'efficientnet: no width / depth multipliers (0.05 ... 4.0) scale '
+                      f'B0\'s table into these {sum(map(len, stages))} blocks; archzoo\'s '
+                      f'EfficientNet is B0\'s table compound-scaled')
+    name, w, dm = match
+    fields = {'width_mult': w, 'depth_mult': dm,
+              'head_ratio': int(t[head].shape[0]) // stages[-1][-1][1],
+              'num_classes': int(t['classifier.1.weight'].shape[0]), 'bn_epsilon': 1e-5}
+    if name is not None and 'bn_epsilon' in eff.VARIANTS[name]:  # B5-B7
+      fields.update(bn_epsilon=eff.VARIANTS[name]['bn_epsilon'],
+                    bn_momentum=eff.VARIANTS[name]['bn_momentum'])
+    return fields
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    return dict(ref)
+
+  @staticmethod
+  def equivalent_fields(fields: dict, model: dict) -> dict:
+    """`fields` with the config's multipliers where they build the same blocks (several
+    pairs do: depth 0.05 and 0.25 both give B0's stages one block each)."""
+    from arch.vision import efficientnet as eff
+    table = Efficientnet._table
+    if (tuple(map(tuple, model.get('stages') or eff.B0_STAGES)) == eff.B0_STAGES and
+        table(model['width_mult'], model['depth_mult']) == table(fields['width_mult'],
+                                                                 fields['depth_mult'])):
+      return {**fields, 'width_mult': model['width_mult'], 'depth_mult': model['depth_mult']}
+    return fields
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    return name.endswith('num_batches_tracked')
+
+  @staticmethod
+  def _layout(model):
+    """(kind, torchvision prefix, archzoo path) of every conv + BN and SE of the network
+    `model` describes (its blocks from efficientnet.block_settings)."""
+    from arch.vision import efficientnet as eff
+    yield 'convbn', 'features.0', 'stem'
+    settings = eff.block_settings(model.get('stages') or eff.B0_STAGES,
+                                  float(model['width_mult']), float(model['depth_mult']), 0.0)
+    for s, blocks in enumerate(settings):
+      for b, c in enumerate(blocks):
+        p, q = f'features.{s + 1}.{b}.block.', f'stage{s + 1}_block{b}/'
+        names = ['depthwise', 'se', 'project']
+        if c['expanded'] != c['in_channels']:
+          names.insert(0, 'expand')
+        for i, name in enumerate(names):
+          yield ('se' if name == 'se' else 'convbn'), p + str(i), q + name
+    if int(model.get('head_ratio', 4)):
+      yield 'convbn', f'features.{len(settings) + 1}', 'head_conv'
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'efficientnet')
+    out = {}
+    _linear_in(out, 'head', take, 'classifier.1')
+    for kind, src, dst in Efficientnet._layout(ref):
+      if kind == 'convbn':
+        _conv_bn_in(out, dst, take, src + '.0', src + '.1')
+      else:
+        for fc, name in (('fc1', 'reduce'), ('fc2', 'expand')):
+          out[f'{dst}/{name}/kernel'] = take(f'{src}.{fc}.weight').transpose(2, 3, 1, 0)
+          out[f'{dst}/{name}/bias'] = take(f'{src}.{fc}.bias')
+    _all_taken(t, 'efficientnet')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'efficientnet')
+    out = {}
+    _linear_out(out, 'classifier.1', take, 'head')
+    for kind, src, dst in Efficientnet._layout(model):
+      if kind == 'convbn':
+        _conv_bn_out(out, dst, take, src + '.0', src + '.1')
+      else:
+        for fc, name in (('fc1', 'reduce'), ('fc2', 'expand')):
+          out[f'{src}.{fc}.weight'] = take(f'{dst}/{name}/kernel').transpose(3, 2, 0, 1)
+          out[f'{src}.{fc}.bias'] = take(f'{dst}/{name}/bias')
+    _all_taken(f, 'efficientnet')
+    return out
+
+
+class AutoencoderKl:
+  """The KL autoencoder of latent diffusion as diffusers' AutoencoderKL stores it (Stable
+  Diffusion 1.x / 2.x's `vae` folder: diffusion_pytorch_model.safetensors + config.json)
+  <-> arch/generative/autoencoder_kl.py, the same network: config.json's
+  block_out_channels, layers_per_block, latent_channels, out_channels and norm_num_groups
+  are the model's fields (in_channels the task's image channels, scaling_factor not a
+  parameter: archzoo measures the latent scale of a run). Encoder down_blocks.I.resnets.J
+  -> downI_resJ (norm1, conv1, norm2, conv2, a 1x1 conv_shortcut where the width changes),
+  downsamplers.0.conv -> downI_downsample (both pad bottom / right, then a valid 3x3/2
+  conv); the mid block's resnets.0 / attentions.0 / resnets.1 -> mid/res0 / attn / res1,
+  the attention's group_norm / to_q / to_k / to_v / to_out.0 (single head: diffusers'
+  attention_head_dim is the last width) -> norm / query / key / value / out; conv_norm_out
+  -> norm_out; decoder up_blocks.I (widths reversed, layers_per_block + 1 resnets,
+  upsamplers.0.conv -> upI_upsample); quant_conv / post_quant_conv as stored. Convs OIHW ->
+  HWIO, Linear transposed, GroupNorm eps 1e-6 in both. The pre-2023 attention names
+  (query, key, value, proj_attn), which diffusers converts on load, are read too. Refused:
+  other autoencoder classes, block types other than DownEncoderBlock2D / UpDecoderBlock2D,
+  act_fn other than silu, no quant convs or no mid-block attention. Inputs `images`
+  (B, H, W, C) in [-1, 1]; outputs the posterior's `mean` and `logvar` (clipped to
+  [-30, 20] in both) and `sample`, the decoding of the mean."""
+  model_name = 'generative.autoencoder_kl'
+  source = 'diffusers'
+  inputs = 'images'
+  outputs = ('sample', 'mean', 'logvar')
+  weights_file = 'diffusion_pytorch_model.safetensors'  # the name diffusers loads
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    _refuse('autoencoder_kl', ref, (
+        ('_class_name', 'AutoencoderKL'), ('act_fn', 'silu'), ('use_quant_conv', True),
+        ('use_post_quant_conv', True), ('mid_block_add_attention', True)))
+    widths = tuple(ref.get('block_out_channels', (64,)))
+    for key, want in (('down_block_types', 'DownEncoderBlock2D'),
+                      ('up_block_types', 'UpDecoderBlock2D')):
+      if any(b != want for b in ref.get(key, [want])):
+        raise UserError(f'autoencoder_kl: config.json has {key}={ref[key]!r}; archzoo\'s '
+                        f'AutoencoderKL has {want} only')
+    return {'block_out_channels': widths, 'layers_per_block': ref.get('layers_per_block', 1),
+            'latent_channels': ref.get('latent_channels', 4),
+            'out_channels': ref.get('out_channels', 3), 'groups': ref.get('norm_num_groups', 32)}
+
+  @staticmethod
+  def reference_config_of(config) -> dict:
+    model = {**_model_defaults(config), **config.model.to_dict()}
+    channels = int(config.task_kwargs.get('channels', model['out_channels']))
+    n = len(model['block_out_channels'])
+    return {'_class_name': 'AutoencoderKL', 'in_channels': channels,
+            'out_channels': int(model['out_channels']),
+            'down_block_types': ['DownEncoderBlock2D'] * n,
+            'up_block_types': ['UpDecoderBlock2D'] * n,
+            'block_out_channels': [int(c) for c in model['block_out_channels']],
+            'layers_per_block': int(model['layers_per_block']), 'act_fn': 'silu',
+            'latent_channels': int(model['latent_channels']),
+            'norm_num_groups': int(model['groups']), 'use_quant_conv': True,
+            'use_post_quant_conv': True, 'mid_block_add_attention': True}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    del name
+    return False
+
+  @staticmethod
+  def outputs_of(module, b):
+    mean, logvar = module.encode(b['images'])
+    return {'sample': module.decode(mean), 'mean': mean, 'logvar': logvar}
+
+  OLD_NAMES = (('.query.', '.to_q.'), ('.key.', '.to_k.'), ('.value.', '.to_v.'),
+               ('.proj_attn.', '.to_out.0.'))
+
+  @staticmethod
+  def _parts(widths, layers):
+    """(diffusers prefix, archzoo path, kind) of every conv, norm, ResNet and attention."""
+    n = len(widths)
+    yield 'encoder.conv_in', 'encoder/conv_in', 'conv'
+    for i in range(n):
+      for j in range(layers):
+        yield f'encoder.down_blocks.{i}.resnets.{j}', f'encoder/down{i}_res{j}', 'resnet'
+      if i < n - 1:
+        yield (f'encoder.down_blocks.{i}.downsamplers.0.conv', f'encoder/down{i}_downsample',
+               'conv')
+    for stack in ('encoder', 'decoder'):
+      if stack == 'decoder':
+        yield 'decoder.conv_in', 'decoder/conv_in', 'conv'
+      m = f'{stack}.mid_block.'
+      yield m + 'resnets.0', f'{stack}/mid/res0', 'resnet'
+      yield m + 'attentions.0', f'{stack}/mid/attn', 'attention'
+      yield m + 'resnets.1', f'{stack}/mid/res1', 'resnet'
+      if stack == 'encoder':
+        yield 'encoder.conv_norm_out', 'encoder/norm_out', 'norm'
+        yield 'encoder.conv_out', 'encoder/conv_out', 'conv'
+        yield 'quant_conv', 'quant_conv', 'conv'
+        yield 'post_quant_conv', 'post_quant_conv', 'conv'
+    for i in range(n):
+      for j in range(layers + 1):
+        yield f'decoder.up_blocks.{i}.resnets.{j}', f'decoder/up{i}_res{j}', 'resnet'
+      if i < n - 1:
+        yield f'decoder.up_blocks.{i}.upsamplers.0.conv', f'decoder/up{i}_upsample', 'conv'
+    yield 'decoder.conv_norm_out', 'decoder/norm_out', 'norm'
+    yield 'decoder.conv_out', 'decoder/conv_out', 'conv'
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = {functools.reduce(lambda k, r: k.replace(*r) if '.attentions.' in k else k,
+                          AutoencoderKl.OLD_NAMES, k): v for k, v in t.items()}
+    take = _taker(t, 'autoencoder_kl')
+    fields = AutoencoderKl.model_fields(ref)
+    out = {}
+
+    def conv(dst, src):
+      out[dst + '/kernel'] = take(src + '.weight').transpose(2, 3, 1, 0)
+      out[dst + '/bias'] = take(src + '.bias')
+    for src, dst, kind in AutoencoderKl._parts(fields['block_out_channels'],
+                                               fields['layers_per_block']):
+      if kind == 'conv':
+        conv(dst, src)
+      elif kind == 'norm':
+        _norm_in(out, dst, take, src)
+      elif kind == 'resnet':
+        for name in ('norm1', 'norm2'):
+          _norm_in(out, f'{dst}/{name}', take, f'{src}.{name}')
+        for name in ('conv1', 'conv2') + (('conv_shortcut',) * (
+            f'{src}.conv_shortcut.weight' in t)):
+          conv(f'{dst}/{name}', f'{src}.{name}')
+      else:
+        _norm_in(out, dst + '/norm', take, src + '.group_norm')
+        for name, torch_name in (('query', 'to_q'), ('key', 'to_k'), ('value', 'to_v'),
+                                 ('out', 'to_out.0')):
+          _linear_in(out, f'{dst}/{name}', take, f'{src}.{torch_name}')
+    _all_taken(t, 'autoencoder_kl')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'autoencoder_kl')
+    out = {}
+
+    def conv(src, dst):
+      out[src + '.weight'] = take(dst + '/kernel').transpose(3, 2, 0, 1)
+      out[src + '.bias'] = take(dst + '/bias')
+    for src, dst, kind in AutoencoderKl._parts(tuple(model['block_out_channels']),
+                                               int(model['layers_per_block'])):
+      if kind == 'conv':
+        conv(src, dst)
+      elif kind == 'norm':
+        _norm_out(out, src, take, dst)
+      elif kind == 'resnet':
+        for name in ('norm1', 'norm2'):
+          _norm_out(out, f'{src}.{name}', take, f'{dst}/{name}')
+        for name in ('conv1', 'conv2') + (('conv_shortcut',) * (
+            f'{dst}/conv_shortcut/kernel' in f)):
+          conv(f'{src}.{name}', f'{dst}/{name}')
+      else:
+        _norm_out(out, src + '.group_norm', take, dst + '/norm')
+        for name, torch_name in (('query', 'to_q'), ('key', 'to_k'), ('value', 'to_v'),
+                                 ('out', 'to_out.0')):
+          _linear_out(out, f'{src}.{torch_name}', take, f'{dst}/{name}')
+    _all_taken(f, 'autoencoder_kl')
+    return out
+
+
 def _split_heads(out: dict, dst: str, take, src: str, d: int, h: int, kv: int, names=None,
                  bias=True):
   """torch Linear query/key/value (heads * head_dim, d) -> flax (d, heads, head_dim)
@@ -1406,9 +2279,12 @@ def _all_taken(rest: dict, arch: str):
 
 ARCHS = {'gpt2': Gpt2, 'vit': Vit, 'bert': Bert, 'llama': Llama, 'resnet': Resnet,
          't5': T5, 'bart': Bart, 'clip': Clip, 'vgg': Vgg,
-         'alexnet': Alexnet, 'densenet': Densenet}
-ARCHS_BY_MODEL = {f.model_name: f for f in ARCHS.values()}
-SOURCES = ('hf', 'torchvision')
+         'alexnet': Alexnet, 'densenet': Densenet, 'deit': Deit, 'cait': Cait, 'swin': Swin,
+         'efficientnet': Efficientnet, 'autoencoder_kl': AutoencoderKl}
+# vision.vit is both Hugging Face's `vit` and timm's `deit` (whose inputs and outputs read
+# alike): the first format of a model wins.
+ARCHS_BY_MODEL = {f.model_name: f for f in reversed(ARCHS.values())}
+SOURCES = ('hf', 'torchvision', 'timm', 'diffusers')
 
 
 # ---------------------------------------------------------------------------- files
@@ -1430,6 +2306,22 @@ def read_tensors(src: str) -> dict:
   for f in files:
     tensors.update(load_file(f))
   return tensors
+
+
+def describe_reference(fmt, tensors: dict, src: str) -> dict:
+  """The reference network as `fmt.model_fields` takes it: Hugging Face's config.json, or
+  read off the tensors (torchvision; timm, with timm's config.json when one lies beside
+  them: its head count)."""
+  if not hasattr(fmt, 'describe'):
+    return read_reference_config(src)
+  if getattr(fmt, 'source', 'hf') == 'timm':
+    path = os.path.join(src if os.path.isdir(src) else os.path.dirname(src), 'config.json')
+    meta = None
+    if os.path.isfile(path):
+      with open(path) as f:
+        meta = json.load(f)
+    return fmt.describe(tensors, meta)
+  return fmt.describe(tensors)
 
 
 def read_reference_config(src: str) -> dict:
@@ -1484,6 +2376,8 @@ def check_model_fields(config, fields: dict, arch: str, task_fields: dict = None
     raise UserError(f'--arch {arch} imports into {ARCHS[arch].model_name!r}; the config '
                     f'builds {config.model_name!r}')
   model = {**_model_defaults(config), **config.model.to_dict()}
+  if hasattr(ARCHS[arch], 'equivalent_fields'):  # several field values, one network
+    fields = ARCHS[arch].equivalent_fields(fields, model)
   show = lambda v: f'({",".join(map(str, v))})' if isinstance(v, (tuple, list)) else v
   same = lambda a, b: (tuple(a) == tuple(b) if isinstance(a, (tuple, list)) and isinstance(
       b, (tuple, list)) else a == b)
@@ -1508,7 +2402,7 @@ def import_weights(config, arch: str, src: str, workdir: str, source: str = 'hf'
   if source != getattr(fmt, 'source', 'hf'):
     raise UserError(f'--arch {arch} is imported --from {getattr(fmt, "source", "hf")}')
   tensors = {k: v for k, v in read_tensors(src).items() if not fmt.skip(k)}
-  ref = fmt.describe(tensors) if hasattr(fmt, 'describe') else read_reference_config(src)
+  ref = describe_reference(fmt, tensors, src)
   check_model_fields(config, fmt.model_fields(ref), arch,
                      fmt.task_fields(ref) if hasattr(fmt, 'task_fields') else None)
   flat = fmt.to_archzoo(tensors, ref)
@@ -1610,7 +2504,8 @@ def export_weights(config, arch: str, workdir: str, dst: str, source: str = 'hf'
   tensors = {k: np.ascontiguousarray(v).reshape(np.shape(v))
              for k, v in fmt.to_reference(flat, model).items()}
   os.makedirs(dst, exist_ok=True)
-  save_file(tensors, os.path.join(dst, 'model.safetensors'), metadata={'format': 'pt'})
+  save_file(tensors, os.path.join(dst, getattr(fmt, 'weights_file', 'model.safetensors')),
+            metadata={'format': 'pt'})
   if not hasattr(fmt, 'reference_config') and not hasattr(fmt, 'reference_config_of'):
     # torchvision keeps no config file
     return f'{len(tensors)} tensors of step {step}'
