@@ -12,7 +12,7 @@ import pytest
 
 from arch import vocab
 from arch.rl import rlhf
-from conftest import check_resumes_alike, load_config, train_spec
+from conftest import check_eight_devices, check_resumes_alike, load_config, train_spec
 
 
 def _ids(text, length):
@@ -134,6 +134,38 @@ def test_ppo_kl_penalty_is_zero_and_ratio_one_at_the_reference():
   assert not np.all(np.asarray(ratio1)[np.asarray(second['mask']) > 0] == 1)
 
 
+def test_adaptive_kl_coefficient_follows_ziegler_et_al():
+  """e = clip(KL / target - 1, -0.2, 0.2), coef (1 + e B / horizon): up when the sampled KL
+  is above the target, down below it, unchanged at it, the error clipped at 20%."""
+  adapt = lambda kl: float(rlhf.adapt_kl_coef(0.1, kl, 6.0, 160.0, 16))
+  np.testing.assert_allclose(adapt(6.0), 0.1, rtol=1e-6)
+  np.testing.assert_allclose(adapt(6.6), 0.1 * (1 + 0.1 * 0.1), rtol=1e-6)
+  np.testing.assert_allclose(adapt(3.0), 0.1 * (1 - 0.2 * 0.1), rtol=1e-6)   # clipped
+  np.testing.assert_allclose(adapt(60.0), 0.1 * (1 + 0.2 * 0.1), rtol=1e-6)  # clipped
+
+
+def test_adaptive_kl_coefficient_sets_the_penalty():
+  """With the controller on, the rollout's per-token rewards use the coefficient held in
+  the state: with gamma = lambda = 1 the first token's return is the RM score minus the
+  coefficient times the sample's KL, so doubling the coefficient lowers the mean return by
+  the old coefficient times the mean sampled KL."""
+  agent, variables, batch = _agent_and_variables('ppo', task_kwargs__kl_target=6.0,
+                                                 task_kwargs__gae_lambda=1.0)
+  assert float(variables[rlhf.KL_CTL]['coef']) == pytest.approx(0.1)
+  moved = {**variables, 'params': {**variables['params'], 'lm': jax.tree.map(
+      lambda x: x * 1.2, variables['params']['lm'])}}
+  prompts = agent.prompts(batch)
+  rows = jnp.arange(prompts.shape[0])
+  rollout = jax.jit(agent.rollout)
+  s1, stats = rollout(moved, prompts, jax.random.key(5), rows)
+  s2, _ = rollout({**moved, rlhf.KL_CTL: {'coef': jnp.float32(0.2)}}, prompts,
+                  jax.random.key(5), rows)
+  np.testing.assert_array_equal(s1['seq'], s2['seq'])
+  assert abs(float(stats['kl'])) > 1e-2
+  np.testing.assert_allclose((s1['return'][:, 0] - s2['return'][:, 0]).mean(),
+                             0.1 * float(stats['kl']), rtol=1e-4, atol=1e-6)
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, data_dir):
   """A 2-step tiny pydoc GPT (the reference) and a 2-step tiny reward model on it."""
@@ -151,8 +183,8 @@ def test_tiny_config_trains_and_resumes_exactly(method, runs, tmp_path):
   from train import loop
   spec = f'rlhf_pydoc.py:method={method},tiny'
   overrides = dict(data__data_dir=runs['data_dir'], frozen__ref__workdir=runs['ref'])
-  if method == 'ppo':
-    overrides['frozen__rm__workdir'] = runs['rm']
+  if method == 'ppo':  # with the adaptive KL controller, whose state must resume too
+    overrides.update(frozen__rm__workdir=runs['rm'], task_kwargs__kl_target=6.0)
 
   def train(workdir, **kw):
     return loop.train_and_evaluate(load_config(spec, **{**overrides, **kw}), str(workdir))
@@ -166,9 +198,38 @@ def test_tiny_config_trains_and_resumes_exactly(method, runs, tmp_path):
   straight, _, states = check_resumes_alike(spec, train, tmp_path, must, **overrides)
   if method == 'dpo':  # the first step starts at the reference
     np.testing.assert_allclose(straight[1]['loss'], np.log(2.0), rtol=1e-5)
+  if method == 'ppo':  # each step's coefficient is the controller's update of the last's
+    assert straight[1]['kl_coef'] == pytest.approx(0.1)
+    for s in (2, 3, 4):
+      want = rlhf.adapt_kl_coef(straight[s - 1]['kl_coef'], straight[s - 1]['kl'], 6.0, 160.0,
+                                4)
+      assert straight[s]['kl_coef'] == pytest.approx(float(want), rel=1e-6)
+    assert straight[4]['kl_coef'] != straight[1]['kl_coef']
+    assert float(states[0].extra[rlhf.KL_CTL]['coef']) == pytest.approx(float(
+        rlhf.adapt_kl_coef(straight[4]['kl_coef'], straight[4]['kl'], 6.0, 160.0, 4)), rel=1e-6)
   # the frozen reference is the GPT run's, untouched by training
   from train import core
   ref_vars, _ = core.restore_variables(load_config('gpt_pydoc.py:variant=tiny'), runs['ref'])
   for x, y in zip(jax.tree.leaves(ref_vars['params']),
                   jax.tree.leaves(states[0].extra[rlhf.REF]['params']), strict=True):
     np.testing.assert_array_equal(x, y)
+
+
+# PPO and DPO (each about 40 s of CPU): the reward model's step is DPO's pair sampling
+# with a plain classification loss, so its own 8-device run would add cost, not coverage.
+@pytest.mark.parametrize('method', ['dpo', 'ppo'])
+def test_eight_devices_give_the_same_numbers_as_one(method, runs, tmp_path):
+  """Samples are keyed by row and step, not by device, so 8 simulated devices under jit
+  (8 prompts, one a device) train and evaluate as 1 does: the same losses, statistics of
+  the samples (PPO's with the adaptive KL coefficient) and eval metrics."""
+  close, evals = {'dpo': (('loss', 'reward_margin', 'reward_accuracy'), ('reward_margin', 'kl')),
+                  'ppo': (('loss', 'value_loss', 'rm_score', 'kl', 'kl_coef'),
+                          ('rm_score', 'kl'))}[method]
+  args = [f'--config.frozen.ref.workdir={runs["ref"]}', '--config.batch_size=8',
+          f'--config.data.data_dir={runs["data_dir"]}',
+          '--config.log_every=1', '--config.ckpt_every=0']
+  if method == 'ppo':
+    args += [f'--config.frozen.rm.workdir={runs["rm"]}', '--config.task_kwargs.kl_target=6.0']
+  check_eight_devices(f'rlhf_pydoc.py:method={method},tiny', tmp_path, ('jit',), steps=2,
+                      args=args, close=close, equal=('tie_fraction',) if method != 'ppo' else (),
+                      evals=evals, rel=1e-4, abs=1e-5)
