@@ -45,7 +45,7 @@ COLLECTIVE_TIMEOUT = '--xla_cpu_collective_call_terminate_timeout_seconds=600'
 # other worker idle while it runs.
 SLOW_FIRST = ('test_loss_goldens.py::test_one_device', 'test_loss_goldens.py::test_eight',
               'test_multihost.py::test_two_processes_train', 'test_scaleout.py::test_meshes',
-              'test_tensor_parallel.py', 'test_alphazero.py::test_eight',
+              'test_tp_families.py', 'test_alphazero.py::test_eight',
               'test_flamingo.py::test_flamingo_digits', 'test_multihost.py::test_survivor',
               'test_dalle.py::test_config_trains', 'test_distill_lm.py::test_eight')
 

@@ -170,15 +170,16 @@ def test_pipeline_trains_like_one_device_and_resumes_exactly(tmp_path, data_dir)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(states[0].params),
                     strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  # Exact resume under PP=4: step 10's checkpoint alone, in a new process, continues to
-  # the straight run's losses and final state bit for bit.
-  shutil.copytree(tmp_path / 'pp4_dp2' / 'checkpoints' / '10',
-                  tmp_path / 'resumed' / 'checkpoints' / '10')
-  resumed = _train(tmp_path / 'resumed', data_dir, MESHES['pp4_dp2'])
-  straight = read_metrics(tmp_path / 'pp4_dp2')
-  assert resumed == {s: straight[s]['loss'] for s in range(11, STEPS + 1)}
-  assert_same_states(*restored_states(abstract, [tmp_path / 'pp4_dp2', tmp_path / 'resumed'],
-                                      STEPS))
+  # Exact resume under PP=2 and PP=4: step 10's checkpoint alone, in a new process,
+  # continues to the straight run's losses and final state bit for bit.
+  for label, mesh in MESHES.items():
+    shutil.copytree(tmp_path / label / 'checkpoints' / '10',
+                    tmp_path / f'{label}_resumed' / 'checkpoints' / '10')
+    resumed = _train(tmp_path / f'{label}_resumed', data_dir, mesh)
+    straight = read_metrics(tmp_path / label)
+    assert resumed == {s: straight[s]['loss'] for s in range(11, STEPS + 1)}, label
+    assert_same_states(*restored_states(
+        abstract, [tmp_path / label, tmp_path / f'{label}_resumed'], STEPS))
 
 
 def test_summary_reports_the_bubble_of_the_mesh(tmp_path):

@@ -80,8 +80,9 @@ def test_a_mesh_that_does_not_divide_a_parameter_is_one_line(tmp_path, data_dir)
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [l for l in proc.stderr.strip().splitlines() if not l.startswith('WARNING')]
   assert len(lines) == 1, proc.stderr[-2000:]
-  assert "logical axis 'heads'" in lines[0] and 'tensor of size 4' in lines[0]
-  assert 'size 2' in lines[0] and 'Traceback' not in proc.stderr
+  # the first such parameter: a key projection's 2 heads (query heads split alike)
+  assert "self_attn/key/bias has size 2 in dimension 0 (logical axis 'kv_heads')" in lines[0]
+  assert 'tensor of size 4' in lines[0] and 'Traceback' not in proc.stderr
 
 
 PLAN = """
@@ -202,8 +203,11 @@ def test_remat_of_encoder_decoders_and_dit_changes_no_number(family):
     assert str(jax.make_jaxpr(jax.grad(loss))(params)).count('remat') == (3 if remat else 0)
     results[remat] = (params, *jax.jit(jax.value_and_grad(loss))(params))
   assert jax.tree.structure(results['block']) == jax.tree.structure(results[''])
+  # recomputation reorders float32 sums: T5's gradients differed by up to 1.5e-7 (a few
+  # ulps, which element depending on what the process compiled before); a replayed
+  # dropout mask that differed would show at 1e-2
   for a, b in zip(jax.tree.leaves(results['block']), jax.tree.leaves(results['']), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=5e-7)
   assert float(results[''][1]) != 0.0 and any(  # the gradients are not trivially equal
       float(np.abs(g).max()) > 0 for g in jax.tree.leaves(results[''][2]))
   with pytest.raises(ValueError, match="unknown remat 'all'"):

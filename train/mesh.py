@@ -33,7 +33,10 @@ DEFAULT_AXES = (('data', -1), ('fsdp', 1), ('tensor', 1), ('expert', 1), ('seque
 # (heads, mlp, vocabulary) and the CNNs' channels ('conv_out'); sequence GPT/LLaMA (length)
 # and ResNet/ConvMixer (height); stage (pipelines) the scanned stacks of GPT, LLaMA and
 # ConvMixer (arch/layers/pipeline.py); expert the MoE layers.
-DEFAULT_RULES = (('height', 'sequence'),)
+# 'kv_heads': attention's key/value heads, split like the query heads; a config whose
+# tensor axis is wider than its key/value heads (GQA) adds ('kv_heads', None) to its
+# sharding_rules and keeps them whole on every device (each computes every one of them).
+DEFAULT_RULES = (('height', 'sequence'), ('kv_heads', 'tensor'))
 
 
 def maybe_initialize_distributed(config) -> None:

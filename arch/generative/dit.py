@@ -115,8 +115,9 @@ class TimestepEmbed(nn.Module):
   def __call__(self, t_B):
     init = nn.initializers.normal(0.02)
     f_BF = timestep_embedding(t_B, self.frequency_dim)
-    h = dense(self.dim, (None, 'embed'), init, 'fc1', self.dtype, self.param_dtype)(f_BF)
-    return dense(self.dim, ('embed', 'mlp'), init, 'fc2', self.dtype,
+    # an MLP with a hidden width of D: column- then row-parallel under a tensor axis
+    h = dense(self.dim, (None, 'mlp'), init, 'fc1', self.dtype, self.param_dtype)(f_BF)
+    return dense(self.dim, ('mlp', 'embed'), init, 'fc2', self.dtype,
                  self.param_dtype)(nn.silu(h))
 
 

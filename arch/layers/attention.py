@@ -262,12 +262,14 @@ class Attention(nn.Module):
     out_dim = self.out_dim or d
     self_attention = kv_BSD is None
     kv_BSD = x_BTD if self_attention else kv_BSD
-    proj = functools.partial(Projection, axes=('embed', 'heads', 'kv'), use_bias=self.use_bias,
+    proj = functools.partial(Projection, use_bias=self.use_bias,
                              init_stddev=self.init_stddev, dtype=self.dtype,
                              param_dtype=self.param_dtype)
-    q_BTNH = proj((n, h), name='query')(x_BTD)
-    k_BSKH = proj((k_heads, h), name='key')(kv_BSD)
-    v_BSKH = proj((k_heads, h), name='value')(kv_BSD)
+    q_BTNH = proj((n, h), ('embed', 'heads', 'kv'), name='query')(x_BTD)
+    # Key/value heads have a logical name of their own: a tensor axis wider than K (GQA)
+    # can leave them replicated, ('kv_heads', None), while it splits the query heads.
+    k_BSKH = proj((k_heads, h), ('embed', 'kv_heads', 'kv'), name='key')(kv_BSD)
+    v_BSKH = proj((k_heads, h), ('embed', 'kv_heads', 'kv'), name='value')(kv_BSD)
 
     default_positions = positions_BT is None
     if default_positions:
