@@ -229,3 +229,83 @@ def test_loss_and_grad_step_is_finite_and_eval_is_deterministic():
 def test_inconsistent_configs_fail_clearly(kwargs, match):
   with pytest.raises(ConfigError, match=match):
     denoise.make(config(**kwargs))
+
+
+def test_loss_reads_the_original_shifted_right_behind_bos_and_scores_every_real_token():
+  """The task's loss equals cross-entropy of model(corrupt(window), <s> + window[:-1])
+  against the whole window (padding excluded), with the noise key the loss derives."""
+  t = windows(b=4, l=128)
+  np.testing.assert_array_equal(denoise.shift_right(t)[:, 0], vocab.BOS)
+  np.testing.assert_array_equal(denoise.shift_right(t)[:, 1:], t[:, :-1])
+  task = denoise.make(config())
+  variables = jax.jit(task.init)(KEY, {'tokens': t})
+  rng = jax.random.key(7)
+  value, (metrics, _) = jax.jit(task.loss)(variables, {'tokens': t}, rng)
+  src, info = denoise.corrupt(jax.random.split(rng)[0], t)
+  model = bart.Model(**config().model)
+  logits = model.apply(variables, src, denoise.shift_right(t))
+  w = np.asarray(t != vocab.PAD, np.float32)
+  logp = jax.nn.log_softmax(logits)
+  nll = -np.take_along_axis(np.asarray(logp), np.asarray(t)[..., None], -1)[..., 0]
+  np.testing.assert_allclose(value, (nll * w).sum() / w.sum(), rtol=1e-5)
+  right = np.asarray(logits.argmax(-1) == t) * w
+  masked = np.asarray(info['masked']) * w
+  np.testing.assert_allclose(metrics['masked_token_accuracy'],
+                             (right * masked).sum() / masked.sum(), rtol=1e-6)
+  # eval splits the accuracy: the tokens the source lacks and the ones it keeps
+  sums = jax.tree.map(lambda x: x.sum(), jax.jit(task.evaluate)(variables, {'tokens': t}))
+  out = task.finalize_eval(sums, 4.0)
+  src, info = denoise.corrupt(jax.random.key(denoise.EVAL_SEED), t)
+  logits = model.apply(variables, src, denoise.shift_right(t))
+  right = np.asarray(logits.argmax(-1) == t) * w
+  masked = np.asarray(info['masked']) * w
+  np.testing.assert_allclose(out['masked_token_accuracy'],
+                             (right * masked).sum() / masked.sum(), rtol=1e-6)
+  np.testing.assert_allclose(out['unmasked_token_accuracy'],
+                             (right * (w - masked)).sum() / (w - masked).sum(), rtol=1e-6)
+
+
+def test_sampler_shows_the_corrupted_source_and_decodes_from_it():
+  from train import sample as sample_lib
+  from train.text import ByteTokenizer
+  task = denoise.make(config())
+  tok = ByteTokenizer()
+  t = windows(b=2, l=128)
+  variables = jax.jit(task.init)(KEY, {'tokens': t})
+  given = tok.encode('The <mask> statement.')
+  plain = tok.encode('Names are bound by assignment; a class defines a type.')
+  batch = task.prompt_batch([given, plain], 2)
+  assert batch['tokens'].shape == (2, 128)
+  assert list(batch['tokens'][0][:6]) == tok.encode('The ') + [vocab.MASK] + tok.encode(' ')
+  fn = jax.jit(lambda v, b, r: task.sample(v, b, r, max_new_tokens=16))
+  out = fn(variables, batch, jax.random.key(0))
+  assert out['tokens'].shape == (2, 16) and out['source'].shape == (2, 128)
+  # a passage with a <mask> is the source as it is; a plain one gets the training noise
+  np.testing.assert_array_equal(out['source'][0], batch['tokens'][0])
+  want, _ = denoise.corrupt(jax.random.key(0), jnp.asarray(batch['tokens']))
+  np.testing.assert_array_equal(out['source'][1], want[1])
+  assert (np.asarray(out['source'][1]) == vocab.MASK).any()
+  assert sample_lib.show_source(tok, out['source'][0]) == 'The <mask> statement.'
+  # with row ids (as train.sample passes them), samples of one passage get their own noise
+  rows = {'tokens': np.repeat(batch['tokens'][1:], 2, 0)}
+  by_row = jax.jit(lambda v, b, r, i: task.sample(v, b, r, max_new_tokens=4, row_ids=i))
+  a = by_row(variables, rows, jax.random.key(0), jnp.array([0, 1]))['source']
+  b = by_row(variables, rows, jax.random.key(0), jnp.array([1, 0]))['source']
+  assert (a[0] != a[1]).any()
+  np.testing.assert_array_equal(a[::-1], b)
+  # with no prompt, eval window j is the passage
+  ex = {'tokens': np.asarray(t)}
+  np.testing.assert_array_equal(task.prompt_batch([[], []], 2, examples=ex)['tokens'], t)
+  with pytest.raises(ConfigError, match='--prompt'):
+    task.prompt_batch([[]], 1)
+
+
+def test_config_trains_and_resumes_exactly(tmp_path, data_dir):
+  from conftest import check_resumes_alike, train_spec
+  run = dict(total_steps=4, ckpt_every=2, log_every=1, eval_every=4, batch_size=4)
+  train = lambda workdir, **kw: train_spec('bart_pydoc.py:variant=tiny', workdir, data_dir,
+                                           **{**run, **kw})
+  final = train(tmp_path / 'straight')
+  assert set(final) >= {'loss', 'masked_token_accuracy', 'unmasked_token_accuracy'}
+  check_resumes_alike('bart_pydoc.py:variant=tiny', train, tmp_path,
+                      must_have=('loss', 'masked_token_accuracy'), batch_size=4)

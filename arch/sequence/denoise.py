@@ -20,7 +20,12 @@ over the target's non-<pad> tokens. Train metrics `loss`, `token_accuracy`,
 `masked_token_accuracy` (on the tokens the source lacks), `masked_fraction` (and, for a
 network with Mixture-of-Experts layers, `aux_loss`, added to the objective, and the
 layers' diagnostics: arch/layers/moe.py); eval reports
-the split's per-token `loss`, `token_accuracy`, `masked_token_accuracy`, `perplexity`.
+the split's per-token `loss`, `token_accuracy`, `masked_token_accuracy`,
+`unmasked_token_accuracy` (on the tokens the source keeps: copying), `perplexity`.
+Sampler (`python -m train.sample`): each passage (a prompt, or eval window j) is corrupted
+by the training noise unless it holds <mask> already (the text '<mask>' with the byte
+tokenizer); the output is the corrupted source and the decoder's reconstruction (greedy by
+default; sampling and beam search as for seq2seq).
 Noise is keyed by each window's content, so it does not depend on the batch layout;
 `evaluate` uses a fixed key.
 
@@ -37,6 +42,7 @@ import optax
 import arch
 from arch import vocab
 from arch.layers import moe
+from arch.sequence import decoding
 from arch.task import ConfigError, Task, parse_options
 
 BYTE_FULL_STOP = ord('.') + vocab.NUM_SPECIAL
@@ -133,6 +139,55 @@ def shift_right(tokens_BT):
   return jnp.concatenate([bos, tokens_BT[:, :-1]], axis=1)
 
 
+def mask_text_ids(ids, byte_level: bool):
+  """A prompt's ids with each literal '<mask>' (its byte ids, for the byte tokenizer)
+  replaced by the <mask> id."""
+  ids = list(ids)
+  if not byte_level:
+    return ids
+  pattern = [b + vocab.NUM_SPECIAL for b in b'<mask>']
+  out, i = [], 0
+  while i < len(ids):
+    if ids[i:i + len(pattern)] == pattern:
+      out.append(vocab.MASK)
+      i += len(pattern)
+    else:
+      out.append(ids[i])
+      i += 1
+  return out
+
+
+def reconstruct(model, variables, src_BS, rng, *, max_new_tokens, row_ids=None,
+                temperature=0.0, top_k=0, top_p=1.0, beam_size=1, length_penalty=0.0):
+  """The decoder's output (B, max_new_tokens) for a source (B, S), token by token from
+  <s> with the KV cache: greedy, sampled or beam search (arch/sequence/decoding.py)."""
+  b = src_BS.shape[0]
+  params = {k: v for k, v in variables.items() if k != 'cache'}
+  encoded = model.apply(params, src_BS, train=False, method=type(model).encode)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), src_BS, jnp.zeros((b, max_new_tokens), jnp.int32),
+      decode=True))['cache']
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def step_with(enc):
+    def step(tokens, cache):
+      logits, mutated = model.apply({**params, 'cache': cache}, tokens, enc, decode=True,
+                                    mutable=['cache'], method=type(model).decode)
+      return logits[:, -1], mutated['cache']
+    return step
+
+  first, cache = step_with(encoded)(jnp.full((b, 1), vocab.BOS, jnp.int32), cache)
+  if beam_size > 1:
+    step = step_with(decoding.repeat_batch(encoded, beam_size))
+    tokens, _ = decoding.beam_search(step, cache, first, beam_size, max_new_tokens,
+                                     eos_id=vocab.EOS, pad_id=vocab.PAD,
+                                     length_penalty=length_penalty)
+    return tokens
+  return decoding.generate(step_with(encoded), cache, first, rng, max_new_tokens,
+                           eos_id=vocab.EOS, pad_id=vocab.PAD, row_ids_B=row_ids,
+                           temperature=temperature, top_k=top_k, top_p=top_p)
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
   """BART denoising's task_kwargs."""
@@ -214,13 +269,54 @@ def make(config) -> Task:
     del count
     n = max(float(sums['tokens']), 1.0)
     nll = float(sums['nll']) / n
+    kept = float(sums['tokens']) - float(sums['masked'])
     return {'loss': nll, 'token_accuracy': float(sums['correct']) / n,
             'masked_token_accuracy':
                 float(sums['masked_correct']) / max(float(sums['masked']), 1.0),
+            'unmasked_token_accuracy':
+                (float(sums['correct']) - float(sums['masked_correct'])) / max(kept, 1.0),
             'perplexity': float(np.exp(min(nll, 50.0))), 'tokens': n}
 
   def example_batch(batch_size):
     return {'tokens': jax.ShapeDtypeStruct((batch_size, length), jnp.int32)}
 
+  byte_level = config.data.get('tokenizer') == 'byte'
+
+  def prompt_batch(prompts, num_samples, examples=None):
+    """{'tokens': (B, L)}: each sample's passage, the prompt's ids (a literal '<mask>' in
+    the text becomes the <mask> id), or with an empty prompt eval window j, <pad>-padded
+    and cut to the window length L."""
+    rows = np.full((num_samples, length), vocab.PAD, np.int32)
+    for j, ids in enumerate(prompts):
+      ids = mask_text_ids(ids, byte_level)[:length]
+      if not ids and examples is not None:
+        ids = [int(i) for i in examples['tokens'][j] if i != vocab.PAD][:length]
+      if not ids:
+        raise ConfigError('denoising samples need a passage: --prompt TEXT (text to '
+                          'corrupt, or text with <mask> where some is missing)')
+      rows[j, :len(ids)] = ids
+    return {'tokens': rows}
+
+  def sample(variables, batch, rng, *, max_new_tokens=0, temperature=0.0, top_k=0,
+             top_p=1.0, beam_size=1, length_penalty=0.0, row_ids=None):
+    """The source and its reconstruction: {'source': (B, S) the corrupted passage (a
+    passage that holds a <mask> already is the source as it is, else it gets the training
+    noise, keyed by the row id where given), 'tokens': (B, N) the decoder's output, N = max_new_tokens cut to the window
+    length L (0: L)}."""
+    tokens = batch['tokens']
+    if row_ids is None:
+      noised, _ = corrupt(rng, tokens, **noise)
+    else:  # each sample its own noise, from its row id: samples of one passage differ
+      noised = jax.vmap(lambda i, t: corrupt(jax.random.fold_in(rng, i), t[None],
+                                             **noise)[0][0])(row_ids, tokens)
+    given = jnp.pad(tokens, ((0, 0), (0, max(src_length - length, 0))))[:, :src_length]
+    src = jnp.where((tokens == vocab.MASK).any(-1, keepdims=True), given, noised)
+    n = min(max_new_tokens or length, length)
+    out = reconstruct(model, variables, src, rng, max_new_tokens=n,
+                      row_ids=row_ids, temperature=temperature, top_k=top_k, top_p=top_p,
+                      beam_size=beam_size, length_penalty=length_penalty)
+    return {'tokens': out, 'source': src}
+
   return Task(init=init, loss=loss, evaluate=evaluate, finalize_eval=finalize_eval,
-              example_batch=example_batch)
+              example_batch=example_batch, sample=sample, prompt_batch=prompt_batch,
+              prompt_examples=True)
