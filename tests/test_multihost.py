@@ -385,3 +385,95 @@ def test_survivor_stops_with_one_line_when_a_process_dies(data_dir, tmp_path, di
             for i in (0, 1)], tmp_path)
   assert f'resumed from {workdir}/checkpoints/{saved}' in (tmp_path / 'again0.err').read_text()
   assert (workdir / 'checkpoints' / str(saved + 10)).is_dir()
+
+
+# ---------------------------------------------------------- sampling with several processes
+
+
+def test_sampler_runs_supervised_and_marks_itself_done(tmp_path, monkeypatch, capsys):
+  """`python -m train.sample` with several processes runs as `python -m train` does: in a
+  supervised child (`python -m train.sample` again), which marks itself done (peers stop
+  expecting its heartbeat) on a clean end and after a one-line error, and leaves the watcher
+  running when an unexpected error escapes (a collective failed: a peer may be gone). A lost
+  process 0 is named by the supervisor with sampling's advice, not a checkpoint."""
+  import signal
+  from train import peers, sample
+  from train.errors import UserError
+  base = ['--config', os.path.join(REPO, 'configs', 'gpt_pydoc.py:variant=tiny'),
+          '--workdir', str(tmp_path), '--num_samples', '2']
+  dist = ['--config.distributed.coordinator_address=127.0.0.1:1',  # nothing listens there
+          '--config.distributed.num_processes=2', '--config.distributed.process_id=1']
+  monkeypatch.setattr(peers, '_ADVICE', None)
+  monkeypatch.delenv(peers._SUPERVISED, raising=False)
+  children = []
+
+  class Child:  # the supervised child, dead of jax's abort when the coordinator vanished
+    def __init__(self, cmd, env, preexec_fn):
+      children.append((cmd, env[peers._SUPERVISED]))
+
+    def wait(self):
+      return -signal.SIGABRT
+
+  monkeypatch.setattr(subprocess, 'Popen', Child)
+  assert sample.main(base + dist) == peers.LOST_PEER_EXIT
+  assert children == [([sys.executable, '-m', 'train.sample', *base, *dist], '1')]
+  assert capsys.readouterr().err.strip() == (
+      'error: lost process 0 of 2 (its coordination service at 127.0.0.1:1 stopped '
+      'answering); stopping. No samples were written; relaunch every process to sample again.')
+
+  stops = []
+
+  class Watch:
+    advice = None
+
+    def stop(self):
+      stops.append(self.advice)
+
+  monkeypatch.setattr(peers, '_WATCH', Watch())
+  monkeypatch.setenv(peers._SUPERVISED, '1')  # in the child: it samples
+  outcomes = iter([lambda: 0, lambda: (_ for _ in ()).throw(UserError('no checkpoints')),
+                   lambda: (_ for _ in ()).throw(RuntimeError('collective failed'))])
+  monkeypatch.setattr(sample, '_sample_and_write', lambda argv, loaded: next(outcomes)())
+  assert sample.main(base + dist) == 0 and stops == [sample.LOST_ADVICE]
+  assert sample.main(base + dist) == 2 and len(stops) == 2
+  assert capsys.readouterr().err.strip() == 'error: no checkpoints'
+  with pytest.raises(RuntimeError, match='collective failed'):
+    sample.main(base + dist)
+  assert len(stops) == 2  # the watcher still runs
+
+
+def test_a_watcher_started_for_sampling_gives_its_advice(monkeypatch):
+  from train import peers, sample
+  monkeypatch.setattr(peers, '_WATCH', None)
+  monkeypatch.setattr(peers, '_ADVICE', None)
+  peers.set_advice(sample.LOST_ADVICE)  # before jax.distributed starts the watcher
+  watch = peers.start(_FakeStore(), 1, 2, timeout_s=60)
+  try:
+    text = watch.message(0, 'no heartbeat for 60 s')
+  finally:
+    watch.stop()
+  assert text == ('error: lost process 0 of 2 (no heartbeat for 60 s); stopping. No samples '
+                  'were written; relaunch every process to sample again.')
+
+
+def test_sampler_joins_the_processes_before_it_loads_the_task(tmp_path, monkeypatch):
+  """Loading a diffusion task starts jax's backend (its noise schedule), after which
+  jax.distributed refuses to initialise: two processes sampling DiT both ended in that
+  RuntimeError (2026-12-07) until the sampler joined them before parsing its options."""
+  from train import mesh as mesh_lib, sample
+  order = []
+
+  class Parsed(Exception):
+    pass
+
+  def parse(argv, loaded):
+    order.append('parse')
+    raise Parsed
+  monkeypatch.setattr(mesh_lib, 'maybe_initialize_distributed',
+                      lambda config: order.append(config.distributed.num_processes))
+  monkeypatch.setattr(sample, 'parse', parse)
+  argv = ['--config', os.path.join(REPO, 'configs', 'dit_digits.py:tiny'), '--workdir',
+          str(tmp_path), '--config.distributed.num_processes=2']
+  with pytest.raises(Parsed):
+    sample._sample_and_write(argv, sample._load(argv))
+  assert order == [2, 'parse']

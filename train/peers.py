@@ -27,7 +27,9 @@ watcher speaks first. Losing process 0 (the coordinator) makes jax's C++ client 
 once, before any watcher can speak; the supervisor below prints the same line then.
 
 A process that finishes its run marks itself done, so a peer still writing its last
-metrics does not take it for lost. Single-process runs start no watcher.
+metrics does not take it for lost. Single-process runs start no watcher. The sampler
+(`python -m train.sample`) runs the same way: supervised, marked done on a clean end, and
+its line ends with what to do instead of a checkpoint (`set_advice`).
 """
 
 import os
@@ -53,6 +55,7 @@ class PeerWatch:
     self.clock = clock
     self.on_lost = on_lost or _exit_lost
     self.workdir = None  # the run whose checkpoints the message names (`set_workdir`)
+    self.advice = None  # or the message's last sentence, for work without checkpoints
     self._beats = 0
     self._seen = {}  # peer -> (last counter, clock when it last moved)
     self._stop = threading.Event()
@@ -109,11 +112,14 @@ class PeerWatch:
     return None
 
   def message(self, peer, why):
-    return lost_message(peer, self.n, why, self.workdir)
+    return lost_message(peer, self.n, why, self.workdir, self.advice)
 
 
-def lost_message(peer, num_processes, why, workdir):
-  """The one line a survivor prints: the lost process, why, and the checkpoint to resume."""
+def lost_message(peer, num_processes, why, workdir, advice=None):
+  """The one line a survivor prints: the lost process, why, and the checkpoint to resume
+  (or `advice`, where the work keeps no checkpoints)."""
+  if advice:
+    return f'error: lost process {peer} of {num_processes} ({why}); stopping. {advice}'
   where = latest_complete_checkpoint(workdir) if workdir else None
   keep = (f'The last complete checkpoint is step {where[1]} in {where[0]}; relaunch every '
           f'process to resume from it.' if where and where[1] is not None else
@@ -140,13 +146,26 @@ def _exit_lost(message):
 # The process-wide watcher: started by `start` (from train.mesh, right after
 # `jax.distributed.initialize`), pointed at the current run by `set_workdir`.
 _WATCH = None
+_ADVICE = None  # `set_advice`'s, for a watcher started later
 
 
 def start(client, process_id, num_processes, timeout_s):
   global _WATCH
   if _WATCH is None and num_processes > 1:
-    _WATCH = PeerWatch(client, process_id, num_processes, timeout_s).start()
+    _WATCH = PeerWatch(client, process_id, num_processes, timeout_s)
+    _WATCH.advice = _ADVICE
+    _WATCH.start()
   return _WATCH
+
+
+def set_advice(advice):
+  """The lost-peer message's last sentence in place of the checkpoint to resume from (the
+  sampler keeps none); None restores that. Returns the previous one."""
+  global _ADVICE
+  previous, _ADVICE = _ADVICE, advice
+  if _WATCH is not None:
+    _WATCH.advice = advice
+  return previous
 
 
 def set_workdir(workdir):
@@ -168,7 +187,8 @@ def finish():
 # Losing process 0 is the one case the watcher cannot speak for: jax's C++ client reacts
 # to its coordination service vanishing by aborting at once (a check failure; a Python
 # callback cannot take its place, the status it passes has no Python type). So a
-# multi-process `python -m train` runs the training in a child process and waits for it:
+# multi-process `python -m train` (and `python -m train.sample`) runs the work in a child
+# process and waits for it:
 # when the child of a process other than 0 dies of that abort and the coordinator no
 # longer accepts connections, the supervisor prints the same one line, naming process 0,
 # after the trace, and exits with LOST_PEER_EXIT. Signals sent to the supervisor
@@ -182,11 +202,12 @@ def needs_supervisor(config) -> bool:
   return multi and not os.environ.get(_SUPERVISED)
 
 
-def supervise(config, workdir, argv) -> int:
-  """Runs `python -m train argv` as a child and returns its exit status (see above)."""
+def supervise(config, workdir, argv, module='train', advice=None) -> int:
+  """Runs `python -m <module> argv` as a child and returns its exit status (see above);
+  `advice` as `set_advice`'s, for the line that names a lost process 0."""
   import signal
   import subprocess
-  child = subprocess.Popen([sys.executable, '-m', 'train', *argv],
+  child = subprocess.Popen([sys.executable, '-m', module, *argv],
                            env={**os.environ, _SUPERVISED: '1'}, preexec_fn=_die_with_parent)
   forward = lambda signum, frame: child.send_signal(signum)
   old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -202,7 +223,7 @@ def supervise(config, workdir, argv) -> int:
   if code == -signal.SIGABRT and pid != 0 and address and not _accepts(address):
     n = int(dist.get('num_processes') or os.environ.get('JAX_NUM_PROCESSES', 0))
     print(lost_message(0, n, f'its coordination service at {address} stopped answering',
-                       workdir), file=sys.stderr, flush=True)
+                       workdir, advice), file=sys.stderr, flush=True)
     return LOST_PEER_EXIT
   return code if code >= 0 else 128 - code
 

@@ -24,6 +24,10 @@ GIF grid and a PNG of each clip's frames in a row; 'audio' (with 'sample_rate') 
 a clip; 'points' (2-D samples) as a PNG histogram; 'episodes' (an RL agent's evaluation
 episodes, with 'episode_return') as a GIF grid and a PNG of 8 frames of each; every array
 also to .npz. Bad input prints one `error:` line and exits with 2.
+
+Several processes (`--config.distributed.*`, as for training) sample as they train: in a
+supervised child, each marking itself done on a clean end; a lost process stops the others
+within `distributed.peer_timeout_s` with one line and exit status 3 (train/peers.py).
 """
 
 import argparse
@@ -80,10 +84,10 @@ def _typed(text, like):
     return text
 
 
-def parse(argv):
-  """(config, workdir, prompts, step, num_samples, seed, given sampler options)."""
-  from train import config_lib, core
-  from train.errors import UserError
+def _load(argv):
+  """(config with its overrides, the driver's flags, the other flags, whether --help was
+  given): no task loaded, no device touched (a supervisor reads it)."""
+  from train import config_lib
   overrides, rest = config_lib.split_overrides(argv)
   wants_help = any(a in ('-h', '--help') for a in rest)
   args, extra = _driver_parser(add_help=False).parse_known_args(
@@ -91,6 +95,15 @@ def parse(argv):
   config = config_lib.load(args.config)
   for key, value in overrides:
     config_lib.override(config, key, value)
+  return config, args, extra, wants_help
+
+
+def parse(argv, loaded=None):
+  """(config, workdir, prompts, step, num_samples, seed, given sampler options); `loaded`:
+  `_load(argv)`, where the caller has it."""
+  from train import core
+  from train.errors import UserError
+  config, args, extra, wants_help = loaded or _load(argv)
   task = core.load_task(config)
   if task.sample is None or task.prompt_batch is None:
     raise UserError(f'task {config.task!r} has no sampler')
@@ -197,9 +210,11 @@ def sample_text(config, workdir, prompts, num_samples, seed, options, step=None)
       batch = task.prompt_batch([ids[r] for r in group], len(group), **kwargs)
     except (ConfigError, ValueError) as e:
       raise UserError(str(e)) from None
-    got = core.run_batch(fn, variables, batch, group, mesh, rules, seed)['tokens']
-    for r, t in zip(group, got):
-      tokens[r] = t
+    got = core.run_batch(fn, variables, batch, group, mesh, rules, seed)
+    for i, r in enumerate(group):
+      tokens[r] = got['tokens'][i]
+      if 'source' in got:  # a denoiser's corrupted input, shown in place of its passage
+        rows[r] = show_source(tok, got['source'][i])
   results = [(p, tok.decode(_until_eos(t)), a) for p, t, a in zip(rows, tokens, about)]
   return step, results, task.continues_prompt
 
@@ -375,6 +390,19 @@ def eval_examples(config, task, n: int) -> dict:
   return data_lib.stack(examples)
 
 
+def show_source(tok, ids):
+  """A source's text with each <mask> id written '<mask>' (padding dropped)."""
+  from arch import vocab
+  parts, run = [], []
+  for i in list(ids) + [vocab.MASK]:
+    if int(i) == vocab.MASK:
+      parts.append(tok.decode(run))
+      run = []
+    else:
+      run.append(int(i))
+  return '<mask>'.join(parts)
+
+
 def _until_eos(ids):
   from arch import vocab
   ids = list(ids)
@@ -389,20 +417,45 @@ def render(results, continuation: bool) -> str:
   return '\n'.join(parts)
 
 
+# The last sentence of a lost process's line: sampling keeps no checkpoint to resume from.
+LOST_ADVICE = 'No samples were written; relaunch every process to sample again.'
+
+
 def main(argv=None):
   from arch.task import ConfigError
+  from train import peers
   from train.errors import UserError
+  # As `python -m train` does (train/__main__.py): several processes sample in a supervised
+  # child, and peers.finish() runs on a clean end only, so that an unexpected error (a
+  # collective failing because a peer died) leaves the watcher to speak for the lost peer.
+  argv = sys.argv[1:] if argv is None else argv
+  peers.set_advice(LOST_ADVICE)
   try:
-    config, workdir, prompts, step, n, seed, options = parse(
-        sys.argv[1:] if argv is None else argv)
-    if text_kind(config):
-      step, results, continuation = sample_text(config, workdir, prompts, n, seed, options,
-                                                step)
-    else:
-      step, outputs = sample_arrays(config, workdir, n, seed, options, step, prompts)
+    loaded = _load(argv)
+    if peers.needs_supervisor(loaded[0]):
+      return peers.supervise(loaded[0], os.path.abspath(loaded[1].workdir), argv,
+                             module='train.sample', advice=LOST_ADVICE)
+    code = _sample_and_write(argv, loaded)
   except (UserError, ConfigError) as e:
+    peers.finish()
     print(f'error: {e}', file=sys.stderr)
     return 2
+  peers.finish()
+  return code
+
+
+def _sample_and_write(argv, loaded):
+  """Samples; process 0 writes the outputs. The exit status."""
+  from train import mesh as mesh_lib
+  # before parse loads the task: loading one may start jax's backend (a diffusion task's
+  # schedule), after which jax.distributed cannot initialise
+  mesh_lib.maybe_initialize_distributed(loaded[0])
+  config, workdir, prompts, step, n, seed, options = parse(argv, loaded)
+  if text_kind(config):
+    step, results, continuation = sample_text(config, workdir, prompts, n, seed, options,
+                                              step)
+  else:
+    step, outputs = sample_arrays(config, workdir, n, seed, options, step, prompts)
   import jax
   if jax.process_index() != 0:
     return 0
@@ -416,11 +469,7 @@ def main(argv=None):
     print(out)
     print(f'wrote {stem}.txt', file=sys.stderr)
     return 0
-  try:
-    print(write_outputs(stem, outputs))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  print(write_outputs(stem, outputs))  # a UserError: main's one line
   return 0
 
 
