@@ -24,11 +24,12 @@ Two sets of records, one per set of XLA flags (the bits depend on them):
 
 The bits also depend on the CPU: XLA compiles for the host's instruction set, and on the
 2026-12-07 session's machine (an AVX-512/AMX Xeon reporting model 167) every record taken on
-earlier sessions' machines differed in its last bits (both record sets; at most 2.4e-7
-relative over 20 steps, the first difference anywhere from step 1 to 13) while two runs on
-it agreed bit for bit. So a check passes a config within REL (1e-5: a wrong computation
-moves a loss far more) and says "within X (not bitwise)"; `--rel 0` demands the bits, for
-checking a refactor on the recording machine.
+earlier sessions' machines differed in its last bits (both record sets, the first
+difference anywhere from step 1 to 13) while two runs on it agreed bit for bit. Over 20 steps
+the differences grow to 1e-7..4e-7 relative for most configs, 1.2e-6 (video VAE), 2.6e-6
+(U-Net) and 1.0e-5 (transformer_translate, at step 19). So a check passes a config within
+REL (1e-4: a wrong computation moves a loss far more) and says "within X (not bitwise)";
+`--rel 0` demands the bits, for checking a refactor on the recording machine.
 
 The ImageNet configs (`*_imagenet.py`) are left out: their data cannot be prepared offline;
 they are the digits configs' networks at published sizes, whose counts test_summary checks.
@@ -43,7 +44,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_DIR = os.path.join(REPO, 'tests', 'goldens')
 STEPS = 20
-REL = 1e-5  # the relative difference a check accepts (another CPU's code generation)
+REL = 1e-4  # the relative difference a check accepts (another CPU's code generation)
 BATCH = 8
 
 # config spec (under configs/) -> its small variant's argument.
