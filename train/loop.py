@@ -147,7 +147,10 @@ class Run:
     """Initialised params (or another run's, `config.init_from`), with every frozen run's
     variables in its collection."""
     state = self.runner.init(jax.random.key(self.config.seed))
+    spec = self.config.get('init_from') or {}
     for name in (self.config.get('frozen') or {}):
+      if name not in state.extra and name == spec.get('frozen'):
+        continue  # a run read only as init_from's source: no collection of its own
       if name not in state.extra:
         raise UserError(f'config.frozen names {name!r} but the task made no {name!r} '
                         f'collection (it has: {", ".join(state.extra) or "none"})')
@@ -158,7 +161,6 @@ class Run:
         raise UserError(f'the frozen {name!r} run in {sub_dir} does not match the network '
                         f'its config builds')
       state = self.runner.put_extra(state, name, tree)
-    spec = self.config.get('init_from') or {}
     if spec.get('frozen') and not spec.get('workdir'):
       if spec.frozen not in (self.config.get('frozen') or {}):
         raise UserError(f'config.init_from.frozen={spec.frozen!r} names no config.frozen run '

@@ -1,0 +1,77 @@
+"""Fine-tuning BERT for text classification (`config.init_from`): which file of the Python
+docs a 126-byte pydoc passage comes from (`pydoc_chapters`: 9 chapters, e.g.
+reference/datamodel or library/stdtypes; test passages are held-out blocks of the same
+chapters), the [CLS] token's pooled vector into a new 9-way layer
+(arch/sequence/encoder_heads.py, arch/sequence/text_classification.py), the encoder either
+configs/bert_pydoc.py's pre-trained one or random.
+
+  python -m train --config configs/bert_pydoc.py --workdir runs/bert_pydoc
+  python -m train --config configs/bert_classify_pydoc.py:src=runs/bert_pydoc \\
+      --workdir runs/cls_bert
+  python -m train --config configs/bert_classify_pydoc.py:init=scratch --workdir runs/cls_scratch
+
+Arguments: `init=bert|scratch` (default bert), `src` (a trained bert_pydoc workdir; empty:
+bert_pydoc is trained into WORKDIR/frozen_bert first), `tiny` (tests: batch 8). The
+encoder's params (embeddings, blocks, pooler) come from the run (`init_from.source` and
+`target` pairs, `bert_init_from`); its masked-LM and next-sentence heads stay behind and
+the new layer keeps its initialisation.
+
+Measured on the 2-core CPU (2026-12-07, 1 device, jit, shared with other jobs: load
+11-17), 200 steps of batch 32 (about 2.7 passes over the 2,386 train passages), AdamW lr
+3e-4, fresh workdirs, one seed; the source was a bert_pydoc run stopped at its step-400
+checkpoint (of 800; validation masked-token accuracy 0.344, against 0.364 at 800):
+
+                   test accuracy (step 100 / 200)   balanced accuracy (200)
+  from bert_pydoc  0.320 / 0.371                    0.199
+  from scratch     0.287 / 0.349                    0.166
+  (majority class, reference/datamodel: 0.287 of the 585 test passages)
+
+28 and 18 min wall. Both arms are still close to guessing the two largest chapters at this
+budget (only datamodel, stdtypes and library/string have recall above 0). The pooler was
+trained on next-sentence prediction, which stayed at chance; with the mean of the outputs
+instead (`--config.model.pool=mean`, 8 min each at load 8-9) the order flips: 0.352 from
+bert_pydoc vs 0.374 from scratch (balanced 0.189 vs 0.178; 0.321 vs 0.330 at step 100).
+So at 200 steps pre-training gives no reliable gain on this task (one seed each).
+Note that bert_pydoc pre-trained on pydoc_text's train split (71 of the 79 topics), which
+holds most test passages' text, unlabelled (so does configs/bert_tag_pydoc.py's test code).
+"""
+
+from arch.sequence import encoder_heads
+from configs import bert_pydoc
+from train import config_lib
+from train.errors import UserError
+from train.datasets import pydoc_chapters
+
+SOURCE = 'configs/bert_pydoc.py'  # the pre-training run: its encoder is bert_pydoc.SMALL
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, init='bert', src='', tiny=False)
+  c = config_lib.base()
+  encoder = dict(bert_pydoc.SMALL)
+  num_classes = len(pydoc_chapters.NAMES)
+  c.task = 'sequence.text_classification'
+  c.task_kwargs = dict(num_classes=num_classes, length=pydoc_chapters.LENGTH)
+  c.model_name = 'sequence.encoder_heads:Classifier'
+  c.model = dict(num_classes=num_classes, encoder=encoder, pool='pooler', dropout_rate=0.1)
+  if a.init == 'bert':
+    c.frozen.bert = dict(spec=SOURCE, workdir=a.src)
+    c.init_from.frozen = 'bert'
+    c.init_from.update(encoder_heads.bert_init_from(encoder['num_layers']))
+  elif a.init != 'scratch':
+    raise UserError(f"init={a.init!r}; valid: 'bert', 'scratch'")
+  c.data.name = 'pydoc_chapters'
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+
+  c.batch_size = 8 if a.tiny else 32
+  c.total_steps = 200
+  c.log_every = 50
+  c.eval_every = 100
+  c.ckpt_every = 200
+  c.optax_name = 'adamw'
+  c.optax = dict(weight_decay=0.01)
+  c.lr = 3e-4
+  c.warmup_steps = 20
+  c.grad_clip_norm = 1.0
+  return c
