@@ -209,5 +209,10 @@ def test_latent_dit_trains_and_samples_the_same_on_one_and_eight_devices(video_d
     arrays.append(np.load(f'{stem}.npz')['videos'])
   one, eight = arrays
   assert one.shape == (10, 8, 16, 16, 1) and one.dtype == np.uint8
-  np.testing.assert_array_equal(one, eight)
+  # Row-keyed draws: the same videos. Bitwise on the machines that wrote this test; on an
+  # AVX-512/AMX Xeon (2026-12-07) 1 of the 20,480 pixels came out 177 on one device and 178
+  # on eight (8 devices run smaller per-device batches, whose kernels round differently). A
+  # device-dependent draw would change nearly every pixel.
+  differ = one != eight
+  assert differ.mean() < 1e-3 and np.abs(one.astype(int) - eight.astype(int)).max() <= 1
   assert len({v.tobytes() for v in one}) > 1

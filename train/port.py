@@ -1893,7 +1893,8 @@ class Swin:
 
   @staticmethod
   def to_reference(flat: dict, model) -> dict:
-    from arch.vision.swin import relative_position_index
+    import arch  # the family through arch.load: train/ names no model family
+    relative_position_index = arch.load('vision.swin', 'Model').relative_position_index
     f = dict(flat)
     take = _taker(f, 'swin')
     out = {}
@@ -1953,7 +1954,8 @@ class Efficientnet:
   @staticmethod
   def _table(width_mult: float, depth_mult: float):
     """Per stage, per block: (in, out, expanded, kernel) of B0's table scaled."""
-    from arch.vision import efficientnet as eff
+    import arch  # the family through arch.load: train/ names no model family
+    eff = arch.load('vision.efficientnet', 'Model')
     return [[(c['in_channels'], c['out_channels'], c['expanded'], c['kernel']) for c in stage]
             for stage in eff.block_settings(eff.B0_STAGES, float(width_mult),
                                             float(depth_mult), 0.0)]
@@ -1980,7 +1982,8 @@ class Efficientnet:
 
   @staticmethod
   def describe(t: dict) -> dict:
-    from arch.vision import efficientnet as eff
+    import arch  # the family through arch.load: train/ names no model family
+    eff = arch.load('vision.efficientnet', 'Model')
     if 'features.0.0.weight' not in t or 'classifier.1.weight' not in t:
       raise UserError('efficientnet: not a torchvision EfficientNet state_dict (no '
                       'features.0.0 or classifier.1 tensors)')
@@ -2024,7 +2027,8 @@ class Efficientnet:
   def equivalent_fields(fields: dict, model: dict) -> dict:
     """`fields` with the config's multipliers where they build the same blocks (several
     pairs do: depth 0.05 and 0.25 both give B0's stages one block each)."""
-    from arch.vision import efficientnet as eff
+    import arch  # the family through arch.load: train/ names no model family
+    eff = arch.load('vision.efficientnet', 'Model')
     table = Efficientnet._table
     if (tuple(map(tuple, model.get('stages') or eff.B0_STAGES)) == eff.B0_STAGES and
         table(model['width_mult'], model['depth_mult']) == table(fields['width_mult'],
@@ -2040,7 +2044,8 @@ class Efficientnet:
   def _layout(model):
     """(kind, torchvision prefix, archzoo path) of every conv + BN and SE of the network
     `model` describes (its blocks from efficientnet.block_settings)."""
-    from arch.vision import efficientnet as eff
+    import arch  # the family through arch.load: train/ names no model family
+    eff = arch.load('vision.efficientnet', 'Model')
     yield 'convbn', 'features.0', 'stem'
     settings = eff.block_settings(model.get('stages') or eff.B0_STAGES,
                                   float(model['width_mult']), float(model['depth_mult']), 0.0)
