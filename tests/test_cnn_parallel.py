@@ -1,6 +1,8 @@
-"""A CNN under pipeline and spatial parallelism on 8 simulated devices: ConvMixer's
-scanned blocks as a GPipe pipeline (PP=2 x DP=4, PP=4 x DP=2) and its maps' rows split 4
-ways (DP=2 x SP=4) train 20 steps to one device's losses and resume exactly; the
+"""One CNN under every form of parallelism on 8 simulated devices: ConvMixer under data
+(DP=8), FSDP=8, tensor (DP=2 x TP=4, DP=2 x FSDP=2 x TP=2: its channels over 'tensor'),
+its scanned blocks as a GPipe pipeline (PP=2 x DP=4, PP=4 x DP=2) and its maps' rows split
+4 ways (DP=2 x SP=4) trains 20 steps to one device's losses and resumes exactly (ResNet,
+which cannot pipeline, does the five meshes but the pipelines in tests/test_scaleout.py); the
 pipeline's running-statistics hook against a direct computation; ResNet's split rows
 exchange halos (collective-permutes in the compiled step)."""
 
@@ -18,6 +20,10 @@ RUN = dict(total_steps=STEPS, log_every=1, eval_every=0, ckpt_every=10)
 # pipeline_microbatches=1: each block's BatchNorm sees the whole batch, as on one device
 # (with M > 1 it normalises by each microbatch's statistics: another function, by design)
 MESHES = {
+    'dp8': dict(mesh__data=8),
+    'fsdp8': dict(mesh__data=1, mesh__fsdp=8),
+    'dp2_tp4': dict(mesh__data=2, mesh__tensor=4),
+    'dp2_fsdp2_tp2': dict(mesh__data=2, mesh__fsdp=2, mesh__tensor=2),
     'pp2_dp4': dict(mesh__stage=2, mesh__data=4, model__pipeline_microbatches=1),
     'pp4_dp2': dict(mesh__stage=4, mesh__data=2, model__pipeline_microbatches=1),
     'dp2_sp4': dict(mesh__data=2, mesh__sequence=4),
@@ -92,7 +98,7 @@ print(json.dumps(out))
 """
 
 
-def test_convmixer_pipelines_and_splits_rows_like_one_device(tmp_path, data_dir):
+def test_convmixer_on_every_mesh_trains_and_resumes_like_one_device(tmp_path, data_dir):
   train_spec(SPEC, tmp_path / 'one', data_dir, **RUN)
   one = {s: r['loss'] for s, r in read_metrics(tmp_path / 'one').items()}
   assert sorted(one) == list(range(1, STEPS + 1))
