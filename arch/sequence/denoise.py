@@ -42,7 +42,7 @@ import optax
 import arch
 from arch import vocab
 from arch.layers import moe
-from arch.sequence import decoding
+from arch.sequence import seq2seq
 from arch.task import ConfigError, Task, parse_options
 
 BYTE_FULL_STOP = ord('.') + vocab.NUM_SPECIAL
@@ -155,37 +155,6 @@ def mask_text_ids(ids, byte_level: bool):
       out.append(ids[i])
       i += 1
   return out
-
-
-def reconstruct(model, variables, src_BS, rng, *, max_new_tokens, row_ids=None,
-                temperature=0.0, top_k=0, top_p=1.0, beam_size=1, length_penalty=0.0):
-  """The decoder's output (B, max_new_tokens) for a source (B, S), token by token from
-  <s> with the KV cache: greedy, sampled or beam search (arch/sequence/decoding.py)."""
-  b = src_BS.shape[0]
-  params = {k: v for k, v in variables.items() if k != 'cache'}
-  encoded = model.apply(params, src_BS, train=False, method=type(model).encode)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), src_BS, jnp.zeros((b, max_new_tokens), jnp.int32),
-      decode=True))['cache']
-  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-  def step_with(enc):
-    def step(tokens, cache):
-      logits, mutated = model.apply({**params, 'cache': cache}, tokens, enc, decode=True,
-                                    mutable=['cache'], method=type(model).decode)
-      return logits[:, -1], mutated['cache']
-    return step
-
-  first, cache = step_with(encoded)(jnp.full((b, 1), vocab.BOS, jnp.int32), cache)
-  if beam_size > 1:
-    step = step_with(decoding.repeat_batch(encoded, beam_size))
-    tokens, _ = decoding.beam_search(step, cache, first, beam_size, max_new_tokens,
-                                     eos_id=vocab.EOS, pad_id=vocab.PAD,
-                                     length_penalty=length_penalty)
-    return tokens
-  return decoding.generate(step_with(encoded), cache, first, rng, max_new_tokens,
-                           eos_id=vocab.EOS, pad_id=vocab.PAD, row_ids_B=row_ids,
-                           temperature=temperature, top_k=top_k, top_p=top_p)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,9 +281,9 @@ def make(config) -> Task:
     given = jnp.pad(tokens, ((0, 0), (0, max(src_length - length, 0))))[:, :src_length]
     src = jnp.where((tokens == vocab.MASK).any(-1, keepdims=True), given, noised)
     n = min(max_new_tokens or length, length)
-    out = reconstruct(model, variables, src, rng, max_new_tokens=n,
-                      row_ids=row_ids, temperature=temperature, top_k=top_k, top_p=top_p,
-                      beam_size=beam_size, length_penalty=length_penalty)
+    out = seq2seq.decode_source(model, variables, src, rng, max_new_tokens=n,
+                                row_ids=row_ids, temperature=temperature, top_k=top_k,
+                                top_p=top_p, beam_size=beam_size, length_penalty=length_penalty)
     return {'tokens': out, 'source': src}
 
   return Task(init=init, loss=loss, evaluate=evaluate, finalize_eval=finalize_eval,

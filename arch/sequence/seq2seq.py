@@ -40,6 +40,39 @@ class Options:
   eval_exact_match: bool = True  # eval also decodes greedily for `exact_match`
 
 
+
+def decode_source(model, variables, source_BS, rng, *, max_new_tokens, row_ids=None,
+                  temperature=1.0, top_k=0, top_p=1.0, beam_size=1, length_penalty=0.0):
+  """An encoder-decoder's output (B, max_new_tokens) for sources (B, S): encoded once, then
+  decoded token by token from <s> with the KV cache, greedy or sampled
+  (decoding.generate) or by beam search. Translation's and denoising's samplers."""
+  b = source_BS.shape[0]
+  params = {k: v for k, v in variables.items() if k != 'cache'}
+  encoded = model.apply(params, source_BS, train=False, method=type(model).encode)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), source_BS, jnp.zeros((b, max_new_tokens), jnp.int32),
+      decode=True))['cache']
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def step_with(enc):
+    def step(tokens, cache):
+      logits, mutated = model.apply({**params, 'cache': cache}, tokens, enc, decode=True,
+                                    mutable=['cache'], method=type(model).decode)
+      return logits[:, -1], mutated['cache']
+    return step
+
+  first, cache = step_with(encoded)(jnp.full((b, 1), vocab.BOS, jnp.int32), cache)
+  if beam_size > 1:
+    # Each row's encoder output repeated for its beams (b0 b0 b1 b1 ...).
+    step = step_with(decoding.repeat_batch(encoded, beam_size))
+    tokens, _ = decoding.beam_search(step, cache, first, beam_size, max_new_tokens,
+                                     eos_id=vocab.EOS, pad_id=vocab.PAD,
+                                     length_penalty=length_penalty)
+    return tokens
+  return decoding.generate(step_with(encoded), cache, first, rng, max_new_tokens,
+                           eos_id=vocab.EOS, pad_id=vocab.PAD, row_ids_B=row_ids,
+                           temperature=temperature, top_k=top_k, top_p=top_p)
+
 def make(config, opts=None) -> Task:
   """The objective; `opts` are the parsed options of a task that builds on this one (a
   subclass of `Options`, e.g. examples/captioner.py's), else config.task_kwargs's."""
@@ -117,35 +150,10 @@ def make(config, opts=None) -> Task:
   def sample(variables, batch, rng, *, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
              beam_size=1, row_ids=None, length_penalty=0.0):
     """Decodes batch['source'] (B, S); returns {'tokens': (B, max_new_tokens)}."""
-    source = batch['source']
-    b = source.shape[0]
-    params = {k: v for k, v in variables.items() if k != 'cache'}
-    encoded = model.apply(params, source, train=False, method=type(model).encode)
-    shapes = jax.eval_shape(lambda: model.init(
-        jax.random.key(0), source, jnp.zeros((b, max_new_tokens), jnp.int32),
-        decode=True))['cache']
-    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    def step_with(enc):
-      def step(tokens, cache):
-        logits, mutated = model.apply({**params, 'cache': cache}, tokens, enc, decode=True,
-                                      mutable=['cache'], method=type(model).decode)
-        return logits[:, -1], mutated['cache']
-      return step
-
-    first_in = jnp.full((b, 1), vocab.BOS, jnp.int32)
-    first, cache = step_with(encoded)(first_in, cache)
-    if beam_size > 1:
-      # Each row's encoder output repeated for its beams (b0 b0 b1 b1 ...).
-      step = step_with(decoding.repeat_batch(encoded, beam_size))
-      tokens, _ = decoding.beam_search(step, cache, first, beam_size, max_new_tokens,
-                                       eos_id=vocab.EOS, pad_id=vocab.PAD,
-                                       length_penalty=length_penalty)
-    else:
-      tokens = decoding.generate(step_with(encoded), cache, first, rng, max_new_tokens,
-                                 eos_id=vocab.EOS, pad_id=vocab.PAD, row_ids_B=row_ids,
-                                 temperature=temperature, top_k=top_k, top_p=top_p)
-    return {'tokens': tokens}
+    return {'tokens': decode_source(
+        model, variables, batch['source'], rng, max_new_tokens=max_new_tokens,
+        row_ids=row_ids, temperature=temperature, top_k=top_k, top_p=top_p,
+        beam_size=beam_size, length_penalty=length_penalty)}
 
   return Task(init=init, loss=loss, evaluate=evaluate, finalize_eval=finalize_eval,
               example_batch=example_batch, sample=sample, prompt_batch=prompt_batch)
