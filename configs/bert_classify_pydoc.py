@@ -37,9 +37,8 @@ holds most test passages' text, unlabelled (so does configs/bert_tag_pydoc.py's 
 """
 
 from arch.sequence import encoder_heads
-from configs import bert_pydoc
+from configs import bert_pydoc, recipes
 from train import config_lib
-from train.errors import UserError
 from train.datasets import pydoc_chapters
 
 SOURCE = 'configs/bert_pydoc.py'  # the pre-training run: its encoder is bert_pydoc.SMALL
@@ -54,24 +53,8 @@ def get_config(arg=None):
   c.task_kwargs = dict(num_classes=num_classes, length=pydoc_chapters.LENGTH)
   c.model_name = 'sequence.encoder_heads:Classifier'
   c.model = dict(num_classes=num_classes, encoder=encoder, pool='pooler', dropout_rate=0.1)
-  if a.init == 'bert':
-    c.frozen.bert = dict(spec=SOURCE, workdir=a.src)
-    c.init_from.frozen = 'bert'
-    c.init_from.update(encoder_heads.bert_init_from(encoder['num_layers']))
-  elif a.init != 'scratch':
-    raise UserError(f"init={a.init!r}; valid: 'bert', 'scratch'")
-  c.data.name = 'pydoc_chapters'
-  c.data.train_split = 'train'
-  c.data.eval_split = 'test'
-
+  recipes.encoder_fine_tuning(c, dataset='pydoc_chapters', init=a.init, src=a.src, source='bert',
+                              source_spec=SOURCE,
+                              init_paths=encoder_heads.bert_init_from(encoder['num_layers']))
   c.batch_size = 8 if a.tiny else 32
-  c.total_steps = 200
-  c.log_every = 50
-  c.eval_every = 100
-  c.ckpt_every = 200
-  c.optax_name = 'adamw'
-  c.optax = dict(weight_decay=0.01)
-  c.lr = 3e-4
-  c.warmup_steps = 20
-  c.grad_clip_norm = 1.0
   return c

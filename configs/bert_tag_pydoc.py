@@ -28,11 +28,10 @@ at step 200): with 98 train snippets the pre-trained encoder generalises 11.8 po
 """
 
 from arch.sequence import encoder_heads
-from configs import bert_pydoc
+from configs import bert_pydoc, recipes
 from configs.bert_classify_pydoc import SOURCE
 from train import config_lib
 from train.datasets import pydoc_code
-from train.errors import UserError
 
 
 def get_config(arg=None):
@@ -44,24 +43,8 @@ def get_config(arg=None):
   c.task_kwargs = dict(num_tags=num_tags, length=pydoc_code.LENGTH)
   c.model_name = 'sequence.encoder_heads:Tagger'
   c.model = dict(num_tags=num_tags, encoder=encoder, dropout_rate=0.1)
-  if a.init == 'bert':
-    c.frozen.bert = dict(spec=SOURCE, workdir=a.src)
-    c.init_from.frozen = 'bert'
-    c.init_from.update(encoder_heads.bert_init_from(encoder['num_layers']))
-  elif a.init != 'scratch':
-    raise UserError(f"init={a.init!r}; valid: 'bert', 'scratch'")
-  c.data.name = 'pydoc_code'
-  c.data.train_split = 'train'
-  c.data.eval_split = 'test'
-
+  recipes.encoder_fine_tuning(c, dataset='pydoc_code', init=a.init, src=a.src, source='bert',
+                              source_spec=SOURCE,
+                              init_paths=encoder_heads.bert_init_from(encoder['num_layers']))
   c.batch_size = 8 if a.tiny else 16
-  c.total_steps = 200
-  c.log_every = 50
-  c.eval_every = 100
-  c.ckpt_every = 200
-  c.optax_name = 'adamw'
-  c.optax = dict(weight_decay=0.01)
-  c.lr = 3e-4
-  c.warmup_steps = 20
-  c.grad_clip_norm = 1.0
   return c

@@ -195,3 +195,30 @@ def off_policy_pendulum(task: str, tiny: bool, total_env_steps: int, lr: float,
   c.schedule = 'constant'
   c.optimizers = {phase: dict(lr=lr) for phase in phases}
   return c
+
+
+def encoder_fine_tuning(c: ml_collections.ConfigDict, *, dataset: str, init: str, src: str,
+                        source: str, source_spec: str, init_paths: dict) -> None:
+  """Sets `c` up to fine-tune an encoder head on an offline pydoc dataset (train/test
+  splits): 200 steps of AdamW (lr 3e-4 after 20 warm-up steps, weight decay 0.01, clipped
+  at 1), the encoder started (`init=source`, e.g. 'bert') from the run `source_spec`,
+  trained first into WORKDIR/frozen_<source> when `src` is empty (`init_paths`: the
+  init_from path pairs), or from scratch (`init='scratch'`)."""
+  if init not in (source, 'scratch'):
+    raise UserError(f"init={init!r}; valid: {source!r}, 'scratch'")
+  if init == source:
+    c.frozen[source] = dict(spec=source_spec, workdir=src)
+    c.init_from.frozen = source
+    c.init_from.update(init_paths)
+  c.data.name = dataset
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+  c.total_steps = 200
+  c.log_every = 50
+  c.eval_every = 100
+  c.ckpt_every = 200
+  c.optax_name = 'adamw'
+  c.optax = dict(weight_decay=0.01)
+  c.lr = 3e-4
+  c.warmup_steps = 20
+  c.grad_clip_norm = 1.0
