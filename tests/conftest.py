@@ -163,6 +163,64 @@ def check_resumes_from_step_2(spec, train, tmp_path, data_dir):
                       tmp_path)
 
 
+MESH_RUNS = r"""
+import json, os, shutil, sys
+from train import config_lib, loop
+
+data_dir, root, spec, run, meshes = sys.argv[1:4] + [json.loads(a) for a in sys.argv[4:6]]
+out = {}
+
+
+def config_of(path, overrides):
+  config = config_lib.load(path)
+  for key, value in {'data.data_dir': data_dir, **overrides}.items():
+    config_lib.override(config, key, str(value))
+  return config
+
+
+for label, mesh in meshes.items():
+  # straight, then a copy without its last checkpoint resumed from its previous one
+  straight, resumed = os.path.join(root, label), os.path.join(root, label + '_resumed')
+  loop.train_and_evaluate(config_of(f'configs/{spec}', {**run, **mesh}), straight)
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(os.path.join(resumed, 'checkpoints', str(run['total_steps'])))
+  loop.train_and_evaluate(config_of(f'configs/{spec}', {**run, **mesh}), resumed)
+  with open(os.path.join(resumed, 'metrics.jsonl')) as f:
+    out[label] = [(r['step'], r['loss']) for r in map(json.loads, f) if r['split'] == 'train']
+"""
+
+
+def check_meshes_resume_like_one_device(spec, meshes, tmp_path, data_dir, steps=20,
+                                        overrides=None, tail='', rel=1e-5):
+  """`configs/{spec}` trains `steps` steps on one device (in this process) and, in one
+  8-device subprocess, on each of `meshes` ({label: {'mesh.data': 2, ...}}: overrides),
+  each mesh's run then resumed from its step steps/2 checkpoint in a copy without the
+  last: every mesh's losses are one device's to `rel`, and the resumed steps repeat the
+  straight run's bit for bit. `overrides` ({'model.num_heads': 4, ...}) apply to every run. `tail` is more code for the subprocess (8 devices, the
+  dict `out` printed as JSON at the end); returns `out`. One process saves each run the
+  CLI's start-up (about 3 s of imports and data set-up on 2 cores)."""
+  run = dict(overrides or {}, total_steps=steps, log_every=1, eval_every=0,
+             ckpt_every=steps // 2)
+  train_spec(spec, tmp_path / 'one', data_dir, **{k.replace('.', '__'): v for k, v in run.items()})
+  one = {s: r['loss'] for s, r in read_metrics(tmp_path / 'one').items()}
+  assert sorted(one) == list(range(1, steps + 1))
+  proc = subprocess.run([sys.executable, '-c', MESH_RUNS + tail + '\nprint(json.dumps(out))\n',
+                         data_dir, str(tmp_path), spec, json.dumps(run), json.dumps(meshes)],
+                        cwd=REPO, capture_output=True, text=True,
+                        env=cli_env(data_dir, devices=8), timeout=1200)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  half = steps // 2
+  for label in meshes:
+    logged = out[label]
+    # steps 1..steps of the straight run, then half+1..steps again from the checkpoint
+    assert [s for s, _ in logged] == list(range(1, steps + 1)) + list(range(half + 1, steps + 1))
+    for step, loss in logged[:steps]:
+      assert loss == pytest.approx(one[step], rel=rel), (spec, label, step)
+    assert logged[steps:] == logged[half:steps], (spec, label)  # bit for bit
+  return out
+
+
 def check_eight_devices(spec, tmp_path, modes, close=(), equal=(), steps=4, args=(),
                         rel=1e-5, abs=1e-7, bitwise_jit=False, evals=('return',)):
   """`configs/{spec}` through the CLI for `steps` steps (evaluating at the last) on 1 device

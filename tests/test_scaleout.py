@@ -4,73 +4,41 @@ resume exactly on each mesh; a mesh that does not divide a sharded dimension is 
 error; `train.summary --memory` plans the bytes per device from the state's shardings."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, cli_env, read_metrics, run_cli
+from conftest import REPO, check_meshes_resume_like_one_device, cli_env, run_cli
 
-STEPS = 20
 # GPT tiny with 4 heads, so that a 4-way tensor axis divides them (the byte vocabulary of
 # 260 and the widths 32 and 128 divide too).
-GPT = ['--config', 'configs/gpt_pydoc.py:variant=tiny', '--config.model.num_heads=4']
+GPT = ('gpt_pydoc.py:variant=tiny', {'model.num_heads': 4})
 GPT_MESHES = {
-    'dp8': dict(data=8),
-    'fsdp8': dict(data=1, fsdp=8),
-    'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2),
-    'dp2_tp4': dict(data=2, tensor=4),
-    'dp2_sp4': dict(data=2, sequence=4),
+    'dp8': {'mesh.data': 8},
+    'fsdp8': {'mesh.data': 1, 'mesh.fsdp': 8},
+    'dp2_fsdp2_tp2': {'mesh.data': 2, 'mesh.fsdp': 2, 'mesh.tensor': 2},
+    'dp2_tp4': {'mesh.data': 2, 'mesh.tensor': 4},
+    'dp2_sp4': {'mesh.data': 2, 'mesh.sequence': 4},
 }
 # The tiny ResNet at widths 8 and 16 (and an 8-channel stem), so that 8 ways divide them.
-CNN = ['--config', 'configs/resnet_digits.py:tiny', '--config.model.widths=(8,16)',
-       '--config.model.stem_features=8']
+CNN = ('resnet_digits.py:tiny', {'model.widths': '(8,16)', 'model.stem_features': 8})
 # dp2_sp4: the rows of every feature map split 4 ways (arch/layers/spatial.py; 32 and 16
 # rows). The CNN pipelines (PP=2 x DP=4, PP=4 x DP=2) are ConvMixer's, tests/test_cnn_parallel.py.
-CNN_MESHES = {'dp8': dict(data=8), 'fsdp8': dict(data=1, fsdp=8),
-              'dp2_fsdp2_tp2': dict(data=2, fsdp=2, tensor=2), 'dp2_tp4': dict(data=2, tensor=4),
-              'dp2_sp4': dict(data=2, sequence=4)}
+CNN_MESHES = GPT_MESHES  # the same five
 
 
 def _mesh_args(mesh):
   return [f'--config.mesh.{axis}={size}' for axis, size in mesh.items()]
 
 
-def _train(base, workdir, data_dir, devices=1, steps=STEPS, extra=()):
-  proc = run_cli([*base, '--workdir', workdir, f'--config.total_steps={steps}',
-                  '--config.log_every=1', '--config.eval_every=0', '--config.ckpt_every=10',
-                  *extra], data_dir, devices=devices)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return {s: r['loss'] for s, r in read_metrics(workdir).items()}
-
-
-def _train_losses_in_order(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [(r['step'], r['loss']) for r in map(json.loads, f) if r['split'] == 'train']
-
-
 @pytest.mark.parametrize('name, base, meshes', [('gpt', GPT, GPT_MESHES),
                                                 ('cnn', CNN, CNN_MESHES)])
 def test_meshes_give_the_losses_of_one_device(name, base, meshes, tmp_path, data_dir):
-  one = _train(base, tmp_path / 'one', data_dir)
-  assert sorted(one) == list(range(1, STEPS + 1))
-  for label, mesh in meshes.items():
-    straight = tmp_path / label
-    losses = _train(base, straight, data_dir, devices=8, extra=_mesh_args(mesh))
-    for step in one:
-      assert losses[step] == pytest.approx(one[step], rel=1e-5), (name, label, step)
-    # Exact resume on this mesh: a copy of the run without its step-20 checkpoint, run
-    # again in a new process, restores step 10 and logs steps 11-20 (appended to the
-    # copied log) bit for bit as the straight run did.
-    resumed = tmp_path / f'{label}_resumed'
-    shutil.copytree(straight, resumed)
-    shutil.rmtree(resumed / 'checkpoints' / str(STEPS))
-    _train(base, resumed, data_dir, devices=8, extra=_mesh_args(mesh))
-    logged = _train_losses_in_order(resumed)
-    assert [s for s, _ in logged] == list(range(1, STEPS + 1)) + list(range(11, STEPS + 1))
-    assert logged[STEPS:] == logged[10:STEPS], (name, label)
+  """20 steps on each mesh equal one device's losses (1e-5), and each resumes bit for bit
+  from its step-10 checkpoint (conftest.check_meshes_resume_like_one_device)."""
+  spec, overrides = base
+  check_meshes_resume_like_one_device(spec, meshes, tmp_path, data_dir, overrides=overrides)
 
 
 def test_a_mesh_that_does_not_divide_a_parameter_is_one_line(tmp_path, data_dir):
