@@ -67,23 +67,26 @@ def test_colour_pixelcnn_sees_the_past_and_the_pixels_earlier_colours(name, outp
   variables = _random_variables(model.init, x)
   out_dim = pc.output_features(output, model.num_mixtures, 3)
   assert model.apply(variables, x).shape == (3, h, w, out_dim)
-  # J[(i, j), o, (a, b), c'] = |d(output o at (i, j)) / d(pixel (a, b), colour c')|,
+  # The outputs of one colour (softmax: its 256 logits; the mixture: all of them, one group)
+  # share their inputs, so each group's outputs are folded into one by random weights: a
+  # path to any output of the group survives the fold unless the weights cancel it
+  # exactly (probability 0), and the Jacobian has 3 rows a pixel instead of out_dim.
+  groups = 3 if output == 'softmax' else 1
+  fold = jax.random.normal(jax.random.key(1), (groups, out_dim // groups))
+  folded = lambda x: jnp.einsum('hwgo,go->hwg', model.apply(variables, x).sum(0).reshape(
+      h, w, groups, -1), fold)
+  # J[(i, j), g, (a, b), c'] = |d(folded output g at (i, j)) / d(pixel (a, b), colour c')|,
   # summed over 3 inputs (so a ReLU that happens to be off at one does not hide a path).
-  jac = jax.jacrev(lambda x: model.apply(variables, x).sum(0))(x)
-  jac = np.abs(np.asarray(jac)).sum(3).reshape(h * w, out_dim, h * w, 3)
+  jac = jax.jit(jax.jacrev(folded))(x)
+  reach = np.abs(np.asarray(jac)).sum(3).reshape(h * w, groups, h * w, 3)
   past = np.tril(np.ones((h * w, h * w), bool), k=-1)  # [p, q]: q before p
   if output == 'softmax':
-    colour_of = np.arange(out_dim) // pc.LEVELS  # the block of 256 logits of colour c
-    earlier = colour_of[:, None] > np.arange(3)[None]  # [o, c']: c' < the colour of o
+    earlier = np.arange(3)[:, None] > np.arange(3)[None]  # [g, c']: c' before colour g
     allowed = (past[:, None, :, None]
                | (np.eye(h * w, dtype=bool)[:, None, :, None] & earlier[None, :, None, :]))
   else:
-    allowed = np.broadcast_to(past[:, None, :, None], jac.shape)
-  assert (jac[~allowed] == 0).all()
-  # Summed over each colour's outputs (the mixture's: over all of them):
-  groups = 3 if output == 'softmax' else 1
-  reach = jac.reshape(h * w, groups, -1, h * w, 3).sum(2)
-  allowed = allowed.reshape(h * w, groups, -1, h * w, 3).any(2)
+    allowed = np.broadcast_to(past[:, None, :, None], reach.shape)
+  assert (reach[~allowed] == 0).all()
   if output == 'softmax':  # each colour really reads the pixel's earlier colours
     for p in range(h * w):
       assert reach[p, 1, p, 0] and reach[p, 2, p, 0] and reach[p, 2, p, 1], p
