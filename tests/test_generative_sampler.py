@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import load_config, read_metrics, run_cli
+from conftest import load_config, read_metrics, run_cli, sample_in_process
 
 FAMILIES = ['flow_digits.py:tiny', 'flow_digits.py:tiny,model=glow',
             'pixelcnn_digits.py:tiny,conditional', 'nade_digits.py:tiny',
@@ -30,11 +30,14 @@ def _train(spec, workdir, data_dir, **overrides):
 def test_samples_are_the_same_on_one_and_eight_devices(spec, tmp_path, data_dir):
   _train(spec, tmp_path, data_dir)
   arrays = []
+  args = ['--config', f'configs/{spec}', '--workdir', tmp_path, '--num_samples', '10',
+          '--seed', '3']
   for devices in (1, 8):
-    proc = run_cli(['--config', f'configs/{spec}', '--workdir', tmp_path, '--num_samples',
-                    '10', '--seed', '3'], data_dir, devices=devices,
-                   module='train.sample')
-    assert proc.returncode == 0, proc.stderr
+    if devices == 1:
+      assert sample_in_process(args, data_dir) == 0
+    else:
+      proc = run_cli(args, data_dir, devices=devices, module='train.sample')
+      assert proc.returncode == 0, proc.stderr
     stem = tmp_path / 'samples' / 'step1_seed3'
     assert os.path.getsize(f'{stem}.png') > 0
     arrays.append(np.load(f'{stem}.npz')['images'])
