@@ -6,7 +6,8 @@ Needs the reference libraries, which archzoo itself never imports (a throwaway
 virtualenv: `pip install torch transformers safetensors torchvision timm diffusers`):
 
   /path/to/refenv/bin/python tests/make_port_fixtures.py [gpt2 vit bert llama resnet t5 bart
-      clip vgg alexnet densenet deit cait swin efficientnet vae layouts]
+      clip vgg alexnet densenet deit cait swin efficientnet vae mamba rwkv dit unet
+      unet_xl layouts]
 
 The committed fixtures let CI check parity without them (tests/test_port.py).
 """
@@ -471,12 +472,156 @@ def vae_tiny():
   print('vae_tiny (diffusers):', tuple(posterior.mean.shape), float(sample.abs().max()))
 
 
+def mamba_tiny():
+  """Hugging Face's MambaForCausalLM (state-spaces/mamba-130m-hf's classes and defaults:
+  bias-free in/out projections, a convolution bias, tied head) at width 16, 2 layers,
+  state 4, convolution 4, expand 2 and step-size rank 4 (not the default ceil(16 / 16),
+  so that the field is checked). A_log, D and the dt_proj bias are redrawn like the
+  rest (A = -exp(A_log) near -1, softplus(bias) near 0.7)."""
+  from transformers import MambaConfig, MambaForCausalLM
+  config = MambaConfig(vocab_size=260, hidden_size=16, state_size=4, num_hidden_layers=2,
+                       conv_kernel=4, expand=2, time_step_rank=4, layer_norm_epsilon=1e-5,
+                       use_bias=False, use_conv_bias=True, tie_word_embeddings=True,
+                       bos_token_id=259, eos_token_id=259, pad_token_id=0)
+  torch.manual_seed(0)
+  model = MambaForCausalLM(config).eval()
+  _randomise(model, 17)
+  _save_lm(model, 'mamba_tiny')
+
+
+def rwkv_tiny():
+  """Hugging Face's RwkvForCausalLM (RWKV-4, RWKV/rwkv-4-169m-pile's classes) at width 16,
+  2 layers, channel-mix width 48 (not the default 4 x 16, so that the field is checked),
+  untied head. rescale_every=0: the inference-time halving of the residual every 6 layers
+  (exact up to LayerNorm's eps) does not apply to 2 layers anyway."""
+  from transformers import RwkvConfig, RwkvForCausalLM
+  config = RwkvConfig(vocab_size=260, context_length=64, hidden_size=16, num_hidden_layers=2,
+                      attention_hidden_size=16, intermediate_size=48, layer_norm_epsilon=1e-5,
+                      rescale_every=0, tie_word_embeddings=False, bos_token_id=259,
+                      eos_token_id=259)
+  torch.manual_seed(0)
+  model = RwkvForCausalLM(config).eval()
+  _randomise(model, 18)
+  _save_lm(model, 'rwkv_tiny')
+
+
+def _save_lm(model, name):
+  out = os.path.join(HERE, name)
+  os.makedirs(out, exist_ok=True)
+  model.save_pretrained(out, safe_serialization=True)
+  with torch.no_grad():
+    logits = model(torch.as_tensor(TOKENS), use_cache=False).logits.numpy()
+  np.savez(os.path.join(out, 'reference.npz'), tokens=TOKENS.astype(np.int32),
+           logits=logits.astype(np.float32))
+  print(f'{name}:', logits.shape, float(np.abs(logits).max()))
+
+
+def dit_tiny():
+  """diffusers' DiTTransformer2DModel (facebook/DiT-XL-2-256's class: adaLN-Zero,
+  class-conditional, learned sigma) at configs/dit_digits.py:tiny's size with 2 blocks:
+  width 16 (2 heads of 8), patch 2, 8x8x1 inputs, 2 output channels, 10 classes and the
+  null one; norm_eps as diffusers' default (1e-5, the MLP's LayerNorm). Each block keeps
+  its own copy of the timestep MLP and label table in diffusers; the published weights
+  (converted from the official checkpoint, which has one) hold equal copies, so block 0's
+  is copied into the others here too. Inputs: NHWC images, float timesteps, labels (the
+  second row's the null class); output `sample` (B, 8, 8, 2) NHWC."""
+  from diffusers import DiTTransformer2DModel
+  torch.manual_seed(0)
+  model = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1,
+                                out_channels=2, num_layers=2, sample_size=8, patch_size=2,
+                                num_embeds_ada_norm=10).eval()
+  _randomise(model, 19)
+  shared = model.transformer_blocks[0].norm1.emb.state_dict()
+  for block in model.transformer_blocks[1:]:
+    block.norm1.emb.load_state_dict(shared)
+  out = os.path.join(HERE, 'dit_tiny')
+  os.makedirs(out, exist_ok=True)
+  model.save_pretrained(out, safe_serialization=True)
+  images = np.random.default_rng(19).normal(size=(2, 8, 8, 1)).astype(np.float32)
+  timesteps = np.array([17.0, 803.0], np.float32)
+  labels = np.array([3, 10], np.int32)
+  with torch.no_grad():
+    sample = model(torch.as_tensor(images).permute(0, 3, 1, 2), torch.as_tensor(timesteps),
+                   torch.as_tensor(labels).long()).sample
+  np.savez(os.path.join(out, 'reference.npz'), images=images, timesteps=timesteps,
+           labels=labels, sample=sample.permute(0, 2, 3, 1).numpy().astype(np.float32))
+  print('dit_tiny (diffusers):', tuple(sample.shape), float(sample.abs().max()))
+
+
+def unet_tiny():
+  """diffusers' UNet2DConditionModel with SD 1.5's block types at two levels: a
+  cross-attention level (CrossAttnDownBlock2D / CrossAttnUpBlock2D) then a plain one
+  (DownBlock2D / UpBlock2D), the mid block's cross-attention, widths (4, 8) (a
+  conv_shortcut where the width changes; 16 would pass 150 KB), one ResNet a level, 2
+  heads (diffusers' attention_head_dim=2), GroupNorm(2), 12-wide context, 8x8x1 inputs. Inputs: NHWC images,
+  float timesteps, context (2, 5, 12); output `sample` (B, 8, 8, 1) NHWC."""
+  from diffusers import UNet2DConditionModel
+  torch.manual_seed(0)
+  model = UNet2DConditionModel(
+      sample_size=8, in_channels=1, out_channels=1,
+      down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
+      up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), block_out_channels=(4, 8),
+      layers_per_block=1, attention_head_dim=2, cross_attention_dim=12,
+      norm_num_groups=2).eval()
+  _randomise(model, 20)
+  out = os.path.join(HERE, 'unet_tiny')
+  os.makedirs(out, exist_ok=True)
+  model.save_pretrained(out, safe_serialization=True)
+  rng = np.random.default_rng(20)
+  images = rng.normal(size=(2, 8, 8, 1)).astype(np.float32)
+  timesteps = np.array([17.0, 803.0], np.float32)
+  context = rng.normal(size=(2, 5, 12)).astype(np.float32)
+  with torch.no_grad():
+    sample = model(torch.as_tensor(images).permute(0, 3, 1, 2), torch.as_tensor(timesteps),
+                   torch.as_tensor(context)).sample
+  np.savez(os.path.join(out, 'reference.npz'), images=images, timesteps=timesteps,
+           context=context, sample=sample.permute(0, 2, 3, 1).numpy().astype(np.float32))
+  print('unet_tiny (diffusers):', tuple(sample.shape), float(sample.abs().max()))
+
+
+def unet_xl_tiny():
+  """The same class with SDXL's options: a plain first level, then a cross-attention one
+  with 2 transformer blocks (and the middle's 2), per-level heads (1, 2), Linear
+  proj_in/out, the 'text_time' added embedding (6 pooled-text numbers and 6 ids of 4
+  sinusoids each). Inputs as unet_tiny's plus `text_embeds` (2, 6) and `time_ids` (2, 6)."""
+  from diffusers import UNet2DConditionModel
+  torch.manual_seed(0)
+  model = UNet2DConditionModel(
+      sample_size=8, in_channels=1, out_channels=1,
+      down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
+      up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), block_out_channels=(4, 8),
+      layers_per_block=1, attention_head_dim=(1, 2), transformer_layers_per_block=(1, 2),
+      cross_attention_dim=12, use_linear_projection=True, addition_embed_type='text_time',
+      addition_time_embed_dim=4, projection_class_embeddings_input_dim=6 + 6 * 4,
+      norm_num_groups=2).eval()
+  _randomise(model, 21)
+  out = os.path.join(HERE, 'unet_xl_tiny')
+  os.makedirs(out, exist_ok=True)
+  model.save_pretrained(out, safe_serialization=True)
+  rng = np.random.default_rng(21)
+  images = rng.normal(size=(2, 8, 8, 1)).astype(np.float32)
+  timesteps = np.array([17.0, 803.0], np.float32)
+  context = rng.normal(size=(2, 5, 12)).astype(np.float32)
+  text_embeds = rng.normal(size=(2, 6)).astype(np.float32)
+  time_ids = np.array([[64, 64, 0, 0, 64, 64], [48, 80, 8, 4, 64, 64]], np.float32)
+  with torch.no_grad():
+    sample = model(torch.as_tensor(images).permute(0, 3, 1, 2), torch.as_tensor(timesteps),
+                   torch.as_tensor(context), added_cond_kwargs={
+                       'text_embeds': torch.as_tensor(text_embeds),
+                       'time_ids': torch.as_tensor(time_ids)}).sample
+  np.savez(os.path.join(out, 'reference.npz'), images=images, timesteps=timesteps,
+           context=context, text_embeds=text_embeds, time_ids=time_ids,
+           sample=sample.permute(0, 2, 3, 1).numpy().astype(np.float32))
+  print('unet_xl_tiny (diffusers):', tuple(sample.shape), float(sample.abs().max()))
+
+
 def published_layouts():
   """The tensor names and shapes (no values: built on torch's meta device) of published
   sizes, gzipped JSON: torchvision's swin_t, efficientnet_b0 and efficientnet_b5 (BatchNorm
   eps 1e-3), timm's deit_tiny_distilled_patch16_224 and cait_xxs24_224 (with the
-  architecture its hub config.json names) and SD 1.5's AutoencoderKL (with its
-  config.json): tests/test_port.py maps each onto the named config's parameter tree."""
+  architecture its hub config.json names), SD 1.5's AutoencoderKL, Hugging Face's
+  mamba-130m-hf and rwkv-4-169m-pile and diffusers' DiT-XL-2-256 and SD 1.5's and SDXL's
+  UNet2DConditionModel (each with its config.json): tests/test_port.py maps each onto the named config's parameter tree."""
   import gzip
   import timm
   from diffusers import AutoencoderKL
@@ -498,6 +643,42 @@ def published_layouts():
     config = {k: v for k, v in dict(vae.config).items() if k != '_use_default_values'}  # a set
     out['sd15_vae'] = {'tensors': shapes(vae), 'config': json.loads(json.dumps(config,
                                                                               default=list))}
+    from transformers import MambaConfig, MambaForCausalLM, RwkvConfig, RwkvForCausalLM
+    from diffusers import DiTTransformer2DModel
+    # config.json of state-spaces/mamba-130m-hf and RWKV/rwkv-4-169m-pile (their sizes;
+    # the classes' other defaults are theirs), facebook/DiT-XL-2-256's transformer.
+    for name, cls, config in (
+        ('mamba-130m-hf', MambaForCausalLM, MambaConfig(
+            vocab_size=50280, hidden_size=768, state_size=16, num_hidden_layers=24,
+            conv_kernel=4, expand=2, time_step_rank='auto', tie_word_embeddings=True)),
+        ('rwkv-4-169m-pile', RwkvForCausalLM, RwkvConfig(
+            vocab_size=50277, context_length=1024, hidden_size=768, num_hidden_layers=12,
+            attention_hidden_size=768, intermediate_size=3072, tie_word_embeddings=False))):
+      model = cls(config)
+      tensors = shapes(model)
+      if config.tie_word_embeddings:  # the state_dict names the tied head too
+        tensors.pop('lm_head.weight')
+      out[name] = {'tensors': tensors, 'config': config.to_dict()}
+    dit = DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4,
+                                out_channels=8, num_layers=28, sample_size=32, patch_size=2,
+                                num_embeds_ada_norm=1000)
+    config = {k: v for k, v in dict(dit.config).items() if k != '_use_default_values'}
+    out['DiT-XL-2-256'] = {'tensors': shapes(dit), 'config': json.loads(json.dumps(config))}
+    from diffusers import UNet2DConditionModel
+    # The unet/config.json of stable-diffusion-v1-5 and stable-diffusion-xl-base-1.0.
+    for name, kw in (
+        ('sd15_unet', dict(sample_size=64, cross_attention_dim=768)),
+        ('sdxl_unet', dict(
+            sample_size=128, down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D',
+                                               'CrossAttnDownBlock2D'),
+            up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
+            block_out_channels=(320, 640, 1280), attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048, transformer_layers_per_block=(1, 2, 10),
+            use_linear_projection=True, addition_embed_type='text_time',
+            addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816))):
+      unet = UNet2DConditionModel(**kw)
+      config = {k: v for k, v in dict(unet.config).items() if k != '_use_default_values'}
+      out[name] = {'tensors': shapes(unet), 'config': json.loads(json.dumps(config))}
   path = os.path.join(HERE, 'published_layouts.json.gz')
   with open(path, 'wb') as raw, gzip.GzipFile(fileobj=raw, mode='wb', mtime=0) as f:
     f.write(json.dumps(out, separators=(',', ':')).encode())  # mtime 0: the same bytes
@@ -509,7 +690,9 @@ FIXTURES = {'gpt2': gpt2_tiny, 'vit': vit_tiny, 'bert': bert_tiny, 'llama': llam
             't5': t5_tiny, 'bart': bart_tiny, 'clip': clip_tiny, 'vgg': vgg_tiny,
             'alexnet': alexnet_tiny, 'densenet': densenet_tiny, 'deit': deit_tiny,
             'cait': cait_tiny, 'swin': swin_tiny, 'efficientnet': efficientnet_tiny,
-            'vae': vae_tiny, 'layouts': published_layouts,
+            'vae': vae_tiny, 'mamba': mamba_tiny, 'rwkv': rwkv_tiny, 'dit': dit_tiny,
+            'unet': unet_tiny, 'unet_xl': unet_xl_tiny,
+            'layouts': published_layouts,
             'resnet': lambda: (resnet_tiny('basic'), resnet_tiny(
                 'bottleneck', (1, 1, 1, 1), (2, 4, 4, 8), 4, 5))}
 

@@ -2,11 +2,13 @@
 (tests/make_port_fixtures.py: small randomly initialised Hugging Face GPT2LMHeadModel,
 ViTForImageClassification, BertForPreTraining, LlamaForCausalLM, T5ForConditionalGeneration,
 BartForConditionalGeneration and CLIPModel, torchvision ResNets, VGG, AlexNet, DenseNet,
-Swin and EfficientNet, timm's DeiT and CaiT, and diffusers' AutoencoderKL, saved as
+Swin and EfficientNet, timm's DeiT and CaiT, Hugging Face's MambaForCausalLM and
+RwkvForCausalLM, and diffusers' AutoencoderKL, DiTTransformer2DModel and
+UNet2DConditionModel (SD 1.5's and SDXL's options), saved as
 safetensors, with their logits on fixed inputs): the imported run's logits match on 1 and 8
 devices, export gives back the same tensors bit for bit, the imported run trains on, and
 bad input fails with one line naming the problem. T5, BART, CLIP and the later formats
-(VGG ... the VAE; timm's DeiT also on 8 devices through the CLI) are checked in-process on
+(VGG ... the U-Net; timm's DeiT also on 8 devices through the CLI) are checked in-process on
 one device (the mapping, the leaf check and the network's outputs; the CLI's checkpoint
 round trip and mesh are the same code the formats above cover)."""
 
@@ -293,6 +295,10 @@ CAIT = os.path.join(REPO, 'tests', 'fixtures', 'port', 'cait_tiny')
 SWIN = os.path.join(REPO, 'tests', 'fixtures', 'port', 'swin_tiny')
 EFFICIENTNET = os.path.join(REPO, 'tests', 'fixtures', 'port', 'efficientnet_tiny')
 VAE = os.path.join(REPO, 'tests', 'fixtures', 'port', 'vae_tiny')
+MAMBA = os.path.join(REPO, 'tests', 'fixtures', 'port', 'mamba_tiny')
+RWKV = os.path.join(REPO, 'tests', 'fixtures', 'port', 'rwkv_tiny')
+DIT = os.path.join(REPO, 'tests', 'fixtures', 'port', 'dit_tiny')
+UNET = os.path.join(REPO, 'tests', 'fixtures', 'port', 'unet_tiny')
 # arch -> (fixture, config, its overrides as load_config takes them)
 IN_PROCESS = {
     't5': (T5, 't5_translate.py', dict(model__embed_dim=16, model__head_dim=8,
@@ -327,7 +333,37 @@ IN_PROCESS = {
     # diffusers' AutoencoderKL (SD 1.5's VAE classes), widths (4, 8): mean, logvar, sample.
     'autoencoder_kl': (VAE, 'vae_digits.py:model=kl,tiny=True',
                        dict(model__block_out_channels='(4,8)')),
+    # Hugging Face's MambaForCausalLM (step-size rank 4, not ceil(16 / 16)) and
+    # RwkvForCausalLM (RWKV-4, channel-mix width 48, not 4 x 16), 2 layers of width 16.
+    'mamba': (MAMBA, 'mamba_pydoc.py:variant=tiny', dict(model__embed_dim=16,
+                                                         model__dt_rank=4)),
+    'rwkv': (RWKV, 'rwkv_pydoc.py:variant=tiny', dict(model__embed_dim=16, model__ffn_dim=48)),
+    # diffusers' DiTTransformer2DModel, 2 blocks: its timestep frequencies and MLP eps.
+    'dit': (DIT, 'dit_digits.py:tiny=True', dict(model__depth=2, model__frequency_shift=1.0,
+                                                 model__mlp_norm_eps=1e-5)),
+    # diffusers' UNet2DConditionModel, SD 1.5's block types at widths (4, 8): the first
+    # level and the middle cross-attending to a 12-wide context.
+    'unet': (UNET, 'ddpm_digits.py:tiny=True', dict(
+        model__block_channels='(4,8)', model__attention='(True,False)', model__groups=2,
+        model__context_dim=12)),
+    # The same with SDXL's options: per-level heads and depths, Linear projections, the
+    # 'text_time' added embedding (inputs text_embeds and time_ids).
+    'unet_xl': (os.path.join(REPO, 'tests', 'fixtures', 'port', 'unet_xl_tiny'),
+                'ddpm_digits.py:tiny=True', dict(
+                    model__block_channels='(4,8)', model__attention='(False,True)',
+                    model__num_heads=(1, 2), model__transformer_depth=(1, 2),
+                    model__groups=2, model__context_dim=12, model__linear_projection=True,
+                    model__addition_time_embed_dim=4, model__addition_text_dim=6)),
 }
+
+
+# A second fixture of a format: its name there.
+FORMAT_OF = {'unet_xl': 'unet'}
+
+
+def _format(arch):
+  from train import port
+  return port.ARCHS[FORMAT_OF.get(arch, arch)]
 
 
 def _mapped(arch):
@@ -335,16 +371,23 @@ def _mapped(arch):
   reference's config.json checked against the config as `train.port` checks it."""
   from train import port
   fixture, spec, overrides = IN_PROCESS[arch]
-  fmt = port.ARCHS[arch]
+  fmt = _format(arch)
   from train import config_lib
   config = load_config(spec)
   if hasattr(fmt, 'fill_defaults'):  # as `python -m train.port` does before overrides
     fmt.fill_defaults(config)
   for k, v in overrides.items():
-    config_lib.override(config, k.replace('__', '.'), str(v))
+    if isinstance(v, tuple):  # int -> per-level tuple: a type the command line keeps
+      key = k.removeprefix('model__')
+      with config.unlocked():
+        if key in config.model:
+          del config.model[key]
+        config.model[key] = v
+    else:
+      config_lib.override(config, k.replace('__', '.'), str(v))
   tensors = {k: v for k, v in port.read_tensors(fixture).items() if not fmt.skip(k)}
   ref = port.describe_reference(fmt, tensors, fixture)
-  port.check_model_fields(config, fmt.model_fields(ref), arch,
+  port.check_model_fields(config, fmt.model_fields(ref), FORMAT_OF.get(arch, arch),
                           fmt.task_fields(ref) if hasattr(fmt, 'task_fields') else None)
   return config, fmt.to_archzoo(tensors, ref), dict(np.load(os.path.join(fixture,
                                                                          'reference.npz')))
@@ -360,7 +403,7 @@ def test_in_process_import_matches_the_reference(arch):
   import jax
   from train import port
   config, flat, ref = _mapped(arch)
-  fmt = port.ARCHS[arch]
+  fmt = _format(arch)
   apply, init, keys = port.reference_forward(config, fmt)
   batch = {k: ref[k] for k in keys if k in ref}
   shapes = nn.unbox(jax.eval_shape(init, jax.random.key(0), batch))
@@ -387,7 +430,7 @@ def test_in_process_export_gives_back_the_reference_tensors(arch):
   from train import port
   fixture = IN_PROCESS[arch][0]
   config, flat, _ = _mapped(arch)
-  fmt = port.ARCHS[arch]
+  fmt = _format(arch)
   model = {**port._model_defaults(config), **config.model.to_dict()}
   back = {k: v for k, v in fmt.to_reference(flat, model).items() if not fmt.skip(k)}
   want = {k: v for k, v in port.read_tensors(fixture).items() if not fmt.skip(k)}
@@ -684,6 +727,121 @@ def test_autoencoder_kl_names_and_refusals():
       port.AutoencoderKl.model_fields({**ref, field: value})
 
 
+def test_mamba_and_rwkv_names_and_refusals():
+  """Mamba: conv1d's depthwise (E, 1, K) weight is the (K, E) kernel, dt_rank None is
+  ceil(D / 16); RWKV: the (1, 1, D) mixes are (D,), pre_ln only in block 0, default widths
+  None; what archzoo's models cannot build refused in one line."""
+  from train import port
+  from train.errors import UserError
+  _, flat, _ = _mapped('mamba')
+  t = port.read_tensors(MAMBA)
+  ref = port.read_reference_config(MAMBA)
+  np.testing.assert_array_equal(flat['layers_1/mixer/conv1d/kernel'][3],
+                                t['backbone.layers.1.mixer.conv1d.weight'][:, 0, 3])
+  np.testing.assert_array_equal(flat['layers_0/mixer/x_proj/kernel'],
+                                t['backbone.layers.0.mixer.x_proj.weight'].T)
+  assert 'layers_0/mixer/in_proj/bias' not in flat
+  auto = port.Mamba.model_fields({**ref, 'hidden_size': 768, 'intermediate_size': 1536,
+                                  'time_step_rank': 'auto'})
+  assert auto['dt_rank'] == 48
+  assert port.Mamba.equivalent_fields(auto, {'dt_rank': None})['dt_rank'] is None
+  assert port.Mamba.equivalent_fields(auto, {'dt_rank': 40})['dt_rank'] == 48
+  for field, value in (('use_bias', True), ('use_conv_bias', False), ('hidden_act', 'gelu'),
+                       ('tie_word_embeddings', False), ('intermediate_size', 48)):
+    with pytest.raises(UserError, match=field):
+      port.Mamba.model_fields({**ref, field: value})
+  _, flat, _ = _mapped('rwkv')
+  t = port.read_tensors(RWKV)
+  ref = port.read_reference_config(RWKV)
+  np.testing.assert_array_equal(flat['blocks_1/attention/time_mix_value'],
+                                t['rwkv.blocks.1.attention.time_mix_value'][0, 0])
+  np.testing.assert_array_equal(flat['blocks_0/feed_forward/key/kernel'],
+                                t['rwkv.blocks.0.feed_forward.key.weight'].T)
+  assert 'blocks_0/pre_ln/scale' in flat and 'blocks_1/pre_ln/scale' not in flat
+  fields = port.Rwkv.model_fields({**ref, 'intermediate_size': None})
+  assert fields['ffn_dim'] == 64
+  assert port.Rwkv.equivalent_fields(fields, {'ffn_dim': None})['ffn_dim'] is None
+  with pytest.raises(UserError, match='tie_word_embeddings'):
+    port.Rwkv.model_fields({**ref, 'tie_word_embeddings': True})
+
+
+def test_dit_shared_embedder_swapped_halves_and_refusals():
+  """diffusers' per-block copies of the timestep MLP and label table must equal block 0's
+  (refused otherwise) and come back in every block; the residual stream's halves are
+  swapped in every kernel that reads or writes it (position table: column first there,
+  row first here), an involution; what archzoo's DiT or diffusers' config cannot say is
+  refused."""
+  from train import config_lib, port
+  from train.errors import UserError
+  config, flat, _ = _mapped('dit')
+  t = port.read_tensors(DIT)
+  ref = port.read_reference_config(DIT)
+  np.testing.assert_array_equal(flat['label_embed/embedding'],
+                                t['transformer_blocks.1.norm1.emb.class_embedder.'
+                                  'embedding_table.weight'])
+  w = t['transformer_blocks.0.attn1.to_q.weight'].T  # (in, out): rows read the stream
+  np.testing.assert_array_equal(flat['block0/attn/query/kernel'][:8].reshape(8, 16), w[8:])
+  np.testing.assert_array_equal(flat['patch_embed/proj/bias'],
+                                np.concatenate([t['pos_embed.proj.bias'][8:],
+                                                t['pos_embed.proj.bias'][:8]]))
+  adaln = t['transformer_blocks.1.norm1.linear.bias'].reshape(6, 16)  # shift, scale, gate x 2
+  np.testing.assert_array_equal(flat['block1/adaln/bias'].reshape(6, 16)[:, :8], adaln[:, 8:])
+  np.testing.assert_array_equal(flat['final/linear/bias'], t['proj_out_2.bias'])  # not the stream
+  a = np.arange(12.0)
+  np.testing.assert_array_equal(port.Dit._swap(port.Dit._swap(a, 0), 0), a)
+  bad = dict(t)
+  key = 'transformer_blocks.1.norm1.emb.timestep_embedder.linear_2.bias'
+  bad[key] = bad[key] + 1
+  with pytest.raises(UserError, match="differs from block 0's"):
+    port.Dit.to_archzoo(bad, ref)
+  for field, value in (('norm_type', 'ada_norm_single'), ('activation_fn', 'gelu'),
+                       ('norm_elementwise_affine', True), ('out_channels', 3),
+                       ('_class_name', 'PixArtTransformer2DModel'),
+                       ('cross_attention_dim', 64)):
+    with pytest.raises(UserError, match=field):
+      port.Dit.model_fields({**ref, field: value})
+  assert port.Dit.model_fields({**ref, 'out_channels': None})['learn_sigma'] is False
+  # the published DiT-XL-2-256's config.json: the class it had before DiTTransformer2DModel
+  legacy = {**ref, '_class_name': 'Transformer2DModel', 'cross_attention_dim': None}
+  assert port.Dit.model_fields(legacy) == port.Dit.model_fields(ref)
+  config_lib.override(config, 'model.frequency_shift', '0.0')
+  with pytest.raises(UserError, match='frequency_shift=0.0'):
+    port.Dit.reference_config_of(config)
+
+
+def test_unet_names_and_refusals():
+  """diffusers' up_blocks count from the deepest level (up_blocks.0 is archzoo's up{L-1}),
+  resnets keep their names (a conv_shortcut where the width changes), transformer blocks
+  split q/k/v into the level's heads (SDXL: per level); what archzoo's U-Net or diffusers'
+  config cannot express refused."""
+  from train import port
+  from train.errors import UserError
+  _, flat, _ = _mapped('unet')
+  t = port.read_tensors(UNET)
+  ref = port.read_reference_config(UNET)
+  np.testing.assert_array_equal(flat['up1_res0/conv1/kernel'][1, 2],
+                                t['up_blocks.0.resnets.0.conv1.weight'][:, :, 1, 2].T)
+  np.testing.assert_array_equal(flat['up0_attn1/block0/attn2/key/kernel'].reshape(12, 4),
+                                t['up_blocks.1.attentions.1.transformer_blocks.0.attn2.'
+                                  'to_k.weight'].T)
+  assert flat['mid_attn/block0/attn1/query/kernel'].shape == (8, 2, 4)  # 2 heads of 4
+  assert 'down1_res0/conv_shortcut/kernel' in flat and 'down0_res0/conv_shortcut/kernel' \
+      not in flat
+  _, xl, _ = _mapped('unet_xl')
+  assert xl['down1_attn0/block1/attn1/query/kernel'].shape == (8, 2, 4)
+  assert xl['up1_attn0/proj_in/kernel'].shape == (8, 8)  # Linear (SDXL), not a 1x1 conv
+  for field, value in (('class_embed_type', 'timestep'), ('act_fn', 'gelu'),
+                       ('resnet_time_scale_shift', 'scale_shift'), ('num_class_embeds', 10),
+                       ('addition_embed_type', 'text'), ('mid_block_type', 'UNetMidBlock2D'),
+                       ('down_block_types', ['AttnDownBlock2D', 'DownBlock2D']),
+                       ('up_block_types', ['CrossAttnUpBlock2D', 'UpBlock2D']),
+                       ('layers_per_block', [1, 2]), ('center_input_sample', True)):
+    with pytest.raises(UserError, match=field):
+      port.Unet.model_fields({**ref, field: value})
+  with pytest.raises(UserError, match='cross-attention'):  # the digits U-Net: no context
+    port.Unet.reference_config_of(load_config('ddpm_digits.py:tiny=True'))
+
+
 # published name (tests/fixtures/port/published_layouts.json.gz) -> (arch, config, input
 # side, the reference's parameter count)
 PUBLISHED = {
@@ -694,7 +852,34 @@ PUBLISHED = {
                                         224, 5_910_800),
     'cait_xxs24_224': ('cait', 'cait_imagenet.py:variant=XXS24', 224, 11_956_264),
     'sd15_vae': ('autoencoder_kl', 'vae_digits.py:model=kl,variant=sd15', 64, 83_653_863),
+    # (side: tokens in the init batch)
+    'mamba-130m-hf': ('mamba', 'mamba_pydoc.py:variant=130m', 4, 129_135_360),
+    'rwkv-4-169m-pile': ('rwkv', 'rwkv_pydoc.py:variant=169m', 4, 169_342_464),
+    # diffusers' count is 749,826,464: each of its 28 blocks keeps a copy of the timestep
+    # MLP and label table (2,777,472 parameters) that the official DiT and archzoo have once.
+    'DiT-XL-2-256': ('dit', 'dit_digits.py:variant=XL/2', 32, 674_834_720),
+    'sd15_unet': ('unet', 'ddpm_digits.py:variant=sd15', 8, 859_520_964),
+    'sdxl_unet': ('unet', 'ddpm_digits.py:variant=sdxl', 8, 2_567_463_684),
 }
+# What the config needs beyond its named size to be the reference's network.
+PUBLISHED_OVERRIDES = {'DiT-XL-2-256': dict(model__frequency_shift=1.0,
+                                            model__mlp_norm_eps=1e-5)}
+# The reference's own parameter count (its tensors; the LMs' and DiT's hold no buffers).
+PUBLISHED_REFERENCE_COUNT = {'mamba-130m-hf': 129_135_360, 'rwkv-4-169m-pile': 169_342_464,
+                             'DiT-XL-2-256': 674_834_720 + 27 * 2_777_472,  # 749,826,464
+                             'sd15_unet': 859_520_964, 'sdxl_unet': 2_567_463_684}
+
+
+def _init_inputs(arch, side):
+  """A batch of one for the network's init: images, tokens, or DiT's (x, t, label)."""
+  import jax.numpy as jnp
+  if arch in ('mamba', 'rwkv'):
+    return (jnp.zeros((1, side), jnp.int32),)
+  if arch == 'dit':
+    return jnp.zeros((1, side, side, 4)), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32)
+  if arch == 'unet':  # (the context and SDXL's added inputs: zeros of their widths at init)
+    return jnp.zeros((1, side, side, 4)), jnp.zeros((1,))
+  return (jnp.zeros((1, side, side, 3)),)
 
 
 @pytest.mark.parametrize('name', sorted(PUBLISHED))
@@ -707,7 +892,6 @@ def test_published_layouts_map_onto_the_named_sizes(name):
   import gzip
   import flax.linen as nn
   import jax
-  import jax.numpy as jnp
   import arch as arch_lib
   from train import port
   with gzip.open(os.path.join(REPO, 'tests', 'fixtures', 'port',
@@ -723,14 +907,17 @@ def test_published_layouts_map_onto_the_named_sizes(name):
     ref = fmt.describe(t, layout.get('config')) if fmt.source == 'timm' else fmt.describe(t)
   else:
     ref = layout['config']
-  config = load_config(spec)
+  config = load_config(spec, **PUBLISHED_OVERRIDES.get(name, {}))
   port.check_model_fields(config, fmt.model_fields(ref), arch)
   flat = fmt.to_archzoo(dict(t), ref)
   model = arch_lib.model_from_config(config)
   shapes = nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                                      jnp.zeros((1, side, side, 3)))))
+                                                      *_init_inputs(arch, side))))
   want = {k: v.shape for k, v in port._flat(shapes['params']).items()}
   assert sum(int(np.prod(s)) for s in want.values()) == count
+  if name in PUBLISHED_REFERENCE_COUNT:
+    assert sum(int(np.prod(s)) for s in layout['tensors'].values()) == (
+        PUBLISHED_REFERENCE_COUNT[name])
   want.update({'batch_stats/' + k: v.shape
                for k, v in port._flat(shapes.get('batch_stats', {})).items()})
   port.check_leaves(flat, want, name)

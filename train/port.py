@@ -9,6 +9,11 @@
   python -m train.port --from timm --arch deit --src DIR --workdir OUT \\
       --config configs/deit_imagenet.py:variant=B,distillation=none
   python -m train.port --from diffusers --arch autoencoder_kl --src DIR/vae --workdir OUT ...
+  python -m train.port --from hf --arch mamba --src DIR --workdir OUT \\
+      --config configs/mamba_pydoc.py:variant=130m
+  python -m train.port --from diffusers --arch dit --src DIR/transformer --workdir OUT \\
+      --config configs/dit_digits.py:variant=XL/2 --config.model.frequency_shift=1 \\
+      --config.model.mlp_norm_eps=1e-5
 
 Import reads a checkpoint directory a user has downloaded (its `*.safetensors` files and
 `config.json`), maps the tensors onto archzoo's parameter tree of `--config`, checks them
@@ -94,6 +99,18 @@ archzoo's '/'-joined param paths:
   autoencoder_kl diffusers AutoencoderKL (--from diffusers; SD 1.x / 2.x's vae folder):
         config.json's sizes; resnets, mid-block attention (old names too), samplers;
         export as diffusion_pytorch_model.safetensors + config.json.
+  mamba Hugging Face MambaForCausalLM (mamba-*-hf): archzoo's names are its; conv1d
+        (E, 1, K) -> (K, E); tied head. Projection biases, untied heads refused.
+  rwkv  Hugging Face RwkvForCausalLM (RWKV-4, archzoo's generation): the (1, 1, D) mixes
+        -> (D,), pre_ln in block 0, untied head; rescale_every is inference-only.
+  dit   diffusers DiTTransformer2DModel (--from diffusers; DiT-XL-2-256's transformer):
+        needs model.frequency_shift=1 and mlp_norm_eps=norm_eps (diffusers' numerics);
+        per-block timestep / label embedders must be equal (archzoo has one); the
+        residual stream's halves swapped (position table column-first there).
+  unet  diffusers UNet2DConditionModel (--from diffusers; SD 1.x / 2.x / SDXL's unet):
+        up_blocks counted from the deepest level; per-level heads and depths, Linear
+        projections, SDXL's text_time embedding; class embeddings and other block types
+        refused.
 
 Measured parity (tests/test_port.py, tiny random reference models, float32, 2026-12-06):
 max |logits - reference| / max |reference| = bert 6.4e-7, llama 9.4e-7, resnet (basic)
@@ -117,6 +134,13 @@ SD 1.5's AutoencoderKL), built with no weights, map onto the configs' named size
 leaf with their parameter counts (swin_t, efficientnet_b0 / b5, deit_tiny_distilled,
 cait_xxs24 and SD 1.5's VAE in tests/test_port.py, from tests/fixtures/port/
 published_layouts.json.gz).
+2026-12-07, second wave (transformers 5.25, diffusers 0.42.1 fixtures) through this CLI on
+1 / 8 devices: mamba 2.1e-7, rwkv 4.0e-7, unet (SD 1.5's block types) 2.6e-7 / 1.3e-7,
+dit 3.3e-5 (the timestep sinusoids alone: diffusers' float32 frequency table is one ulp
+from archzoo's, times t = 803); in-process unet with SDXL's options 3.1e-7. Each exported
+back bit for bit; transformers and diffusers load the exports and give the reference
+outputs exactly. Published layouts: mamba-130m-hf, rwkv-4-169m-pile, DiT-XL-2-256, SD 1.5's
+and SDXL's U-Nets.
 """
 
 import argparse
@@ -2254,6 +2278,682 @@ class AutoencoderKl:
     return out
 
 
+class Mamba:
+  """Mamba (Gu & Dao 2023) as Hugging Face's MambaForCausalLM stores it (state-spaces/
+  mamba-130m-hf and the other *-hf conversions) <-> arch/sequence/mamba.py, whose names are
+  its: backbone.embeddings / layers.{i}.{norm, mixer.*} / norm_f; torch Linear weights
+  transposed, conv1d's depthwise (E, 1, K) weight a (K, E) kernel, A_log, D and the dt_proj
+  bias as stored. The head is the tied embedding (a stored lm_head.weight, a copy, is
+  skipped). Refused: in/out projection biases (use_bias), a bias-free convolution,
+  activations other than SiLU, an untied head. `residual_in_fp32` and the initialisation
+  fields (time_step_min/max/floor/scale, rescale_prenorm_residual) change no float32
+  forward pass."""
+  model_name = 'sequence.mamba'
+  inputs = 'tokens'
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    _refuse('mamba', ref, (('use_bias', False), ('use_conv_bias', True), ('hidden_act', 'silu'),
+                           ('tie_word_embeddings', True)))
+    d, expand = ref['hidden_size'], ref.get('expand', 2)
+    if ref.get('intermediate_size', expand * d) != expand * d:
+      raise UserError(f'mamba: config.json has intermediate_size={ref["intermediate_size"]} '
+                      f'!= expand * hidden_size = {expand * d}; archzoo\'s Mamba has E = '
+                      f'expand * D only')
+    rank = ref.get('time_step_rank', 'auto')
+    return {'vocab_size': ref['vocab_size'], 'num_layers': ref['num_hidden_layers'],
+            'embed_dim': d, 'state_dim': ref.get('state_size', 16),
+            'conv_width': ref.get('conv_kernel', 4), 'expand': expand,
+            'dt_rank': -(-d // 16) if rank == 'auto' else int(rank),
+            'norm_eps': ref.get('layer_norm_epsilon', 1e-5)}
+
+  @staticmethod
+  def equivalent_fields(fields: dict, model: dict) -> dict:
+    """dt_rank None (archzoo's default) is ceil(D / 16)."""
+    if model.get('dt_rank') is None and fields['dt_rank'] == -(-fields['embed_dim'] // 16):
+      return {**fields, 'dt_rank': None}
+    return fields
+
+  @staticmethod
+  def reference_config(model, channels: int = 0) -> dict:
+    del channels
+    d, expand = int(model['embed_dim']), int(model['expand'])
+    return {'model_type': 'mamba', 'architectures': ['MambaForCausalLM'],
+            'vocab_size': int(model['vocab_size']), 'hidden_size': d,
+            'num_hidden_layers': int(model['num_layers']), 'state_size': int(model['state_dim']),
+            'conv_kernel': int(model['conv_width']), 'expand': expand,
+            'intermediate_size': expand * d,
+            'time_step_rank': int(model.get('dt_rank') or -(-d // 16)),
+            'layer_norm_epsilon': float(model['norm_eps']), 'hidden_act': 'silu',
+            'use_bias': False, 'use_conv_bias': True, 'residual_in_fp32': True,
+            'tie_word_embeddings': True}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    return name == 'lm_head.weight'  # the tied embedding
+
+  LINEARS = ('in_proj', 'x_proj', 'out_proj')
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = {k.removeprefix('backbone.'): v for k, v in t.items()}
+    take = _taker(t, 'mamba')
+    out = {'embeddings/embedding': take('embeddings.weight'),
+           'norm_f/scale': take('norm_f.weight')}
+    for i in range(ref['num_hidden_layers']):
+      p, q = f'layers.{i}.', f'layers_{i}/'
+      out[q + 'norm/scale'] = take(p + 'norm.weight')
+      p, q = p + 'mixer.', q + 'mixer/'
+      for name in Mamba.LINEARS:
+        _linear_in(out, q + name, take, p + name, bias=False)
+      _linear_in(out, q + 'dt_proj', take, p + 'dt_proj')
+      out[q + 'conv1d/kernel'] = take(p + 'conv1d.weight')[:, 0, :].T
+      out[q + 'conv1d/bias'] = take(p + 'conv1d.bias')
+      out[q + 'A_log'] = take(p + 'A_log')
+      out[q + 'D'] = take(p + 'D')
+    _all_taken(t, 'mamba')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'mamba')
+    out = {'backbone.embeddings.weight': take('embeddings/embedding'),
+           'backbone.norm_f.weight': take('norm_f/scale')}
+    for i in range(int(model['num_layers'])):
+      p, q = f'backbone.layers.{i}.', f'layers_{i}/'
+      out[p + 'norm.weight'] = take(q + 'norm/scale')
+      p, q = p + 'mixer.', q + 'mixer/'
+      for name in Mamba.LINEARS:
+        _linear_out(out, p + name, take, q + name, bias=False)
+      _linear_out(out, p + 'dt_proj', take, q + 'dt_proj')
+      out[p + 'conv1d.weight'] = take(q + 'conv1d/kernel').T[:, None, :]
+      out[p + 'conv1d.bias'] = take(q + 'conv1d/bias')
+      out[p + 'A_log'] = take(q + 'A_log')
+      out[p + 'D'] = take(q + 'D')
+    _all_taken(f, 'mamba')
+    return out
+
+
+class Rwkv:
+  """RWKV-4 (Peng et al. 2023) as Hugging Face's RwkvForCausalLM stores it (RWKV/rwkv-4-*,
+  e.g. rwkv-4-169m-pile) <-> arch/sequence/rwkv.py, the same generation (v4: a per-channel
+  decay and bonus, WKV with the running-max state, squared-ReLU channel mix) with its names:
+  rwkv.embeddings, rwkv.blocks.{i}.{pre_ln (block 0), ln1, ln2, attention.*,
+  feed_forward.*}, rwkv.ln_out, head (untied); torch Linear weights transposed, the
+  (1, 1, D) token-shift mixes (D,), time_decay / time_first as stored (archzoo's decay is
+  -exp(time_decay), as HF's). `rescale_every` (HF halves the residual every N layers at
+  inference, with output / value weights scaled to match) is an fp16 overflow guard, exact
+  up to LayerNorm's eps: the stored weights are the unscaled ones, which archzoo runs
+  as they are. Refused: a tied head."""
+  model_name = 'sequence.rwkv'
+  inputs = 'tokens'
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    _refuse('rwkv', ref, (('tie_word_embeddings', False),))
+    d = ref['hidden_size']
+    return {'vocab_size': ref['vocab_size'], 'num_layers': ref['num_hidden_layers'],
+            'embed_dim': d, 'attention_dim': ref.get('attention_hidden_size') or d,
+            'ffn_dim': ref.get('intermediate_size') or 4 * d,
+            'norm_eps': ref.get('layer_norm_epsilon', 1e-5)}
+
+  @staticmethod
+  def equivalent_fields(fields: dict, model: dict) -> dict:
+    """attention_dim / ffn_dim None (archzoo's defaults) are D / 4 D."""
+    d, fields = fields['embed_dim'], dict(fields)
+    for key, default in (('attention_dim', d), ('ffn_dim', 4 * d)):
+      if model.get(key) is None and fields[key] == default:
+        fields[key] = None
+    return fields
+
+  @staticmethod
+  def reference_config(model, channels: int = 0) -> dict:
+    del channels
+    d = int(model['embed_dim'])
+    return {'model_type': 'rwkv', 'architectures': ['RwkvForCausalLM'],
+            'vocab_size': int(model['vocab_size']), 'hidden_size': d,
+            'num_hidden_layers': int(model['num_layers']),
+            'attention_hidden_size': int(model.get('attention_dim') or d),
+            'intermediate_size': int(model.get('ffn_dim') or 4 * d),
+            'layer_norm_epsilon': float(model['norm_eps']), 'rescale_every': 6,
+            'tie_word_embeddings': False}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    del name
+    return False
+
+  ATTENTION = ('key', 'value', 'receptance', 'output')
+  FEED_FORWARD = ('key', 'receptance', 'value')
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'rwkv')
+    out = {'embeddings/embedding': take('rwkv.embeddings.weight'),
+           'head/kernel': take('head.weight').T}
+    _norm_in(out, 'ln_out', take, 'rwkv.ln_out')
+    for i in range(ref['num_hidden_layers']):
+      p, q = f'rwkv.blocks.{i}.', f'blocks_{i}/'
+      for name in ('ln1', 'ln2') + (('pre_ln',) if i == 0 else ()):
+        _norm_in(out, q + name, take, p + name)
+      for part, linears, mixes in (
+          ('attention', Rwkv.ATTENTION, ('key', 'value', 'receptance')),
+          ('feed_forward', Rwkv.FEED_FORWARD, ('key', 'receptance'))):
+        for name in linears:
+          _linear_in(out, f'{q}{part}/{name}', take, f'{p}{part}.{name}', bias=False)
+        for name in mixes:
+          out[f'{q}{part}/time_mix_{name}'] = take(f'{p}{part}.time_mix_{name}').reshape(-1)
+      for name in ('time_decay', 'time_first'):
+        out[f'{q}attention/{name}'] = take(f'{p}attention.{name}')
+    _all_taken(t, 'rwkv')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'rwkv')
+    out = {'rwkv.embeddings.weight': take('embeddings/embedding'),
+           'head.weight': take('head/kernel').T}
+    _norm_out(out, 'rwkv.ln_out', take, 'ln_out')
+    for i in range(int(model['num_layers'])):
+      p, q = f'rwkv.blocks.{i}.', f'blocks_{i}/'
+      for name in ('ln1', 'ln2') + (('pre_ln',) if i == 0 else ()):
+        _norm_out(out, p + name, take, q + name)
+      for part, linears, mixes in (
+          ('attention', Rwkv.ATTENTION, ('key', 'value', 'receptance')),
+          ('feed_forward', Rwkv.FEED_FORWARD, ('key', 'receptance'))):
+        for name in linears:
+          _linear_out(out, f'{p}{part}.{name}', take, f'{q}{part}/{name}', bias=False)
+        for name in mixes:
+          out[f'{p}{part}.time_mix_{name}'] = take(f'{q}{part}/time_mix_{name}').reshape(
+              1, 1, -1)
+      for name in ('time_decay', 'time_first'):
+        out[f'{p}attention.{name}'] = take(f'{q}attention/{name}')
+    _all_taken(f, 'rwkv')
+    return out
+
+
+class Dit:
+  """DiT (Peebles & Xie 2023) as diffusers' DiTTransformer2DModel stores it (facebook/
+  DiT-XL-2-256's and -512's `transformer` folder: diffusion_pytorch_model.safetensors +
+  config.json) <-> arch/generative/dit.py. What diffusers computes otherwise than the
+  official DiT, archzoo's model has as fields the import asks for: timestep frequencies
+  10000^(-i / (128 - 1)) (its Timesteps' downscale_freq_shift=1: `frequency_shift=1`) and
+  the MLP's LayerNorm eps from config.json's norm_eps (1e-5: `mlp_norm_eps`); the other
+  LayerNorms are 1e-6 in both. Each diffusers block keeps its own timestep MLP and label
+  table (norm1.emb); the published ones are equal copies of the official model's one pair,
+  which archzoo has once: they are read from block 0 after checking that every block's
+  equals it (refused otherwise), and written to every block on export. diffusers'
+  position table codes the column in the first half of the channels, archzoo's the row:
+  the same network with the residual stream's two halves swapped, so every kernel that
+  reads or writes the stream (patch embedding, q/k/v rows, attention out and MLP out
+  columns, the adaLN shift / scale / gate columns, the final linear's rows) is
+  permuted by that swap (an involution: export swaps back, bit for bit). Names:
+  pos_embed.proj -> patch_embed/proj, norm1.emb.timestep_embedder.linear_1/2 -> t_embed/
+  fc1/2, norm1.emb.class_embedder.embedding_table -> label_embed, transformer_blocks.{i}.
+  {norm1.linear, attn1.to_q/k/v/out.0, ff.net.0.proj, ff.net.2} -> block{i}/{adaln,
+  attn/query/key/value/out, mlp/wi, mlp/wo}, proj_out_1 / proj_out_2 -> final/adaln /
+  final/linear. The published DiT-XL-2-* config.json names the class Transformer2DModel,
+  which diffusers remaps to this one (norm_type ada_norm_zero): read alike. Parity holds
+  at config.json's sample_size (diffusers rescales its position
+  grid for other sizes; archzoo's table is the grid's own). Refused: other norm_type,
+  activation_fn, attention without bias, affine LayerNorms, no class labels, out_channels
+  other than in_channels or twice it. Inputs `images` (B, H, W, C), `timesteps` (B,)
+  float, `labels` (B,) int (num_classes: the null class); output `sample`
+  (B, H, W, out_channels)."""
+  model_name = 'generative.dit'
+  source = 'diffusers'
+  inputs = 'images'
+  kwargs = {'timesteps': 't_B', 'labels': 'label_B'}
+  outputs = ('sample',)
+  weights_file = 'diffusion_pytorch_model.safetensors'
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    # (facebook/DiT-XL-2-*'s config.json predates the class: diffusers remaps
+    # Transformer2DModel with norm_type ada_norm_zero to it on load)
+    if ref.get('_class_name') not in ('DiTTransformer2DModel', 'Transformer2DModel', None):
+      raise UserError(f'dit: config.json has _class_name={ref["_class_name"]!r}; archzoo\'s '
+                      f'DiT reads DiTTransformer2DModel (or the Transformer2DModel it was)')
+    _refuse('dit', ref, (
+        ('norm_type', 'ada_norm_zero'), ('activation_fn', 'gelu-approximate'),
+        ('attention_bias', True), ('norm_elementwise_affine', False),
+        ('cross_attention_dim', None), ('num_vector_embeds', None)))
+    if not ref.get('num_embeds_ada_norm', 1000):
+      raise UserError('dit: config.json has no num_embeds_ada_norm (class labels); '
+                      'diffusers\' DiT needs them')
+    c = ref.get('in_channels', 4)
+    out = ref.get('out_channels') or c
+    if out not in (c, 2 * c):
+      raise UserError(f'dit: config.json has out_channels={out} with in_channels={c}; '
+                      f'archzoo\'s DiT outputs in_channels or twice that (learn_sigma)')
+    heads = ref.get('num_attention_heads', 16)
+    return {'hidden_dim': heads * ref.get('attention_head_dim', 72),
+            'depth': ref.get('num_layers', 28), 'num_heads': heads,
+            'patch_size': ref.get('patch_size', 2), 'mlp_ratio': 4.0,
+            'num_classes': ref.get('num_embeds_ada_norm', 1000), 'class_dropout': True,
+            'learn_sigma': out == 2 * c, 'frequency_dim': 256, 'frequency_shift': 1.0,
+            'mlp_norm_eps': ref.get('norm_eps', 1e-5)}
+
+  @staticmethod
+  def reference_config_of(config) -> dict:
+    model = {**_model_defaults(config), **config.model.to_dict()}
+    if float(model['frequency_shift']) != 1.0 or int(model['frequency_dim']) != 256:
+      raise UserError(f'dit: diffusers\' DiT embeds timesteps with 256 frequencies '
+                      f'shifted by 1; this run has frequency_dim={model["frequency_dim"]}, '
+                      f'frequency_shift={model["frequency_shift"]}, which its config cannot '
+                      f'say: the export would compute another network')
+    if float(model['mlp_ratio']) != 4.0 or not model['num_classes'] or not model[
+        'class_dropout']:
+      raise UserError('dit: diffusers\' DiT has MLP ratio 4 and class labels with a null '
+                      'class only')
+    c = int(config.task_kwargs.get('channels', 4))
+    d, h = int(model['hidden_dim']), int(model['num_heads'])
+    out = int(model.get('out_channels') or (2 * c if model['learn_sigma'] else c))
+    return {'_class_name': 'DiTTransformer2DModel', 'num_attention_heads': h,
+            'attention_head_dim': d // h, 'in_channels': c, 'out_channels': out,
+            'num_layers': int(model['depth']), 'dropout': 0.0, 'norm_num_groups': 32,
+            'attention_bias': True,
+            'sample_size': int(tuple(config.task_kwargs.get('input_size', (32, 32)))[0]),
+            'patch_size': int(model['patch_size']), 'activation_fn': 'gelu-approximate',
+            'num_embeds_ada_norm': int(model['num_classes']), 'upcast_attention': False,
+            'norm_type': 'ada_norm_zero', 'norm_elementwise_affine': False,
+            'norm_eps': float(model['mlp_norm_eps'])}
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    del name
+    return False
+
+  @staticmethod
+  def outputs_of(module, b):
+    return {'sample': module(b['images'], b['timesteps'], b['labels'])}
+
+  EMBED = (('timestep_embedder.linear_1', 't_embed/fc1'),
+           ('timestep_embedder.linear_2', 't_embed/fc2'))
+
+  @staticmethod
+  def _swap(a, axis: int):
+    """The residual stream's two halves swapped along `axis` (its own inverse)."""
+    if a.strides[axis] == 0:  # every entry along `axis` the same (shapes without values)
+      return a
+    return np.roll(a, a.shape[axis] // 2, axis=axis)
+
+  @staticmethod
+  def _chunks(a, n: int):
+    """Each of the n (D,) chunks of a (..., n * D) adaLN output swapped."""
+    return Dit._swap(a.reshape(*a.shape[:-1], n, -1), -1).reshape(a.shape)
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'dit')
+    sw, chunks = Dit._swap, Dit._chunks
+    depth = ref.get('num_layers', 28)
+    out = {}
+    emb = 'transformer_blocks.{}.norm1.emb.'
+    for i in range(1, depth):  # the copies must be block 0's
+      for src in [s for s, _ in Dit.EMBED] + ['class_embedder.embedding_table']:
+        for kind in ('weight', 'bias') if src != 'class_embedder.embedding_table' else (
+            'weight',):
+          name, first = f'{emb.format(i)}{src}.{kind}', f'{emb.format(0)}{src}.{kind}'
+          if name in t and first in t and not np.array_equal(t[name], t[first]):
+            raise UserError(f'dit: {name} differs from block 0\'s; archzoo\'s DiT (the '
+                            f'official one) has one timestep MLP and label table for all '
+                            f'blocks')
+          take(name)
+    for src, dst in Dit.EMBED:
+      _linear_in(out, dst, take, emb.format(0) + src)
+    out['label_embed/embedding'] = take(emb.format(0) + 'class_embedder.embedding_table.weight')
+    out['patch_embed/proj/kernel'] = sw(take('pos_embed.proj.weight').transpose(2, 3, 1, 0), 3)
+    out['patch_embed/proj/bias'] = sw(take('pos_embed.proj.bias'), 0)
+    h = ref.get('num_attention_heads', 16)
+    for i in range(depth):
+      p, q = f'transformer_blocks.{i}.', f'block{i}/'
+      out[q + 'adaln/kernel'] = chunks(take(p + 'norm1.linear.weight').T, 6)
+      out[q + 'adaln/bias'] = chunks(take(p + 'norm1.linear.bias'), 6)
+      for name, src in (('query', 'to_q'), ('key', 'to_k'), ('value', 'to_v')):
+        w = sw(take(p + f'attn1.{src}.weight').T, 0)
+        out[q + f'attn/{name}/kernel'] = w.reshape(w.shape[0], h, -1)
+        out[q + f'attn/{name}/bias'] = take(p + f'attn1.{src}.bias').reshape(h, -1)
+      w = sw(take(p + 'attn1.to_out.0.weight').T, 1)
+      out[q + 'attn/out/kernel'] = w.reshape(h, -1, w.shape[1])
+      out[q + 'attn/out/bias'] = sw(take(p + 'attn1.to_out.0.bias'), 0)
+      out[q + 'mlp/wi/kernel'] = sw(take(p + 'ff.net.0.proj.weight').T, 0)
+      out[q + 'mlp/wi/bias'] = take(p + 'ff.net.0.proj.bias')
+      out[q + 'mlp/wo/kernel'] = sw(take(p + 'ff.net.2.weight').T, 1)
+      out[q + 'mlp/wo/bias'] = sw(take(p + 'ff.net.2.bias'), 0)
+    out['final/adaln/kernel'] = chunks(take('proj_out_1.weight').T, 2)
+    out['final/adaln/bias'] = chunks(take('proj_out_1.bias'), 2)
+    out['final/linear/kernel'] = sw(take('proj_out_2.weight').T, 0)
+    out['final/linear/bias'] = take('proj_out_2.bias')
+    _all_taken(t, 'dit')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'dit')
+    sw, chunks = Dit._swap, Dit._chunks
+    emb = {}
+    for src, dst in Dit.EMBED:
+      _linear_out(emb, src, take, dst)
+    emb['class_embedder.embedding_table.weight'] = take('label_embed/embedding')
+    out = {'pos_embed.proj.weight': sw(take('patch_embed/proj/kernel'), 3).transpose(
+               3, 2, 0, 1),
+           'pos_embed.proj.bias': sw(take('patch_embed/proj/bias'), 0)}
+    for i in range(int(model['depth'])):
+      p, q = f'transformer_blocks.{i}.', f'block{i}/'
+      out.update({f'{p}norm1.emb.{k}': v for k, v in emb.items()})
+      out[p + 'norm1.linear.weight'] = chunks(take(q + 'adaln/kernel'), 6).T
+      out[p + 'norm1.linear.bias'] = chunks(take(q + 'adaln/bias'), 6)
+      for name, src in (('query', 'to_q'), ('key', 'to_k'), ('value', 'to_v')):
+        w = take(q + f'attn/{name}/kernel')
+        out[p + f'attn1.{src}.weight'] = sw(w.reshape(w.shape[0], -1), 0).T
+        out[p + f'attn1.{src}.bias'] = take(q + f'attn/{name}/bias').reshape(-1)
+      w = take(q + 'attn/out/kernel')
+      out[p + 'attn1.to_out.0.weight'] = sw(w.reshape(-1, w.shape[-1]), 1).T
+      out[p + 'attn1.to_out.0.bias'] = sw(take(q + 'attn/out/bias'), 0)
+      out[p + 'ff.net.0.proj.weight'] = sw(take(q + 'mlp/wi/kernel'), 0).T
+      out[p + 'ff.net.0.proj.bias'] = take(q + 'mlp/wi/bias')
+      out[p + 'ff.net.2.weight'] = sw(take(q + 'mlp/wo/kernel'), 1).T
+      out[p + 'ff.net.2.bias'] = sw(take(q + 'mlp/wo/bias'), 0)
+    out['proj_out_1.weight'] = chunks(take('final/adaln/kernel'), 2).T
+    out['proj_out_1.bias'] = chunks(take('final/adaln/bias'), 2)
+    out['proj_out_2.weight'] = sw(take('final/linear/kernel'), 0).T
+    out['proj_out_2.bias'] = take('final/linear/bias')
+    _all_taken(f, 'dit')
+    return out
+
+
+class Unet:
+  """The latent-diffusion U-Net as diffusers' UNet2DConditionModel stores it (Stable
+  Diffusion 1.x / 2.x's and SDXL's `unet` folder: diffusion_pytorch_model.safetensors +
+  config.json) <-> arch/generative/diffusion_unet.py, the same layer structure (its
+  docstring): conv_in; time_embedding.linear_1/2 -> time_linear_1/2; down_blocks.I.
+  resnets.J / attentions.J / downsamplers.0.conv -> downI_resJ / downI_attnJ /
+  downI_downsample; mid_block.resnets.0 / attentions.0 / resnets.1 -> mid_res0 / mid_attn /
+  mid_res1; up_blocks.K (deepest first) -> upI with I = levels - 1 - K, upsamplers.0.conv
+  -> upI_upsample; conv_norm_out -> norm_out; conv_out. A ResNet's norm1 / conv1 /
+  time_emb_proj / norm2 / conv2 / conv_shortcut keep their names; a transformer's norm /
+  proj_in / proj_out too, its transformer_blocks.k -> block{k} with norm1-3, attn1 / attn2
+  (to_q / to_k / to_v / to_out.0 -> query / key / value / out, split into heads) and
+  ff.net.0.proj / ff.net.2 -> ff_proj / ff_out. SDXL's add_embedding.linear_1/2 ->
+  add_linear_1/2. diffusers' attention_head_dim (without num_attention_heads) counts heads,
+  as in its model. Convs OIHW -> HWIO, Linear transposed. Refused: class embeddings, other
+  block types (a level is CrossAttn* or plain, the up blocks mirroring the down ones), no
+  mid-block cross-attention, and the options that change the computation (act_fn,
+  norm_eps, centred input, time-embedding variants, scale-shift ResNets, ...). Inputs
+  `images` (B, H, W, C), `timesteps` (B,) float, `context` (B, S, E) (SDXL: also
+  `text_embeds` (B, P) and `time_ids` (B, 6)); output `sample` (B, H, W, out_channels)."""
+  model_name = 'generative.diffusion_unet'
+  source = 'diffusers'
+  inputs = 'images'
+  kwargs = {'timesteps': 't_B', 'context': 'context_BSE', 'text_embeds': 'text_embeds_BP',
+            'time_ids': 'time_ids_BK'}
+  outputs = ('sample',)
+  weights_file = 'diffusion_pytorch_model.safetensors'
+
+  @staticmethod
+  def _levels(value, n: int) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
+
+  @staticmethod
+  def model_fields(ref: dict) -> dict:
+    _refuse('unet', ref, (
+        ('_class_name', 'UNet2DConditionModel'), ('center_input_sample', False),
+        ('flip_sin_to_cos', True), ('freq_shift', 0), ('mid_block_type',
+                                                       'UNetMidBlock2DCrossAttn'),
+        ('only_cross_attention', False), ('downsample_padding', 1),
+        ('mid_block_scale_factor', 1), ('act_fn', 'silu'), ('norm_eps', 1e-5),
+        ('reverse_transformer_layers_per_block', None), ('encoder_hid_dim', None),
+        ('dual_cross_attention', False), ('class_embed_type', None),
+        ('num_class_embeds', None), ('resnet_time_scale_shift', 'default'),
+        ('resnet_skip_time_act', False), ('resnet_out_scale_factor', 1.0),
+        ('time_embedding_type', 'positional'), ('time_embedding_dim', None),
+        ('time_embedding_act_fn', None), ('timestep_post_act', None),
+        ('time_cond_proj_dim', None), ('conv_in_kernel', 3), ('conv_out_kernel', 3),
+        ('attention_type', 'default'), ('mid_block_only_cross_attention', None),
+        ('cross_attention_norm', None)))
+    if ref.get('addition_embed_type') not in (None, 'text_time'):
+      raise UserError(f'unet: config.json has addition_embed_type='
+                      f'{ref["addition_embed_type"]!r}; archzoo\'s U-Net has SDXL\'s '
+                      f'\'text_time\' or none')
+    chans = tuple(ref.get('block_out_channels', (320, 640, 1280, 1280)))
+    n = len(chans)
+    down = tuple(ref.get('down_block_types', ()))
+    up = tuple(ref.get('up_block_types', ()))
+    attention = tuple(t == 'CrossAttnDownBlock2D' for t in down)
+    if (len(down) != n or any(t not in ('CrossAttnDownBlock2D', 'DownBlock2D') for t in down)
+        or up != tuple('CrossAttnUpBlock2D' if a else 'UpBlock2D' for a in attention[::-1])):
+      raise UserError(f'unet: config.json has down_block_types={list(down)}, '
+                      f'up_block_types={list(up)}; archzoo\'s U-Net has one CrossAttn*Block2D '
+                      f'or plain *Block2D a level, the up blocks mirroring the down ones')
+    layers = Unet._levels(ref.get('layers_per_block', 2), n)
+    if len(set(layers)) != 1:
+      raise UserError(f'unet: config.json has layers_per_block={list(layers)}; archzoo\'s '
+                      f'U-Net has one number for every level')
+    cross = ref.get('cross_attention_dim', 1280)
+    if isinstance(cross, (list, tuple)):
+      if len(set(cross)) != 1:
+        raise UserError(f'unet: config.json has cross_attention_dim={list(cross)}; archzoo\'s '
+                        f'U-Net has one context width')
+      cross = cross[0]
+    heads = Unet._levels(ref.get('num_attention_heads') or ref.get('attention_head_dim', 8), n)
+    fields = {'block_channels': chans, 'attention': attention, 'layers_per_block': layers[0],
+              'num_heads': heads[0] if len(set(heads)) == 1 else heads,
+              'transformer_depth': Unet._levels(ref.get('transformer_layers_per_block', 1), n),
+              'context_dim': cross, 'mid_attention': True,
+              'linear_projection': bool(ref.get('use_linear_projection', False)),
+              'out_channels': ref.get('out_channels', 4),
+              'groups': ref.get('norm_num_groups', 32), 'num_classes': 0,
+              'addition_time_embed_dim': 0}
+    depth = fields['transformer_depth']
+    fields['transformer_depth'] = depth[0] if len(set(depth)) == 1 else depth
+    if ref.get('addition_embed_type') == 'text_time':
+      d = ref['addition_time_embed_dim']
+      fields.update(addition_time_embed_dim=d, addition_time_ids=6,
+                    addition_text_dim=ref['projection_class_embeddings_input_dim'] - 6 * d)
+    return fields
+
+  @staticmethod
+  def equivalent_fields(fields: dict, model: dict) -> dict:
+    """Per-level heads and depths that are one value for every level: the config's form."""
+    fields = dict(fields)
+    n = len(fields['block_channels'])
+    for key in ('num_heads', 'transformer_depth'):
+      if Unet._levels(model.get(key), n) == Unet._levels(fields[key], n):
+        fields[key] = model.get(key)
+    return fields
+
+  @staticmethod
+  def reference_config_of(config) -> dict:
+    model = {**_model_defaults(config), **config.model.to_dict()}
+    chans = [int(c) for c in model['block_channels']]
+    n = len(chans)
+    if model.get('context_dim') is None or not model['mid_attention'] or model['num_classes']:
+      raise UserError('unet: diffusers\' UNet2DConditionModel has cross-attention in every '
+                      'transformer and in the middle block and no class table; this U-Net '
+                      'differs (context_dim, mid_attention or num_classes)')
+    attention = [bool(a) for a in model['attention']]
+    out = {'_class_name': 'UNet2DConditionModel',
+           'in_channels': int(config.task_kwargs.get('channels', model['out_channels'])),
+           'out_channels': int(model['out_channels']),
+           'down_block_types': ['CrossAttnDownBlock2D' if a else 'DownBlock2D'
+                                for a in attention],
+           'up_block_types': ['CrossAttnUpBlock2D' if a else 'UpBlock2D'
+                              for a in attention[::-1]],
+           'mid_block_type': 'UNetMidBlock2DCrossAttn', 'block_out_channels': chans,
+           'layers_per_block': int(model['layers_per_block']), 'act_fn': 'silu',
+           'norm_num_groups': int(model['groups']), 'norm_eps': 1e-5,
+           'cross_attention_dim': int(model['context_dim']),
+           'attention_head_dim': [int(h) for h in Unet._levels(model['num_heads'], n)],
+           'transformer_layers_per_block': [int(d) for d in Unet._levels(
+               model['transformer_depth'], n)],
+           'use_linear_projection': bool(model['linear_projection']),
+           'flip_sin_to_cos': True, 'freq_shift': 0}
+    if model['addition_time_embed_dim']:
+      d = int(model['addition_time_embed_dim'])
+      out.update(addition_embed_type='text_time', addition_time_embed_dim=d,
+                 projection_class_embeddings_input_dim=int(model['addition_text_dim']) + int(
+                     model['addition_time_ids']) * d)
+    return out
+
+  @staticmethod
+  def skip(name: str) -> bool:
+    del name
+    return False
+
+  @staticmethod
+  def _parts(fields: dict):
+    """(diffusers prefix, archzoo path, kind) of every part, kind one of 'conv', 'norm',
+    'linear', 'resnet', ('transformer', its depth, its heads)."""
+    chans, attention = fields['block_channels'], fields['attention']
+    n, layers = len(chans), fields['layers_per_block']
+    depths = Unet._levels(fields['transformer_depth'], n)
+    heads = Unet._levels(fields['num_heads'], n)
+    yield 'conv_in', 'conv_in', 'conv'
+    yield 'time_embedding.linear_1', 'time_linear_1', 'linear'
+    yield 'time_embedding.linear_2', 'time_linear_2', 'linear'
+    if fields['addition_time_embed_dim']:
+      yield 'add_embedding.linear_1', 'add_linear_1', 'linear'
+      yield 'add_embedding.linear_2', 'add_linear_2', 'linear'
+    for i in range(n):
+      for j in range(layers):
+        yield f'down_blocks.{i}.resnets.{j}', f'down{i}_res{j}', 'resnet'
+        if attention[i]:
+          yield f'down_blocks.{i}.attentions.{j}', f'down{i}_attn{j}', ('transformer',
+                                                                       depths[i], heads[i])
+      if i < n - 1:
+        yield f'down_blocks.{i}.downsamplers.0.conv', f'down{i}_downsample', 'conv'
+    yield 'mid_block.resnets.0', 'mid_res0', 'resnet'
+    yield 'mid_block.attentions.0', 'mid_attn', ('transformer', depths[-1], heads[-1])
+    yield 'mid_block.resnets.1', 'mid_res1', 'resnet'
+    for i in reversed(range(n)):
+      k = n - 1 - i
+      for j in range(layers + 1):
+        yield f'up_blocks.{k}.resnets.{j}', f'up{i}_res{j}', 'resnet'
+        if attention[i]:
+          yield f'up_blocks.{k}.attentions.{j}', f'up{i}_attn{j}', ('transformer', depths[i],
+                                                                   heads[i])
+      if i > 0:
+        yield f'up_blocks.{k}.upsamplers.0.conv', f'up{i}_upsample', 'conv'
+    yield 'conv_norm_out', 'norm_out', 'norm'
+    yield 'conv_out', 'conv_out', 'conv'
+
+  @staticmethod
+  def outputs_of(module, b):
+    extra = {Unet.kwargs[k]: b[k] for k in ('context', 'text_embeds', 'time_ids') if k in b}
+    return {'sample': module(b['images'], b['timesteps'], **extra)}
+
+  ATTENTION = (('query', 'to_q'), ('key', 'to_k'), ('value', 'to_v'), ('out', 'to_out.0'))
+
+  @staticmethod
+  def to_archzoo(t: dict, ref: dict) -> dict:
+    t = dict(t)
+    take = _taker(t, 'unet')
+    fields = Unet.model_fields(ref)
+    out = {}
+
+    def conv(dst, src):
+      out[dst + '/kernel'] = take(src + '.weight').transpose(2, 3, 1, 0)
+      out[dst + '/bias'] = take(src + '.bias')
+
+    def proj(dst, src):  # a 1x1 conv (SD 1.x) or a Linear (SD 2, SDXL)
+      if fields['linear_projection']:
+        _linear_in(out, dst, take, src)
+      else:
+        conv(dst, src)
+    for src, dst, kind in Unet._parts(fields):
+      if kind == 'conv':
+        conv(dst, src)
+      elif kind == 'linear':
+        _linear_in(out, dst, take, src)
+      elif kind == 'norm':
+        _norm_in(out, dst, take, src)
+      elif kind == 'resnet':
+        for name in ('norm1', 'norm2'):
+          _norm_in(out, f'{dst}/{name}', take, f'{src}.{name}')
+        for name in ('conv1', 'conv2') + (('conv_shortcut',) * (
+            f'{src}.conv_shortcut.weight' in t)):
+          conv(f'{dst}/{name}', f'{src}.{name}')
+        _linear_in(out, f'{dst}/time_emb_proj', take, f'{src}.time_emb_proj')
+      else:
+        h = kind[2]
+        _norm_in(out, dst + '/norm', take, src + '.norm')
+        proj(dst + '/proj_in', src + '.proj_in')
+        proj(dst + '/proj_out', src + '.proj_out')
+        for k in range(kind[1]):
+          p, q = f'{src}.transformer_blocks.{k}.', f'{dst}/block{k}/'
+          for name in ('norm1', 'norm2', 'norm3'):
+            _norm_in(out, q + name, take, p + name)
+          for attn in ('attn1', 'attn2'):
+            for name, torch_name in Unet.ATTENTION:
+              w = take(f'{p}{attn}.{torch_name}.weight').T
+              if name == 'out':
+                out[f'{q}{attn}/out/kernel'] = w.reshape(h, -1, w.shape[1])
+                out[f'{q}{attn}/out/bias'] = take(f'{p}{attn}.{torch_name}.bias')
+              else:
+                out[f'{q}{attn}/{name}/kernel'] = w.reshape(w.shape[0], h, -1)
+          _linear_in(out, q + 'ff_proj', take, p + 'ff.net.0.proj')
+          _linear_in(out, q + 'ff_out', take, p + 'ff.net.2')
+    _all_taken(t, 'unet')
+    return out
+
+  @staticmethod
+  def to_reference(flat: dict, model) -> dict:
+    f = dict(flat)
+    take = _taker(f, 'unet')
+    fields = {**model, 'attention': tuple(model['attention'])}
+    out = {}
+
+    def conv(src, dst):
+      out[src + '.weight'] = take(dst + '/kernel').transpose(3, 2, 0, 1)
+      out[src + '.bias'] = take(dst + '/bias')
+
+    def proj(src, dst):
+      if fields['linear_projection']:
+        _linear_out(out, src, take, dst)
+      else:
+        conv(src, dst)
+    for src, dst, kind in Unet._parts(fields):
+      if kind == 'conv':
+        conv(src, dst)
+      elif kind == 'linear':
+        _linear_out(out, src, take, dst)
+      elif kind == 'norm':
+        _norm_out(out, src, take, dst)
+      elif kind == 'resnet':
+        for name in ('norm1', 'norm2'):
+          _norm_out(out, f'{src}.{name}', take, f'{dst}/{name}')
+        for name in ('conv1', 'conv2') + (('conv_shortcut',) * (
+            f'{dst}/conv_shortcut/kernel' in f)):
+          conv(f'{src}.{name}', f'{dst}/{name}')
+        _linear_out(out, f'{src}.time_emb_proj', take, f'{dst}/time_emb_proj')
+      else:
+        _norm_out(out, src + '.norm', take, dst + '/norm')
+        proj(src + '.proj_in', dst + '/proj_in')
+        proj(src + '.proj_out', dst + '/proj_out')
+        for k in range(kind[1]):
+          p, q = f'{src}.transformer_blocks.{k}.', f'{dst}/block{k}/'
+          for name in ('norm1', 'norm2', 'norm3'):
+            _norm_out(out, p + name, take, q + name)
+          for attn in ('attn1', 'attn2'):
+            for name, torch_name in Unet.ATTENTION:
+              w = take(f'{q}{attn}/{name}/kernel')
+              if name == 'out':
+                out[f'{p}{attn}.{torch_name}.weight'] = w.reshape(-1, w.shape[-1]).T
+                out[f'{p}{attn}.{torch_name}.bias'] = take(f'{q}{attn}/out/bias')
+              else:
+                out[f'{p}{attn}.{torch_name}.weight'] = w.reshape(w.shape[0], -1).T
+          _linear_out(out, p + 'ff.net.0.proj', take, q + 'ff_proj')
+          _linear_out(out, p + 'ff.net.2', take, q + 'ff_out')
+    _all_taken(f, 'unet')
+    return out
+
+
 def _split_heads(out: dict, dst: str, take, src: str, d: int, h: int, kv: int, names=None,
                  bias=True):
   """torch Linear query/key/value (heads * head_dim, d) -> flax (d, heads, head_dim)
@@ -2285,7 +2985,8 @@ def _all_taken(rest: dict, arch: str):
 ARCHS = {'gpt2': Gpt2, 'vit': Vit, 'bert': Bert, 'llama': Llama, 'resnet': Resnet,
          't5': T5, 'bart': Bart, 'clip': Clip, 'vgg': Vgg,
          'alexnet': Alexnet, 'densenet': Densenet, 'deit': Deit, 'cait': Cait, 'swin': Swin,
-         'efficientnet': Efficientnet, 'autoencoder_kl': AutoencoderKl}
+         'efficientnet': Efficientnet, 'autoencoder_kl': AutoencoderKl, 'mamba': Mamba,
+         'rwkv': Rwkv, 'dit': Dit, 'unet': Unet}
 # vision.vit is both Hugging Face's `vit` and timm's `deit` (whose inputs and outputs read
 # alike): the first format of a model wins.
 ARCHS_BY_MODEL = {f.model_name: f for f in reversed(ARCHS.values())}

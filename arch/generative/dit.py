@@ -48,7 +48,10 @@ DiTTransformer2DModel counts 749,826,464 for the same network because each of it
 blocks keeps its own timestep MLP and label table (2,777,472 parameters) where the
 official model has one shared pair: 749,826,464 - 27 x 2,777,472 = 674,834,720. Every
 variant's count, with diffusers' extra copies taken out the same way, equals this one's
-(tests/test_dit.py).
+(tests/test_dit.py). diffusers also computes two things otherwise (its timestep
+frequencies 10000^(-i / 127), its MLP LayerNorm's eps 1e-5): the fields frequency_shift and
+mlp_norm_eps reproduce them for its imported weights (train/port.py's `dit`); the
+defaults are the paper's.
 
 Dimension key: B batch, H W height and width, C channels, T tokens (patches), D width,
 P patch size, E context width (unused).
@@ -96,9 +99,9 @@ def dense(features: int, axes, init, name: str, dtype, param_dtype):
                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
 
 
-def plain_norm(dtype):
-  """LayerNorm without scale and bias (adaLN supplies them), eps 1e-6."""
-  return nn.LayerNorm(epsilon=1e-6, use_scale=False, use_bias=False, dtype=dtype)
+def plain_norm(dtype, eps: float = 1e-6):
+  """LayerNorm without scale and bias (adaLN supplies them), eps 1e-6 (the official DiT's)."""
+  return nn.LayerNorm(epsilon=eps, use_scale=False, use_bias=False, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -110,11 +113,12 @@ class TimestepEmbed(nn.Module):
   frequency_dim: int = 256
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  frequency_shift: float = 0.0  # diffusers' DiT: 1 (arch/layers/embed.timestep_embedding)
 
   @nn.compact
   def __call__(self, t_B):
     init = nn.initializers.normal(0.02)
-    f_BF = timestep_embedding(t_B, self.frequency_dim)
+    f_BF = timestep_embedding(t_B, self.frequency_dim, shift=self.frequency_shift)
     # an MLP with a hidden width of D: column- then row-parallel under a tensor axis
     h = dense(self.dim, (None, 'mlp'), init, 'fc1', self.dtype, self.param_dtype)(f_BF)
     return dense(self.dim, ('mlp', 'embed'), init, 'fc2', self.dtype,
@@ -127,6 +131,7 @@ class Block(nn.Module):
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  mlp_norm_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x_BTD, c_BD):
@@ -141,8 +146,8 @@ class Block(nn.Module):
                                                     shift_a, scale_a))
     mlp = Mlp(int(d * self.mlp_ratio), 'gelu_tanh', init_stddev=math.sqrt(2 / (5 * d)),
               dtype=self.dtype, param_dtype=self.param_dtype, name='mlp')
-    return x_BTD + gate_m[:, None] * mlp(modulate(plain_norm(self.dtype)(x_BTD),
-                                                  shift_m, scale_m))
+    return x_BTD + gate_m[:, None] * mlp(modulate(plain_norm(self.dtype, self.mlp_norm_eps)(
+        x_BTD), shift_m, scale_m))
 
 
 class ScanBlock(Block):
@@ -184,6 +189,11 @@ class Model(nn.Module):
   learn_sigma: bool = True  # out_channels = 2 * in_channels (noise, variance interpolation)
   out_channels: Optional[int] = None  # set by the diffusion objective; overrides learn_sigma
   frequency_dim: int = 256  # sinusoidal features of the timestep
+  # diffusers' DiTTransformer2DModel computes two things otherwise than the official DiT
+  # (train/port.py imports it): frequencies 10000^(-i / (F/2 - 1)) (frequency_shift=1)
+  # and the MLP's LayerNorm eps from its config's norm_eps (1e-5). Defaults: the paper's.
+  frequency_shift: float = 0.0
+  mlp_norm_eps: float = 1e-6
   # The blocks as one nn.scan (compile time flat in depth): parameters stacked along a
   # leading 'layers' axis under `block`; stack_layers(params, 'block', depth) converts
   # an unrolled checkpoint (block0, block1, ...), unstack_layers back.
@@ -217,7 +227,7 @@ class Model(nn.Module):
     x_BTD = x_BTD + jnp.asarray(sincos_2d(h // p, w // p, d), self.dtype)[None]
 
     c_BD = TimestepEmbed(d, self.frequency_dim, self.dtype, self.param_dtype,
-                         name='t_embed')(t_B)
+                         self.frequency_shift, name='t_embed')(t_B)
     if self.num_classes:
       rows = self.num_classes + int(self.class_dropout)
       if label_B is None:
@@ -237,10 +247,11 @@ class Model(nn.Module):
                        split_rngs={'params': True}, in_axes=(nn.broadcast,), length=self.depth,
                        metadata_params={nn.PARTITION_NAME: 'layers'})
       x_BTD, _ = blocks(self.num_heads, self.mlp_ratio, self.dtype, self.param_dtype,
-                        name='block')(x_BTD, c_BD)
+                        self.mlp_norm_eps, name='block')(x_BTD, c_BD)
     for i in range(0 if self.scan_layers else self.depth):
       x_BTD = self._block_class(Block)(self.num_heads, self.mlp_ratio, self.dtype,
-                                       self.param_dtype, name=f'block{i}')(x_BTD, c_BD)
+                                       self.param_dtype, self.mlp_norm_eps,
+                                       name=f'block{i}')(x_BTD, c_BD)
     out_c = self.out_channels or (2 * c if self.learn_sigma else c)
     x_BTK = FinalLayer(p * p * out_c, self.dtype, self.param_dtype, name='final')(x_BTD, c_BD)
     return unpatchify(x_BTK, p, h, w).astype(jnp.float32)

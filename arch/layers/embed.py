@@ -40,11 +40,13 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int,
 
 
 
-def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0):
+def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0, shift: float = 0.0):
   """Sinusoids of (float) diffusion timesteps: (B, dim) = [cos(t f_i), sin(t f_i)],
-  f_i = max_period^(-i / (dim/2)) (ADM's, DiT's, diffusers' flip_sin_to_cos=True)."""
+  f_i = max_period^(-i / (dim/2 - shift)) (ADM's, DiT's, diffusers' flip_sin_to_cos=True;
+  `shift` is diffusers' downscale_freq_shift, 1 in its DiT)."""
   half = dim // 2
-  freqs = jnp.asarray(np.exp(-np.log(max_period) * np.arange(half) / half), jnp.float32)
+  freqs = jnp.asarray(np.exp(-np.log(max_period) * np.arange(half) / (half - shift)),
+                      jnp.float32)
   angle_BF = jnp.asarray(t_B, jnp.float32)[:, None] * freqs[None]
   emb = jnp.concatenate([jnp.cos(angle_BF), jnp.sin(angle_BF)], axis=-1)
   return jnp.pad(emb, ((0, 0), (0, dim % 2)))
