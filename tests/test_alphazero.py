@@ -3,8 +3,12 @@ the search never choosing an occupied square (even with a prior that wants one),
 against its formula, board symmetries against the table, the replay buffer against a
 plain-Python ring, self-play targets' invariants, the evaluation harness with the table's
 own player, option errors, and the tiny config trained through the loop with an exact
-resume (replay buffer included)."""
+resume (replay buffer included). Connect Four: the fixed-depth search opponent against
+hand-made tactics and a plain negamax, its mirror symmetry, and one step of the tiny
+config."""
 
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +16,7 @@ import numpy as np
 import pytest
 
 from arch.rl import alphazero as az
+from arch.rl import connect_four as c4
 from conftest import check_eight_devices, check_resumes_alike, load_config
 from train.errors import UserError
 
@@ -241,3 +246,130 @@ def test_eight_devices_give_the_same_numbers_as_one(tmp_path):
                       equal=('game_length', 'draw_rate', 'positions', 'buffer_size'),
                       evals=('loss_rate_vs_random', 'loss_rate_vs_minimax', 'value_error',
                              'policy_optimal_rate'), rel=1e-5, abs=1e-6)
+
+
+# ------------------------------------------------------------------------- Connect Four
+
+
+def _c4_state(columns):
+  """pgx's connect_four after the moves `columns` (alternating, from player 0)."""
+  import pgx
+  env = pgx.make('connect_four')
+  state = jax.vmap(env.init)(jax.random.split(jax.random.key(0), 1))
+  state = state.replace(current_player=jnp.zeros((1,), jnp.int32))
+  for col in columns:
+    state = jax.vmap(env.step)(state, jnp.asarray([col]))
+  assert not bool(state.terminated[0])
+  return state
+
+
+@functools.lru_cache
+def _c4_search(depth):
+  """Jitted (scores (7,) of the position, the player's columns in 16 draws) at `depth`."""
+  def run(state, key):
+    q = c4.action_values(state.observation[..., 0], state.observation[..., 1], depth)[0]
+    many = jax.tree.map(lambda x: jnp.repeat(x, 16, axis=0), state)
+    return q, c4.search_player(depth)(many, key)
+  return jax.jit(run)
+
+
+def _c4_choices(state, depth):
+  return set(np.asarray(_c4_search(depth)(state, jax.random.key(depth))[1]).tolist())
+
+
+def test_connect_four_search_wins_blocks_and_prefers_the_sooner_win():
+  """The fixed-depth opponent: with three of its own in the bottom row it plays the fourth
+  at every depth, scoring the sooner win higher; facing the opponent's three (and no win of
+  its own) it blocks from depth 2 on, while depth 1 sees no difference between the columns;
+  an open three with both ends playable is a forced loss for the defender at depth 2 and,
+  one move earlier, a win in 3 plies for the player who makes it."""
+  values = lambda state, depth: np.asarray(_c4_search(depth)(state, jax.random.key(0))[0])
+  # Player 0 (to move) on 0 1 2 of the bottom row, player 1 above them: column 3 wins.
+  win = _c4_state([0, 0, 1, 1, 2, 2])
+  for depth in (1, 2, 3):
+    assert _c4_choices(win, depth) == {3}
+  q = values(win, 3)
+  assert q[3] == 3 and np.all(np.delete(q, 3) < 3)
+  # Player 1 to move; player 0 holds 1 2 3 of the bottom row, 0 is player 1's: block at 4.
+  threat = _c4_state([1, 0, 2, 6, 3])
+  np.testing.assert_array_equal(values(threat, 1), np.zeros(7))
+  np.testing.assert_array_equal(values(threat, 2), [-1, -1, -1, -1, 0, -1, -1])
+  for depth in (2, 3):
+    assert _c4_choices(threat, depth) == {4}
+  # The same three open at both ends (0 and 4 free): every move loses on the next ply.
+  open_three = _c4_state([1, 1, 2, 2, 3])
+  np.testing.assert_array_equal(values(open_three, 2), -np.ones(7))
+  # Player 0 to move with 2 3 of the bottom row: 1 or 4 makes that open three.
+  fork = _c4_state([2, 2, 3, 3])
+  q3 = values(fork, 3)
+  assert q3[1] == 1 and q3[4] == 1 and np.all(np.delete(q3, [1, 4]) == 0)
+  assert _c4_choices(fork, 3) == {1, 4}
+
+
+def _negamax(mine, theirs, depth):
+  """Plain-Python negamax scores of the 7 columns (module docstring of connect_four)."""
+  def wins(s):
+    return any(all(0 <= r + dr * k < 6 and 0 <= c + dc * k < 7 and s[r + dr * k][c + dc * k]
+                   for k in range(4))
+               for r in range(6) for c in range(7) for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)))
+  q = []
+  for a in range(7):
+    free = [r for r in range(6) if not (mine[r][a] or theirs[r][a])]
+    if not free:
+      q.append(-np.inf)
+      continue
+    after = [row[:] for row in mine]
+    after[max(free)][a] = True
+    if wins(after):
+      q.append(float(depth))
+    elif all(after[r][c] or theirs[r][c] for r in range(6) for c in range(7)) or depth == 1:
+      q.append(0.0)
+    else:
+      q.append(-max(_negamax(theirs, after, depth - 1)))
+  return q
+
+
+def test_connect_four_search_equals_plain_negamax_and_is_mirror_symmetric():
+  """On positions after random play the vectorised scores equal a plain recursive negamax
+  at depth 3, and the mirrored board's scores are the original's mirrored (the symmetry the
+  agent's augmentation uses, `GAMES['connect_four']`)."""
+  import pgx
+  env = pgx.make('connect_four')
+  state = jax.vmap(env.init)(jax.random.split(jax.random.key(0), 6))
+  rng = np.random.default_rng(0)
+  step = jax.jit(jax.vmap(env.step))
+  for _ in range(14):
+    legal = np.asarray(state.legal_action_mask)
+    state = step(state, jnp.asarray([rng.choice(np.flatnonzero(m)) if m.any() else 0
+                                     for m in legal]))
+  obs = np.asarray(state.observation)
+  live = ~np.asarray(state.terminated)
+  assert live.sum() >= 3
+  q = np.asarray(jax.jit(lambda m, t: c4.action_values(m, t, 3))(obs[..., 0], obs[..., 1]))
+  for i in np.flatnonzero(live):
+    np.testing.assert_array_equal(q[i], _negamax(obs[i, ..., 0].tolist(),
+                                                 obs[i, ..., 1].tolist(), 3))
+  game = az.GAMES['connect_four']
+  mirrored = az.symmetrize({'obs': jnp.asarray(obs), 'pi': jnp.asarray(q), 'z': jnp.zeros(6)},
+                           jnp.ones(6, jnp.int32), game.cell_perms, game.action_perms)
+  np.testing.assert_array_equal(mirrored['obs'], obs[:, :, ::-1])
+  q_mirror = c4.action_values(mirrored['obs'][..., 0], mirrored['obs'][..., 1], 3)
+  np.testing.assert_array_equal(q_mirror, mirrored['pi'])
+
+
+def test_connect_four_config_trains_and_plays(tmp_path):
+  """One step of the tiny Connect Four config through the loop (conv tower, self-play of up
+  to 42 plies, replay of (6, 7, 2) boards, the mirror augmentation); then its agent (the
+  search with the trained network) plays the depth-2 opponent, half the games first: every
+  game ends (win, draw and loss rates sum to 1)."""
+  from train import core, loop
+  config = load_config('alphazero_connect4.py:tiny', total_steps=1, eval_every=0,
+                       ckpt_every=1)
+  loop.train_and_evaluate(config, str(tmp_path))
+  variables, _ = core.restore_variables(config, str(tmp_path))
+  assert variables['params']['block_0_conv_0']['kernel'].shape == (3, 3, 4, 4)
+  agent = az.Agent(config)
+  play = jax.jit(lambda v, k: agent.play(agent.search_player(v['params'], 4),
+                                         c4.search_player(2), k, 4))
+  rates = play(variables, jax.random.key(1))
+  assert float(rates['win'] + rates['draw'] + rates['loss']) == pytest.approx(1.0)

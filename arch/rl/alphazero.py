@@ -1,20 +1,20 @@
 """AlphaZero (Silver et al. 2018, "A general reinforcement learning algorithm that masters
-chess, shogi, and Go through self-play") on tic-tac-toe: a policy-value network trained on
-the outcomes and search policies of its own Monte Carlo tree search, self-play and updates
-in one jitted train step. The board is pgx's (Koyamada et al. 2023, "Pgx: hardware-
-accelerated parallel game simulators for reinforcement learning"); the search is mctx's
-(DeepMind's JAX MCTS library).
+chess, shogi, and Go through self-play") on tic-tac-toe and Connect Four: a policy-value
+network trained on the outcomes and search policies of its own Monte Carlo tree search,
+self-play and updates in one jitted train step. The board is pgx's (Koyamada et al. 2023,
+"Pgx: hardware-accelerated parallel game simulators for reinforcement learning"); the search
+is mctx's (DeepMind's JAX MCTS library).
 
 One loop step:
 1. self-play: `num_games` games from the empty board, all moves of all games at once
-   (vmapped over games, scanned over the at most 9 plies). At each ply a search of
-   `num_simulations` simulations runs from every position. AlphaZero searches with the real
-   simulator, not a learned model: the search's recurrent function is pgx's `step`, the
-   network only gives the prior p(.|s) and the leaf value v(s). Two-player zero-sum
-   bookkeeping as in a negamax: the reward of an edge is the outcome for the player who
-   moved (+1 for a winning move, 0 otherwise), values are from the view of the player to
-   move, the discount is -1 between plies (the next value is the opponent's) and 0 after a
-   terminal position. Occupied squares are masked out: at the root through mctx's
+   (vmapped over games, scanned over the at most 9 plies; 42 in Connect Four). At each ply
+   a search of `num_simulations` simulations runs from every position. AlphaZero searches
+   with the real simulator, not a learned model: the search's recurrent function is pgx's
+   `step`, the network only gives the prior p(.|s) and the leaf value v(s). Two-player
+   zero-sum bookkeeping as in a negamax: the reward of an edge is the outcome for the
+   player who moved (+1 for a winning move, 0 otherwise), values are from the view of the
+   player to move, the discount is -1 between plies (the next value is the opponent's) and
+   0 after a terminal position. Occupied squares are masked out: at the root through mctx's
    `invalid_actions` (never searched, never played, zero in the policy target), below it
    through a prior of exactly 0 (the lowest float as its logit). The Gumbel interior rule
    then never picks one: its scores pi' - N / (1 + sum N) sum to a positive number over the
@@ -65,6 +65,15 @@ alone. Metrics: `loss_rate_vs_random`, `win_rate_vs_random`, `loss_rate_vs_minim
 the network against the table on all 4,520 positions: `value_error` (mean |v - v*|) and
 `policy_optimal_rate` (its argmax legal move is minimax-optimal).
 
+Connect Four (`game='connect_four'`, configs/alphazero_connect4.py): the same agent on
+pgx's 6x7 board (7 column actions, games of at most 42 plies), with AlphaZero's residual
+conv tower (`Model(trunk='resnet')`) and the board's mirror image as the augmentation. The
+game is not solved here, so its evaluation (`evaluate_against_search`) plays a uniformly
+random player and a fixed-depth search (arch/rl/connect_four.py: full-width negamax,
+`opponent_depth` plies, exact about wins and losses within its horizon, uniform among the
+best columns): `win_rate_vs_*`, `draw_rate_vs_*`, `loss_rate_vs_*` for `random` and
+`search`, and the same for the network alone (`policy_*`).
+
 Measured (configs/alphazero_tictactoe.py, 300 steps of 128 games, 2026-12-06, loaded 2-core
 CPU): with 128 simulations in self-play and evaluation, 0 losses in 1,000 games against
 random and 0 in 1,000 against minimax at steps 100, 200 and 300 (779 s; seed 1: the same
@@ -81,7 +90,7 @@ never learns the forks two moves ahead (the network alone lost 19.8-33.1% to min
 e.g. answering a corner opening with a corner; the centre is the only reply that holds).
 A deeper self-play search finds the forks, and the network alone then lost 0-1.2%.
 
-Config keys read: `model_name` (a network `Model(num_actions=9)` returning (logits (B, 9),
+Config keys read: `model_name` (a network `Model(num_actions=A)` returning (logits (B, A),
 value (B,)), this module's), `model`, `batch_size` (must be `num_games`: the loop's
 `examples_per_sec` is self-play games per second), `grad_accum_steps` (must be 1), and
 `task_kwargs`, the fields of `Options`. Train metrics: `loss`, `value_loss`,
@@ -89,8 +98,9 @@ value (B,)), this module's), `model`, `batch_size` (must be `num_games`: the loo
 updates, `learning_rate` at its first update; of the step's self-play: `game_length`,
 `first_player_win_rate`, `draw_rate`, `positions` (added to the buffer), `buffer_size`.
 
-Dimension key: N games, T plies (9), S search simulations, A actions (9 squares),
-B minibatch positions, C replay capacity, H hidden width.
+Dimension key: N games, T plies (9; Connect Four 42), S search simulations, A actions
+(9 squares; 7 columns), B minibatch positions, C replay capacity, H hidden width, R x C
+board rows and columns (3 x 3; 6 x 7), D channels, K cells (R C), G symmetries.
 """
 
 import dataclasses
@@ -104,7 +114,7 @@ import numpy as np
 import pgx
 
 import arch
-from arch.rl import render
+from arch.rl import connect_four, render
 from arch.rl.replay import replay_add, replay_init, replay_sample
 from arch.task import ConfigError, Task, no_input, parse_options, row_keys, unconditional_rows
 
@@ -121,19 +131,49 @@ ILLEGAL = -2.0  # action value of an occupied square in the minimax table
 
 
 class Model(nn.Module):
-  """(policy logits (B, 9), value in [-1, 1] (B,)) of boards (B, 3, 3, 2) seen by the
-  player to move (plane 0 their stones, plane 1 the opponent's)."""
+  """(policy logits (B, A), value in [-1, 1] (B,)) of boards (B, R, C, 2) seen by the
+  player to move (plane 0 their stones, plane 1 the opponent's). `trunk='mlp'`: an MLP of
+  widths `hidden` over the flattened planes. `trunk='resnet'`: AlphaZero's residual tower
+  (a 3x3 convolution, then `blocks` blocks of two 3x3 convolutions with a skip, `channels`
+  wide) and its heads (policy: a 1x1 convolution to 2 planes and a linear layer to the
+  logits; value: a 1x1 convolution to 1 plane, a hidden layer of `hidden[0]` and a tanh),
+  with LayerNorm over the tower's channels where AlphaZero has BatchNorm: the search calls
+  the network on a few positions at a time, and a step then has no batch statistics to
+  thread."""
   num_actions: int = NUM_ACTIONS
   hidden: Sequence[int] = (128, 128)
+  trunk: str = 'mlp'  # or 'resnet'
+  channels: int = 64
+  blocks: int = 4
 
   @nn.compact
   def __call__(self, obs):
-    x_BH = jnp.asarray(obs, jnp.float32).reshape(obs.shape[0], -1)
-    for i, width in enumerate(self.hidden):
-      x_BH = nn.relu(nn.Dense(width, name=f'hidden_{i}')(x_BH))
-    logits_BA = nn.Dense(self.num_actions, name='policy_head')(x_BH)
-    value_B = jnp.tanh(nn.Dense(1, name='value_head')(x_BH)[:, 0])
-    return logits_BA, value_B
+    x = jnp.asarray(obs, jnp.float32)
+    b = x.shape[0]
+    if self.trunk == 'mlp':
+      x_BH = x.reshape(b, -1)
+      for i, width in enumerate(self.hidden):
+        x_BH = nn.relu(nn.Dense(width, name=f'hidden_{i}')(x_BH))
+      logits_BA = nn.Dense(self.num_actions, name='policy_head')(x_BH)
+      return logits_BA, jnp.tanh(nn.Dense(1, name='value_head')(x_BH)[:, 0])
+    if self.trunk != 'resnet':
+      raise ValueError(f"trunk={self.trunk!r}; valid: 'mlp', 'resnet'")
+    conv = lambda features, size, name: nn.Conv(features, (size, size), padding='SAME',
+                                                use_bias=False, name=name)
+    norm = lambda name: nn.LayerNorm(name=name)
+    x_BRCD = nn.relu(norm('stem_norm')(conv(self.channels, 3, 'stem_conv')(x)))
+    for i in range(self.blocks):
+      y = nn.relu(norm(f'block_{i}_norm_0')(conv(self.channels, 3, f'block_{i}_conv_0')(x_BRCD)))
+      y = norm(f'block_{i}_norm_1')(conv(self.channels, 3, f'block_{i}_conv_1')(y))
+      x_BRCD = nn.relu(x_BRCD + y)
+    # The heads' 1x1 convolutions keep a bias and no norm (a norm over 1 or 2 channels
+    # would erase the planes it normalises).
+    head_conv = lambda features, name: nn.Conv(features, (1, 1), name=name)
+    p = nn.relu(head_conv(2, 'policy_conv')(x_BRCD)).reshape(b, -1)
+    logits_BA = nn.Dense(self.num_actions, name='policy_head')(p)
+    v = nn.relu(head_conv(1, 'value_conv')(x_BRCD)).reshape(b, -1)
+    v = nn.relu(nn.Dense(self.hidden[0], name='value_hidden')(v))
+    return logits_BA, jnp.tanh(nn.Dense(1, name='value_head')(v)[:, 0])
 
 
 TINY = dict(hidden=(16,))
@@ -213,16 +253,42 @@ def _symmetries():
 SYMMETRIES = _symmetries()
 
 
-def symmetrize(positions, sym_B):
-  """Positions {obs (B, 3, 3, 2), pi (B, 9), z (B,)} each seen through symmetry sym_B
-  (B,) of the board (AlphaGo Zero's augmentation; tic-tac-toe's rules and values are
-  invariant under the 8 symmetries): squares of obs and pi permuted alike, z unchanged."""
-  perm_B9 = jnp.asarray(SYMMETRIES)[sym_B]
+def symmetrize(positions, sym_B, cell_perms=SYMMETRIES, action_perms=SYMMETRIES):
+  """Positions {obs (B, R, C, 2), pi (B, A), z (B,)} each seen through symmetry sym_B
+  (B,) of the board (AlphaGo Zero's augmentation; the game's rules and values are
+  invariant under its symmetries: tic-tac-toe's 8 (`SYMMETRIES`, where cells are actions),
+  Connect Four's mirror image): cells of obs permuted by `cell_perms[g]` (G, R C), pi by
+  `action_perms[g]` (G, A), z unchanged."""
+  cells_BK = jnp.asarray(cell_perms)[sym_B]
+  actions_BA = jnp.asarray(action_perms)[sym_B]
   b = sym_B.shape[0]
-  obs_B92 = positions['obs'].reshape(b, NUM_ACTIONS, -1)
-  obs_B92 = jnp.take_along_axis(obs_B92, perm_B9[..., None], axis=1)
-  return {**positions, 'obs': obs_B92.reshape(positions['obs'].shape),
-          'pi': jnp.take_along_axis(positions['pi'], perm_B9, axis=1)}
+  obs_BK2 = positions['obs'].reshape(b, cells_BK.shape[1], -1)
+  obs_BK2 = jnp.take_along_axis(obs_BK2, cells_BK[..., None], axis=1)
+  return {**positions, 'obs': obs_BK2.reshape(positions['obs'].shape),
+          'pi': jnp.take_along_axis(positions['pi'], actions_BA, axis=1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Game:
+  """What the agent needs to know of a pgx board game."""
+  env_id: str
+  num_actions: int        # A
+  max_plies: int          # T: the longest game
+  cell_perms: np.ndarray  # (G, R C) the board's symmetries (`symmetrize`)
+  action_perms: np.ndarray  # (G, A)
+
+
+def _mirror(rows: int, cols: int):
+  """(cell_perms, action_perms) of a board and its left-right mirror image."""
+  grid = np.arange(rows * cols).reshape(rows, cols)
+  return (np.stack([grid.reshape(-1), grid[:, ::-1].reshape(-1)]),
+          np.stack([np.arange(cols), np.arange(cols)[::-1]]))
+
+
+GAMES = {'tic_tac_toe': Game('tic_tac_toe', NUM_ACTIONS, PLIES, SYMMETRIES, SYMMETRIES),
+         'connect_four': Game('connect_four', connect_four.COLS,
+                              connect_four.ROWS * connect_four.COLS,
+                              *_mirror(connect_four.ROWS, connect_four.COLS))}
 
 
 # ------------------------------------------------------------------------------- objective
@@ -248,6 +314,7 @@ def mask_logits(logits_NA, legal_NA):
 @dataclasses.dataclass(frozen=True)
 class Options:
   """AlphaZero's task_kwargs."""
+  game: str = 'tic_tac_toe'      # or 'connect_four' (`GAMES`)
   num_games: int = 128           # N self-play games per loop step
   num_simulations: int = 128     # S per move in self-play (32 fell short: docstring)
   search: str = 'gumbel'         # or 'puct' (module docstring)
@@ -262,6 +329,7 @@ class Options:
   value_coef: float = 1.0
   eval_games: int = 1000         # per opponent, half moving first
   eval_simulations: int = 128    # the evaluated agent's search
+  opponent_depth: int = 4        # connect_four: plies of the fixed-depth search opponent
 
 
 class Agent:
@@ -272,8 +340,10 @@ class Agent:
     self.opts = opts
     if opts.search not in SEARCHES:
       raise ConfigError(f'task_kwargs.search={opts.search!r}; valid: {", ".join(SEARCHES)}')
+    if opts.game not in GAMES:
+      raise ConfigError(f'task_kwargs.game={opts.game!r}; valid: {", ".join(GAMES)}')
     positive = ('num_games', 'num_simulations', 'buffer_size', 'replay_batch',
-                'updates_per_step', 'eval_games', 'max_considered')
+                'updates_per_step', 'eval_games', 'max_considered', 'opponent_depth')
     if any(getattr(opts, k) < 1 for k in positive):
       raise ConfigError(f'task_kwargs.{", ".join(positive)} must be >= 1')
     if opts.eval_games % 2:
@@ -285,12 +355,16 @@ class Agent:
     if int(config.get('grad_accum_steps', 1)) != 1:
       raise ConfigError('AlphaZero draws its own minibatches (task_kwargs.replay_batch); '
                         'set grad_accum_steps=1')
-    self.env = pgx.make('tic_tac_toe')
-    self.model = arch.model_from_config(config, num_actions=NUM_ACTIONS)
-    value, action_value = minimax_tables()
-    self.minimax_value, self.minimax_action_value = value, action_value
-    self.positions_obs, rows = solved_positions(action_value)
-    self.positions_value, self.positions_action_value = value[rows], action_value[rows]
+    self.game = GAMES[opts.game]
+    self.plies = self.game.max_plies
+    self.env = pgx.make(self.game.env_id)
+    self.model = arch.model_from_config(config, num_actions=self.game.num_actions)
+    self.tic_tac_toe = opts.game == 'tic_tac_toe'
+    if self.tic_tac_toe:  # the solved game: a perfect opponent and targets for the network
+      value, action_value = minimax_tables()
+      self.minimax_value, self.minimax_action_value = value, action_value
+      self.positions_obs, rows = solved_positions(action_value)
+      self.positions_value, self.positions_action_value = value[rows], action_value[rows]
 
   # ------------------------------------------------------------------------------ search
 
@@ -321,11 +395,11 @@ class Agent:
     if opts.search == 'gumbel':
       return mctx.gumbel_muzero_policy(
           params, rng, root, self.recurrent_fn, num_simulations, invalid_actions=invalid_NA,
-          max_depth=PLIES, max_num_considered_actions=opts.max_considered,
+          max_depth=self.plies, max_num_considered_actions=opts.max_considered,
           gumbel_scale=1.0 if explore else 0.0)
     out = mctx.muzero_policy(
         params, rng, root, self.recurrent_fn, num_simulations, invalid_actions=invalid_NA,
-        max_depth=PLIES, dirichlet_fraction=0.25 if explore else 0.0,
+        max_depth=self.plies, dirichlet_fraction=0.25 if explore else 0.0,
         dirichlet_alpha=opts.dirichlet_alpha)
     if not explore:  # the most visited legal move
       visits = jnp.where(invalid_NA, -1, out.search_tree.summary().visit_counts)
@@ -366,9 +440,10 @@ class Agent:
       state = jax.vmap(self.env.step)(state, self.choose(out, t, k_move))
       return state, {**record, 'rewards': state.rewards}
 
-    state, traj = jax.lax.scan(ply, state, (jax.random.split(k_play, PLIES), jnp.arange(PLIES)))
+    t = self.plies
+    state, traj = jax.lax.scan(ply, state, (jax.random.split(k_play, t), jnp.arange(t)))
     outcome_N2 = traj['rewards'].sum(0)  # pgx pays the result only at the final ply
-    z_TN = jnp.take_along_axis(jnp.broadcast_to(outcome_N2, (PLIES, n, 2)),
+    z_TN = jnp.take_along_axis(jnp.broadcast_to(outcome_N2, (t, n, 2)),
                                traj['mover'][..., None], axis=-1)[..., 0]
     length_N = traj['played'].sum(0)
     # The first mover of a game is the player to move at ply 0.
@@ -376,7 +451,7 @@ class Agent:
     first_result_N = jnp.take_along_axis(outcome_N2, first_N[:, None], axis=-1)[:, 0]
     stats = {'game_length': length_N.mean(), 'first_player_win_rate': (first_result_N > 0).mean(),
              'draw_rate': (first_result_N == 0).mean()}
-    flat = lambda x: x.reshape(PLIES * n, *x.shape[2:])
+    flat = lambda x: x.reshape(t * n, *x.shape[2:])
     positions = {'obs': flat(traj['obs']), 'pi': flat(traj['pi']), 'z': flat(z_TN)}
     return positions, flat(traj['played']), stats
 
@@ -387,7 +462,7 @@ class Agent:
     state = self.env.init(jax.random.key(0))
     obs = state.observation
     params = self.model.init(rng, obs[None])['params']
-    example = {'obs': obs, 'pi': jnp.zeros((NUM_ACTIONS,), jnp.float32),
+    example = {'obs': obs, 'pi': jnp.zeros((self.game.num_actions,), jnp.float32),
                'z': jnp.zeros((), jnp.float32)}
     return {'params': params, REPLAY: replay_init(example, self.opts.buffer_size)}
 
@@ -420,7 +495,9 @@ class Agent:
         k_sample, k_sym = jax.random.split(jax.random.fold_in(k_learn, i))
         mb = replay_sample(replay, k_sample, opts.replay_batch)
         if opts.augment:
-          mb = symmetrize(mb, jax.random.randint(k_sym, (opts.replay_batch,), 0, 8))
+          game = self.game
+          sym_B = jax.random.randint(k_sym, (opts.replay_batch,), 0, len(game.cell_perms))
+          mb = symmetrize(mb, sym_B, game.cell_perms, game.action_perms)
         return update(st, mb, k_sample)
 
       new, metrics = jax.lax.scan(learn, state.replace(extra=others),
@@ -481,13 +558,15 @@ class Agent:
       return (state, result_N + state.rewards[:, 0]), None
 
     (_, result_N), _ = jax.lax.scan(ply, (state, jnp.zeros((num_games,), jnp.float32)),
-                                    jax.random.split(k_play, PLIES))
+                                    jax.random.split(k_play, self.plies))
     return {'loss': (result_N < 0).mean(), 'draw': (result_N == 0).mean(),
             'win': (result_N > 0).mean()}
 
   def evaluate_run(self, variables, rng):
     params, n = variables['params'], self.opts.eval_games
     searcher = self.search_player(params, self.opts.eval_simulations)
+    if not self.tic_tac_toe:
+      return self.evaluate_against_search(params, searcher, rng)
     k_rand, k_mm, k_prand, k_pmm = jax.random.split(rng, 4)
     vs_random = self.play(searcher, self.random_player, k_rand, n)
     vs_minimax = self.play(searcher, self.minimax_player(), k_mm, n)
@@ -501,6 +580,20 @@ class Agent:
                                                      n)['loss'],
             **self.against_the_table(params)}
 
+  def evaluate_against_search(self, params, searcher, rng):
+    """Connect Four: the agent's and the network's (`policy_*`) win / draw / loss rates
+    against a uniformly random player and the fixed-depth search (arch/rl/connect_four.py,
+    `opponent_depth` plies), half the games moving first."""
+    n, out = self.opts.eval_games, {}
+    opponents = {'random': self.random_player,
+                 'search': connect_four.search_player(self.opts.opponent_depth)}
+    keys = iter(jax.random.split(rng, 4))
+    for prefix, player in (('', searcher), ('policy_', self.policy_player(params))):
+      for name, opponent in opponents.items():
+        rates = self.play(player, opponent, next(keys), n)
+        out.update({f'{prefix}{k}_rate_vs_{name}': v for k, v in rates.items()})
+    return out
+
   def against_the_table(self, params):
     """The network on every solved position: `value_error` (mean |v - minimax value|)
     and `policy_optimal_rate` (argmax over legal moves is a minimax-optimal move)."""
@@ -511,19 +604,28 @@ class Agent:
     return {'value_error': jnp.abs(value_P - jnp.asarray(self.positions_value)).mean(),
             'policy_optimal_rate': (chosen_P == q_PA.max(-1)).mean()}
 
-  def sample(self, variables, batch, rng, *, row_ids, opponent: str = 'minimax',
+  def sample(self, variables, batch, rng, *, row_ids, opponent: str = '',
              num_simulations: int = 0, size: int = 96):
     """One game per row of the agent (the search with `num_simulations`, default the
-    evaluation's) against `opponent` ('minimax', 'random' or 'self'), the agent moving
-    first in even rows: {'episodes': (N, 10, size, size, 3) the board before each ply and
-    after the last (held once the game ends; the agent's marks in the accent colour),
-    'episode_return': (N,) the agent's result (+1 win, 0 draw, -1 loss),
-    'episode_length': (N,) plies, 'boards': (N, 10, 9) the pictured positions (pgx's
-    cells: -1 empty, 0 X, 1 O)}."""
+    evaluation's) against `opponent` ('minimax' for tic-tac-toe, 'search' for Connect Four
+    (the default: the evaluation's strongest opponent), 'random' or 'self'), the agent
+    moving first in even rows: {'episodes': (N, T + 1, size, size, 3) the board before each
+    ply and after the last (held once the game ends; the agent's marks in the accent
+    colour), 'episode_return': (N,) the agent's result (+1 win, 0 draw, -1 loss),
+    'episode_length': (N,) plies, 'boards': (N, T + 1, R C) the pictured positions (pgx's
+    cells: -1 empty, 0 the first mover's, 1 the second's)}."""
     del batch
-    players = {'minimax': self.minimax_player(), 'random': self.random_player}
+    players = {'random': self.random_player}
+    if self.tic_tac_toe:
+      players['minimax'] = self.minimax_player()
+      draw_board = render.board
+    else:
+      players['search'] = connect_four.search_player(self.opts.opponent_depth)
+      draw_board = render.connect_four
+    opponent = opponent or ('minimax' if self.tic_tac_toe else 'search')
     if opponent not in (*players, 'self'):
-      raise ConfigError(f'--opponent {opponent!r}: valid opponents are minimax, random, self')
+      raise ConfigError(f'--opponent {opponent!r}: valid opponents are '
+                        f'{", ".join((*players, "self"))}')
     agent = self.search_player(variables['params'],
                                num_simulations or self.opts.eval_simulations)
     other = agent if opponent == 'self' else players[opponent]
@@ -543,13 +645,13 @@ class Agent:
         return (new, result + new.rewards[0, 0], plies + live[0]), state._x.board[0]
 
       (last, result, plies), boards = jax.lax.scan(
-          ply, (state, jnp.float32(0), jnp.int32(0)), jax.random.split(k_play, PLIES))
+          ply, (state, jnp.float32(0), jnp.int32(0)), jax.random.split(k_play, self.plies))
       return jnp.concatenate([boards, last._x.board]), result, plies
 
     second_N = row_ids % 2  # the agent moves second in odd rows
     boards, result, plies = jax.vmap(game)(row_keys(rng, row_ids), second_N)
     # The first mover plays X (mark 0): the agent's mark is 1 when it moved second.
-    frames = jax.vmap(lambda b, m: jax.vmap(lambda c: render.board(c, m, size))(b))(
+    frames = jax.vmap(lambda b, m: jax.vmap(lambda c: draw_board(c, m, size))(b))(
         boards, second_N)
     return {'episodes': frames, 'episode_return': result, 'episode_length': plies,
             'boards': boards}

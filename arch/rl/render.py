@@ -212,6 +212,23 @@ def board(cells, agent_mark, size: int = 96):
   return jnp.round(jnp.clip(img, 0, 1) * 255).astype(jnp.uint8)
 
 
+def connect_four(cells, agent_mark, size: int = 96):
+  """A Connect Four position as a uint8 (size, size 7 / 6, 3) picture: `cells` (42,)
+  row-major from the top row with -1 empty, 0 the first mover's, 1 the second's (pgx's
+  board); the agent's (`agent_mark`) discs in the accent colour, the opponent's in ink,
+  empty holes as rings."""
+  c = Canvas(size, size * 7 // 6, (0.0, 7.0), (0.0, 6.0))
+  img = c.blank()
+  for i in range(42):
+    x, y = i % 7 + 0.5, 5.5 - i // 7
+    hole = disc(c.X, c.Y, (x, y), 0.4)
+    img = c.paint(img, jnp.abs(hole) - 0.03, TRACK)
+    colour = jnp.where(agent_mark == cells[i], jnp.asarray(ACCENT), jnp.asarray(INK))
+    alpha = _coverage(hole, c.pixel)[..., None] * (cells[i] >= 0)
+    img = img * (1 - alpha) + alpha * colour
+  return jnp.round(jnp.clip(img, 0, 1) * 255).astype(jnp.uint8)
+
+
 def make_sample(env_name: str, env, env_params, act_fn):
   """`Task.sample` and `Task.prompt_batch` rendering evaluation episodes, one per row:
   sample(variables, batch, rng, *, row_ids, max_steps, stride, height, width, greedy) ->

@@ -40,6 +40,15 @@ Methods (`task_kwargs.method`):
   over its B rollouts; the coefficient is the non-param collection 'kl_ctl', so a
   checkpoint holds it and a resumed run continues it exactly.
 
+Devices. Samples are keyed by the step's shared key and the prompt's global row, so they
+do not depend on the device that draws them. Under jit a batch is one global array; under
+pmap each device holds its rows, and the step keeps jit's numbers: every mean of a loss or
+metric divides by the global count of pairs or tokens (`share_of`; the builders then
+average the devices' values), PPO's advantages are whitened over the whole minibatch, and
+its minibatches are cut from one permutation of the rollouts gathered from all devices,
+each device training on its slice of each (batch_size / minibatches must split over the
+devices; otherwise one error at startup names the fix, or parallelism='jit').
+
 Frozen runs (the loop restores them into non-param collections, never trained): 'ref', a
 causal-LM run of the same network (the pretrained pydoc GPT), for every method; 'rm', a run
 of this task with method='rm', for PPO. Dropout is off everywhere, so policy and reference
@@ -140,27 +149,45 @@ def preference_pairs(resp_a_BN, resp_b_BN):
   return chosen, rejected, (prop_a != prop_b).astype(jnp.float32)
 
 
-def weighted_mean(x_B, w_B):
-  return (x_B * w_B).sum() / jnp.maximum(w_B.sum(), 1.0)
+def global_sum(x, axis_name=None):
+  """A sum over this device's rows, and under pmap (axis_name) over every device's."""
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
-def bradley_terry_loss(r_chosen_B, r_rejected_B, weight_B):
+def share_of(total, axis_name=None):
+  """The denominator of a device's part of a global mean: `total` (the global count, at
+  least 1) under jit; under pmap total / devices, so that the mean over devices the step
+  builders take (of losses, gradients, metrics) is the global batch's mean, not a mean of
+  per-device means (they differ where devices hold different counts of pairs or tokens)."""
+  total = jnp.maximum(total, 1.0)
+  return total if axis_name is None else total / jax.lax.axis_size(axis_name)
+
+
+def weighted_mean(x_B, w_B, axis_name=None):
+  return (x_B * w_B).sum() / share_of(global_sum(w_B.sum(), axis_name), axis_name)
+
+
+def bradley_terry_loss(r_chosen_B, r_rejected_B, weight_B, axis_name=None):
   """-log sigmoid(r_w - r_l), the weighted mean over pairs."""
-  return weighted_mean(-jax.nn.log_sigmoid(r_chosen_B - r_rejected_B), weight_B)
+  return weighted_mean(-jax.nn.log_sigmoid(r_chosen_B - r_rejected_B), weight_B, axis_name)
 
 
-def dpo_loss(pi_chosen_B, pi_rejected_B, ref_chosen_B, ref_rejected_B, beta, weight_B):
+def dpo_loss(pi_chosen_B, pi_rejected_B, ref_chosen_B, ref_rejected_B, beta, weight_B,
+             axis_name=None):
   """(loss, chosen reward (B,), rejected reward (B,)) of Rafailov et al.'s eq. 7 with
   sequence log-probabilities; the implicit reward is beta log pi/ref."""
   chosen_B = beta * (pi_chosen_B - ref_chosen_B)
   rejected_B = beta * (pi_rejected_B - ref_rejected_B)
-  return weighted_mean(-jax.nn.log_sigmoid(chosen_B - rejected_B), weight_B), chosen_B, rejected_B
+  loss = weighted_mean(-jax.nn.log_sigmoid(chosen_B - rejected_B), weight_B, axis_name)
+  return loss, chosen_B, rejected_B
 
 
-def masked_whiten(x, mask):
-  n = jnp.maximum(mask.sum(), 1.0)
-  mean = (x * mask).sum() / n
-  var = (((x - mean) * mask) ** 2).sum() / n
+def masked_whiten(x, mask, axis_name=None):
+  """x whitened over the tokens where `mask` is 1 (of every device's part of a minibatch
+  under pmap)."""
+  n = jnp.maximum(global_sum(mask.sum(), axis_name), 1.0)
+  mean = global_sum((x * mask).sum(), axis_name) / n
+  var = global_sum((((x - mean) * mask) ** 2).sum(), axis_name) / n
   return (x - mean) / (jnp.sqrt(var) + 1e-8)
 
 
@@ -172,16 +199,18 @@ def adapt_kl_coef(coef, kl, target, horizon, rollouts):
   return coef * (1.0 + error * rollouts / horizon)
 
 
-def masked_ppo_terms(log_prob, old_log_prob, adv, value, old_value, ret, mask, eps, clip_value):
+def masked_ppo_terms(log_prob, old_log_prob, adv, value, old_value, ret, mask, eps, clip_value,
+                     axis_name=None):
   """(L^CLIP, L^VF, ratio, approx KL, clip fraction) of arch/rl/ppo.py over the tokens
-  where `mask` is 1 (any shape)."""
+  where `mask` is 1 (any shape; under pmap this device's part of the means over every
+  device's tokens, `share_of`)."""
   ratio = jnp.exp(log_prob - old_log_prob)
   surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - eps, 1 + eps) * adv)
   v_loss = (value - ret) ** 2
   if clip_value:
     v_clipped = old_value + jnp.clip(value - old_value, -eps, eps)
     v_loss = jnp.maximum(v_loss, (v_clipped - ret) ** 2)
-  n = jnp.maximum(mask.sum(), 1.0)
+  n = share_of(global_sum(mask.sum(), axis_name), axis_name)
   mean = lambda x: (x * mask).sum() / n
   log_ratio = log_prob - old_log_prob
   return (mean(surrogate), 0.5 * mean(v_loss), ratio, mean((ratio - 1.0) - log_ratio),
@@ -264,6 +293,7 @@ class Agent:
       raise ConfigError(f'task_kwargs.prompt_len must be in [1, data.pack={self.window}] '
                         f'and new_tokens >= 1')
     self.batch_size = int(config.batch_size)
+    self.axis_name = None  # the loop's device axis under pmap (make_step)
     if opts.method == 'ppo' and self.batch_size % opts.minibatches:
       raise ConfigError(f'batch_size {self.batch_size} does not split into '
                         f'{opts.minibatches} minibatches')
@@ -342,26 +372,28 @@ class Agent:
     del rng
     r_w = self.score(variables['params'], pairs['chosen'])
     r_l = self.score(variables['params'], pairs['rejected'])
-    loss = bradley_terry_loss(r_w, r_l, pairs['weight'])
-    metrics = {'pair_accuracy': weighted_mean((r_w > r_l).astype(jnp.float32), pairs['weight']),
-               'reward_chosen': weighted_mean(r_w, pairs['weight']),
-               'reward_rejected': weighted_mean(r_l, pairs['weight'])}
+    w, axis = pairs['weight'], self.axis_name
+    loss = bradley_terry_loss(r_w, r_l, w, axis)
+    metrics = {'pair_accuracy': weighted_mean((r_w > r_l).astype(jnp.float32), w, axis),
+               'reward_chosen': weighted_mean(r_w, w, axis),
+               'reward_rejected': weighted_mean(r_l, w, axis)}
     return loss, (metrics, {})
 
-  def dpo_terms(self, params, pairs):
+  def dpo_terms(self, params, pairs, axis_name=None):
     pi_w = self.lm.sequence_log_prob(params['lm'], pairs['chosen'])
     pi_l = self.lm.sequence_log_prob(params['lm'], pairs['rejected'])
     return dpo_loss(pi_w, pi_l, pairs['ref_chosen'], pairs['ref_rejected'], self.opts.beta,
-                    pairs['weight'])
+                    pairs['weight'], axis_name)
 
   def dpo_loss(self, variables, pairs, rng):
     del rng
-    loss, chosen, rejected = self.dpo_terms(variables['params'], pairs)
-    w = pairs['weight']
-    metrics = {'reward_chosen': weighted_mean(chosen, w),
-               'reward_rejected': weighted_mean(rejected, w),
-               'reward_margin': weighted_mean(chosen - rejected, w),
-               'reward_accuracy': weighted_mean((chosen > rejected).astype(jnp.float32), w)}
+    w, axis = pairs['weight'], self.axis_name
+    loss, chosen, rejected = self.dpo_terms(variables['params'], pairs, axis)
+    metrics = {'reward_chosen': weighted_mean(chosen, w, axis),
+               'reward_rejected': weighted_mean(rejected, w, axis),
+               'reward_margin': weighted_mean(chosen - rejected, w, axis),
+               'reward_accuracy': weighted_mean((chosen > rejected).astype(jnp.float32), w,
+                                                axis)}
     return loss, (metrics, {})
 
   def policy_terms(self, params, seq_BT):
@@ -400,9 +432,10 @@ class Agent:
     log_prob, value = self.policy_terms(params, mb['seq'])
     adv = mb['advantage']
     if self.opts.whiten_advantages:
-      adv = masked_whiten(adv, mb['mask'])
+      adv = masked_whiten(adv, mb['mask'], self.axis_name)
     return masked_ppo_terms(log_prob, mb['log_prob'], adv, value, mb['value'], mb['return'],
-                            mb['mask'], self.opts.clip_eps, self.opts.clip_value)
+                            mb['mask'], self.opts.clip_eps, self.opts.clip_value,
+                            self.axis_name)
 
   def ppo_loss(self, variables, mb, rng):
     del rng
@@ -412,13 +445,32 @@ class Agent:
                    'clip_fraction': clip_frac}, {})
 
   def minibatches(self, samples, rng):
-    m = self.opts.minibatches
+    """The step's rollouts (B, ...) as `minibatches` random minibatches (M, B / M, ...),
+    from one permutation of the global batch. Under pmap the rollouts of every device are
+    gathered first and each device keeps its slice of every minibatch (M, B / M / devices,
+    ...): jit's minibatches, split over the devices."""
+    m, axis = self.opts.minibatches, self.axis_name
+    if axis is not None:
+      samples = jax.lax.all_gather(samples, axis, tiled=True)
     perm = jax.random.permutation(rng, self.batch_size)
-    return jax.tree.map(lambda x: x[perm].reshape(m, -1, *x.shape[1:]), samples)
+    mbs = jax.tree.map(lambda x: x[perm].reshape(m, -1, *x.shape[1:]), samples)
+    if axis is None:
+      return mbs
+    devices = jax.lax.axis_size(axis)
+    if (self.batch_size // m) % devices:
+      raise ConfigError(f"parallelism='pmap': PPO's minibatches of batch_size / minibatches "
+                        f"= {self.batch_size // m} rollouts do not split over {devices} "
+                        f"devices; use a batch_size that {m} x {devices} divides, or "
+                        f"parallelism='jit'")
+    k = self.batch_size // m // devices
+    start = jax.lax.axis_index(axis) * k
+    return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, k, axis=1), mbs)
 
   def make_step(self, builders):
     opts = self.opts
     method = opts.method
+    # Under pmap the losses' means run over every device's pairs or tokens (`share_of`).
+    self.axis_name = axis = builders.axis_name
     update = builders.supervised({'rm': self.rm_loss, 'dpo': self.dpo_loss,
                                   'ppo': self.ppo_loss}[method], accum=1)
 
@@ -427,7 +479,9 @@ class Agent:
       key = builders.shared_rng(state)
       k_sample, k_shuffle = jax.random.split(key)
       prompt_BP = self.prompts(batch)
-      row_ids_B = jnp.arange(prompt_BP.shape[0])
+      b = prompt_BP.shape[0]
+      # Global row ids: a prompt's samples do not depend on the device that holds it.
+      row_ids_B = jnp.arange(b) + (0 if axis is None else jax.lax.axis_index(axis) * b)
       # The frozen runs and the KL controller stay out of the updates (the builders would
       # average them under pmap).
       frozen = {k: v for k, v in state.extra.items() if k in (REF, RM, KL_CTL)}
@@ -435,9 +489,10 @@ class Agent:
       if method in ('rm', 'dpo'):
         pairs = self.pairs(state.extra[REF]['params'], prompt_BP, k_sample, row_ids_B)
         new, metrics = update(others, pairs, k_shuffle)
-        metrics['tie_fraction'] = 1.0 - pairs['weight'].mean()
+        metrics['tie_fraction'] = 1.0 - builders.mean(pairs['weight'].mean())
       else:
         samples, stats = self.rollout(state.variables(), prompt_BP, k_sample, row_ids_B)
+        stats = builders.mean(stats)  # of every device's rollouts (equal counts of rows)
 
         def epoch(s, e):
           mbs = self.minibatches(samples, jax.random.fold_in(k_shuffle, e))
@@ -448,7 +503,7 @@ class Agent:
         metrics['learning_rate'] = builders.schedule(state.step * opts.epochs * opts.minibatches)
         metrics['kl_coef'] = jnp.asarray(self.kl_coef(frozen), jnp.float32)
         if self.adaptive:  # the next step's coefficient, from this step's sampled KL
-          coef = adapt_kl_coef(frozen[KL_CTL]['coef'], builders.mean(stats['kl']),
+          coef = adapt_kl_coef(frozen[KL_CTL]['coef'], stats['kl'],
                                opts.kl_target, opts.kl_horizon, self.batch_size)
           frozen = {**frozen, KL_CTL: {'coef': coef}}
       return new.replace(extra={**new.extra, **frozen}), metrics
