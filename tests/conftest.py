@@ -74,17 +74,33 @@ def run_cli(args, data_dir, devices=1, timeout=300, module='train', **popen):
                         timeout=timeout, **popen)
 
 
-def sample_in_process(args, data_dir):
-  """`python -m train.sample args...` run in this process on its one device: the CLI's
-  path (options, restore, writing the files) without its start-up (about 3 s of imports
-  on 2 cores). Returns the exit status; the 8-device side stays a subprocess (run_cli)."""
+def run_sample(args, data_dir, devices=1):
+  """`python -m train.sample args...` as run_cli runs it (a CompletedProcess-like result:
+  returncode, stdout, stderr), on one device in this process: the CLI's path (options,
+  restore, writing the files) without a process start-up (about 3 s of imports on 2
+  cores); on several devices a subprocess (run_cli)."""
+  if devices != 1:
+    return run_cli(args, data_dir, devices=devices, module='train.sample')
+  import contextlib
+  import io
   from train import peers, sample
   previous = peers.set_advice(None)  # main sets the lost-peer advice: put it back after
   args = [os.path.join(REPO, a) if a.startswith('configs/') else a for a in map(str, args)]
+  out, err = io.StringIO(), io.StringIO()
+  env = os.environ.get('ARCHZOO_DATA_DIR')
+  os.environ['ARCHZOO_DATA_DIR'] = str(data_dir)  # as cli_env sets it (frozen runs' configs)
   try:
-    return sample.main([*args, f'--config.data.data_dir={data_dir}'])
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      code = sample.main([*args, f'--config.data.data_dir={data_dir}'])
+  except SystemExit as e:  # argparse: a bad option, --help
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   finally:
     peers.set_advice(previous)
+    if env is None:
+      del os.environ['ARCHZOO_DATA_DIR']
+    else:
+      os.environ['ARCHZOO_DATA_DIR'] = env
+  return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def load_config(spec, **overrides):

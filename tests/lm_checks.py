@@ -14,7 +14,7 @@ import numpy as np
 
 from arch import vocab
 from arch.sequence import decoding, lm
-from conftest import load_config, run_cli
+from conftest import load_config, run_sample
 
 
 def check_causal(model, variables, tokens_BT):
@@ -122,9 +122,9 @@ def check_sampler_one_and_eight(spec, workdir, data_dir):
   workdir) prints the same text on 1 and on 8 devices, and rows differ."""
   args = ['--config', f'configs/{spec}', '--workdir', workdir, '--prompt', 'The ',
           '--num_samples', '3', '--max_new_tokens', '12', '--seed', '5']
-  one = run_cli(args, data_dir, module='train.sample')
+  one = run_sample(args, data_dir)
   assert one.returncode == 0, one.stderr[-3000:]
-  eight = run_cli(args, data_dir, devices=8, module='train.sample')
+  eight = run_sample(args, data_dir, devices=8)
   assert eight.returncode == 0, eight.stderr[-3000:]
   assert one.stdout == eight.stdout
   bodies = one.stdout.split('--- sample')[1:]

@@ -16,7 +16,8 @@ import pytest
 
 from arch.dynamics import cnf, density
 from arch.task import ConfigError
-from conftest import check_resumes_from_step_2, load_config, read_metrics, run_cli, train_spec
+from conftest import (check_resumes_from_step_2, load_config, read_metrics, run_cli, run_sample,
+                      train_spec)
 from train.datasets import toy2d
 
 
@@ -191,9 +192,8 @@ def test_tiny_config_trains_resumes_shards_and_samples(model, tmp_path, data_dir
   np.testing.assert_allclose([l for _, l in losses[1]], [l for _, l in losses[0]], rtol=1e-5)
   points = []
   for devices in ((1, 8) if model == 'cnf' else (1,)):
-    proc = run_cli(['--config', f'configs/{spec}', '--workdir', tmp_path / 'straight',
-                    '--num_samples', '24', '--seed', '3'], data_dir, devices=devices,
-                   module='train.sample')
+    proc = run_sample(['--config', f'configs/{spec}', '--workdir', tmp_path / 'straight',
+                       '--num_samples', '24', '--seed', '3'], data_dir, devices=devices)
     assert proc.returncode == 0, proc.stderr[-2000:]
     stem = tmp_path / 'straight' / 'samples' / 'step4_seed3'
     assert os.path.getsize(f'{stem}.png') > 0

@@ -16,7 +16,7 @@ import pytest
 
 from arch.generative import dalle
 from arch.task import ConfigError
-from conftest import REPO, check_resumes_alike, load_config, run_cli, train_spec
+from conftest import REPO, check_resumes_alike, load_config, run_sample, train_spec
 
 SPEC = 'dalle_shapes.py:tiny'
 T, GRID, K, V = 4, (2, 3), 5, 7
@@ -185,20 +185,18 @@ def test_config_trains_resumes_and_samples_alike_on_eight_devices(tmp_path, data
           f'--config.data.data_dir={data_dir}']
   images = []
   for devices in (1, 8):
-    proc = run_cli([*args, '--seed', '3'], data_dir, devices=devices, module='train.sample')
+    proc = run_sample([*args, '--seed', '3'], data_dir, devices=devices)
     assert proc.returncode == 0, proc.stderr[-2000:]
     images.append(np.load(workdir / 'samples' / 'step4_seed3.npz')['images'])
   assert images[0].shape == (5, 8, 8, 3)
   np.testing.assert_array_equal(images[0], images[1])
   # text prompts through the CLI: --num_samples images of each; a bad word is one line
-  proc = run_cli([*args, '--num_samples', '2', '--prompt', 'a red circle above a blue square',
-                  '--prompt', 'a cyan triangle left of a green circle'], data_dir,
-                 module='train.sample')
+  proc = run_sample([*args, '--num_samples', '2', '--prompt', 'a red circle above a blue square',
+                     '--prompt', 'a cyan triangle left of a green circle'], data_dir)
   assert proc.returncode == 0, proc.stderr[-2000:]
   drawn = np.load(workdir / 'samples' / 'step4_seed0.npz')['images']
   assert drawn.shape == (4, 8, 8, 3)
-  proc = run_cli([*args, '--prompt', 'a violet circle above a blue square'], data_dir,
-                 module='train.sample')
+  proc = run_sample([*args, '--prompt', 'a violet circle above a blue square'], data_dir)
   assert proc.returncode == 2 and 'violet' in proc.stderr
   assert proc.stderr.strip().count('\n') == 0, proc.stderr
 

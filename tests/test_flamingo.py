@@ -10,7 +10,7 @@ import pytest
 from arch.multimodal import flamingo
 from arch import vocab
 from arch.sequence import gpt
-from conftest import load_config, read_metrics, run_cli
+from conftest import load_config, read_metrics, run_sample
 
 LM = dict(vocab_size=vocab.BYTE_VOCAB_SIZE, num_layers=2, num_heads=2, embed_dim=16,
           max_length=32)
@@ -160,10 +160,9 @@ def test_flamingo_digits_trains_its_frozen_runs_then_answers_through_the_sampler
   assert sorted(read_metrics(tmp_path / 'frozen_lm', 'eval')) == [2]
   assert sorted(read_metrics(tmp_path / 'frozen_vision', 'eval')) == [2]
   # The sampler answers about the test split's first images.
-  proc = run_cli(['--config', 'configs/flamingo_digits.py:tiny', '--workdir', tmp_path,
-                  '--num_samples', '3', '--max_new_tokens', '4',
-                  '--prompt', 'Q: What digit is this? A:'], data_dir,
-                 module='train.sample')
+  proc = run_sample(['--config', 'configs/flamingo_digits.py:tiny', '--workdir', tmp_path,
+                     '--num_samples', '3', '--max_new_tokens', '4',
+                     '--prompt', 'Q: What digit is this? A:'], data_dir)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.count('Q: What digit is this? A:') == 3
   assert 'test example 2, label' in proc.stdout

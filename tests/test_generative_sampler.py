@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import load_config, read_metrics, run_cli, sample_in_process
+from conftest import load_config, read_metrics, run_sample
 
 FAMILIES = ['flow_digits.py:tiny', 'flow_digits.py:tiny,model=glow',
             'pixelcnn_digits.py:tiny,conditional', 'nade_digits.py:tiny',
@@ -33,11 +33,8 @@ def test_samples_are_the_same_on_one_and_eight_devices(spec, tmp_path, data_dir)
   args = ['--config', f'configs/{spec}', '--workdir', tmp_path, '--num_samples', '10',
           '--seed', '3']
   for devices in (1, 8):
-    if devices == 1:
-      assert sample_in_process(args, data_dir) == 0
-    else:
-      proc = run_cli(args, data_dir, devices=devices, module='train.sample')
-      assert proc.returncode == 0, proc.stderr
+    proc = run_sample(args, data_dir, devices=devices)
+    assert proc.returncode == 0, proc.stderr
     stem = tmp_path / 'samples' / 'step1_seed3'
     assert os.path.getsize(f'{stem}.png') > 0
     arrays.append(np.load(f'{stem}.npz')['images'])
@@ -49,8 +46,8 @@ def test_samples_are_the_same_on_one_and_eight_devices(spec, tmp_path, data_dir)
 
 def test_image_sampler_refuses_a_prompt(tmp_path, data_dir):
   _train('flow_digits.py:tiny', tmp_path, data_dir)
-  proc = run_cli(['--config', 'configs/flow_digits.py:tiny', '--workdir', tmp_path,
-                  '--prompt', 'a seven'], data_dir, module='train.sample')
+  proc = run_sample(['--config', 'configs/flow_digits.py:tiny', '--workdir', tmp_path,
+                     '--prompt', 'a seven'], data_dir)
   assert proc.returncode == 2 and 'takes no prompt' in proc.stderr
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from arch.generative import ldm, vae
-from conftest import load_config, read_metrics, run_cli
+from conftest import load_config, read_metrics, run_sample
 
 
 def _images(b=3, seed=0):
@@ -125,9 +125,8 @@ def test_loop_trains_the_frozen_run_first_and_samples_match_on_one_and_eight_dev
   jax.tree.map(np.testing.assert_array_equal, mine[ldm.VAE], frozen)
   arrays = []
   for devices in (1, 8):
-    proc = run_cli(['--config', 'configs/ldm_digits.py:tiny', '--workdir', tmp_path,
-                    '--num_samples', '10', '--seed', '3'], data_dir, devices=devices,
-                   module='train.sample')
+    proc = run_sample(['--config', 'configs/ldm_digits.py:tiny', '--workdir', tmp_path,
+                       '--num_samples', '10', '--seed', '3'], data_dir, devices=devices)
     assert proc.returncode == 0, proc.stderr
     arrays.append(np.load(tmp_path / 'samples' / 'step1_seed3.npz')['images'])
   one, eight = arrays

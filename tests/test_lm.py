@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import read_metrics, run_cli
+from conftest import read_metrics, run_cli, run_sample
 from train import config_lib, summary
 
 # Hugging Face transformers 4.x: GPT2LMHeadModel(GPT2Config(n_embd, n_layer, n_head)),
@@ -43,9 +43,9 @@ def test_training_lowers_the_loss(trained):
 
 
 def _sample(workdir, data_dir, devices, *extra):
-  return run_cli(['--config', 'configs/gpt_pydoc.py:variant=tiny', '--workdir', workdir,
-                  '--prompt', 'The ', '--num_samples', '3', '--max_new_tokens', '24',
-                  '--seed', '7', *extra], data_dir, devices=devices, module='train.sample')
+  return run_sample(['--config', 'configs/gpt_pydoc.py:variant=tiny', '--workdir', workdir,
+                     '--prompt', 'The ', '--num_samples', '3', '--max_new_tokens', '24',
+                     '--seed', '7', *extra], data_dir, devices=devices)
 
 
 def test_sampler_same_text_on_1_and_8_devices(trained, data_dir):
@@ -97,8 +97,8 @@ def test_bpe_tokenizer_is_trained_saved_and_reused(data_dir, tmp_path):
   with open(path) as f:
     assert len(json.load(f)['model']['vocab']) == 400
   before = os.path.getmtime(path)
-  proc = run_cli(args + ['--prompt', 'The import', '--num_samples', '1', '--max_new_tokens',
-                         '5', '--config.data.vocab_size=400'], data_dir, module='train.sample')
+  proc = run_sample(args + ['--prompt', 'The import', '--num_samples', '1', '--max_new_tokens',
+                            '5', '--config.data.vocab_size=400'], data_dir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count('The import') == 1
   assert os.path.getmtime(path) == before  # reused, not retrained

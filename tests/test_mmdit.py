@@ -19,7 +19,7 @@ from scipy import stats
 
 from arch.generative import mmdit
 from arch.task import ConfigError
-from conftest import check_resumes_from_step_2, load_config, run_cli, train_spec
+from conftest import check_resumes_from_step_2, load_config, run_sample, train_spec
 
 SPEC = 'rectified_flow_shapes.py:tiny'
 # diffusers SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=24,
@@ -279,11 +279,11 @@ def test_config_trains_resumes_and_samples_alike_on_one_and_eight_devices(tmp_pa
   images = {}
   for devices in (1, 8):
     # text prompts through the CLI: --num_samples images of each, prompt by prompt
-    proc = run_cli(['--config', f'configs/{SPEC}', '--workdir', workdir, '--num_samples', '3',
-                    '--prompt', 'a red circle above a blue square', '--prompt',
-                    'a cyan triangle left of a green circle', '--seed', '1',
-                    f'--config.data.data_dir={data_dir}'], data_dir,
-                   devices=devices, module='train.sample')
+    proc = run_sample(['--config', f'configs/{SPEC}', '--workdir', workdir, '--num_samples', '3',
+                       '--prompt', 'a red circle above a blue square', '--prompt',
+                       'a cyan triangle left of a green circle', '--seed', '1',
+                       f'--config.data.data_dir={data_dir}'], data_dir,
+                      devices=devices)
     assert proc.returncode == 0, proc.stderr
     images[devices] = np.load(workdir / 'samples' / 'step4_seed1.npz')['images']
   assert images[1].shape == (6, 32, 32, 3)

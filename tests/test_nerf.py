@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from arch.scene import nerf
-from conftest import (check_eight_devices, check_resumes_from_step_2, read_metrics, run_cli,
+from conftest import (check_eight_devices, check_resumes_from_step_2, read_metrics, run_sample,
                       train_spec)
 from train.datasets import scene
 
@@ -198,9 +198,9 @@ def test_tiny_config_trains_resumes_and_samples(tmp_path, data_dir):
   assert result['psnr_baseline'] == pytest.approx((-10 * np.log10(mse)).mean(), abs=1e-3)
   check_resumes_from_step_2(SPEC, lambda s, w, d, **kw: train_spec(
       s, w, d, data__eval_split='test[:128]', **kw), tmp_path, data_dir)
-  proc = run_cli(['--config', f'configs/{SPEC}', '--workdir', tmp_path / 'straight',
-                  '--num_samples', '2', '--frames', '4', '--config.data.data_dir', data_dir],
-                 data_dir, module='train.sample')
+  proc = run_sample(['--config', f'configs/{SPEC}', '--workdir', tmp_path / 'straight',
+                     '--num_samples', '2', '--frames', '4', '--config.data.data_dir', data_dir],
+                    data_dir)
   assert proc.returncode == 0, proc.stderr[-2000:]
   stem = tmp_path / 'straight' / 'samples' / 'step4_seed0'
   assert os.path.getsize(f'{stem}.gif') > 0

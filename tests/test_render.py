@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from arch.rl import render
-from conftest import load_config, run_cli
+from conftest import load_config, run_sample
 
 ACCENT = np.round(np.asarray(render.ACCENT) * 255)
 INK = np.round(np.asarray(render.INK) * 255)
@@ -102,9 +102,9 @@ def test_sampler_writes_episodes_alike_on_1_and_8_devices(tmp_path, data_dir):
                           str(tmp_path / 'run'))
   outs = {}
   for devices, seed in ((1, 0), (8, 0), (1, 1)):
-    proc = run_cli(['--config', 'configs/ppo_cartpole.py:tiny', '--workdir', tmp_path / 'run',
-                    '--num_samples', '3', '--stride', '4', '--max_steps', '60',
-                    '--seed', str(seed)], data_dir, devices=devices, module='train.sample')
+    proc = run_sample(['--config', 'configs/ppo_cartpole.py:tiny', '--workdir', tmp_path / 'run',
+                       '--num_samples', '3', '--stride', '4', '--max_steps', '60',
+                       '--seed', str(seed)], data_dir, devices=devices)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '3 episodes of 16 frames; returns' in proc.stdout
     stem = tmp_path / 'run' / 'samples' / f'step2_seed{seed}'

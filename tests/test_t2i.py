@@ -18,7 +18,7 @@ from arch.generative import diffusion, t2i
 from arch.multimodal import clip
 from arch.vocab import word_ids
 from train.datasets.caption_shapes import VOCAB
-from conftest import check_resumes_alike, load_config, run_cli
+from conftest import check_resumes_alike, load_config, run_sample
 
 SPEC = 't2i_shapes.py:tiny,reader=False'
 CAPTION_A = 'a red circle above a blue square'
@@ -189,7 +189,7 @@ def test_config_trains_resumes_and_samples_alike_on_eight_devices(tmp_path, data
           '--prompt', CAPTION_B]
   images = []
   for devices in (1, 8):
-    proc = run_cli([*args, '--seed', '3'], data_dir, devices=devices, module='train.sample')
+    proc = run_sample([*args, '--seed', '3'], data_dir, devices=devices)
     assert proc.returncode == 0, proc.stderr[-2000:]
     images.append(np.load(workdir / 'samples' / 'step4_seed3.npz')['images'])
   assert images[0].shape == (4, 32, 32, 3)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_config, read_metrics, run_cli
+from conftest import load_config, read_metrics, run_cli, run_sample
 from arch.generative import video_dit as vd
 from arch.generative import video_vae as vv
 
@@ -200,9 +200,8 @@ def test_latent_dit_trains_and_samples_the_same_on_one_and_eight_devices(video_d
   assert np.isfinite(result['loss'])
   arrays = []
   for devices in (1, 8):
-    proc = run_cli(['--config', f'configs/{spec}', '--workdir', tmp_path, '--num_samples',
-                    '10', '--seed', '3'], video_data_dir, devices=devices,
-                   module='train.sample')
+    proc = run_sample(['--config', f'configs/{spec}', '--workdir', tmp_path, '--num_samples',
+                       '10', '--seed', '3'], video_data_dir, devices=devices)
     assert proc.returncode == 0, proc.stderr
     stem = tmp_path / 'samples' / 'step1_seed3'
     assert (tmp_path / 'samples' / 'step1_seed3.gif').stat().st_size > 0

@@ -12,7 +12,7 @@ import numpy as np
 
 from arch.generative import wavenet as wn
 from conftest import load_config as _config
-from conftest import run_cli
+from conftest import run_sample
 
 
 def _random_variables(init, *args, seed=0, scale=1.0):
@@ -186,9 +186,9 @@ def test_config_trains_evaluates_and_samples_the_same_on_one_and_eight_devices(
                              rtol=1e-5)
   arrays = []
   for devices in (1, 8):
-    proc = run_cli(['--config', 'configs/wavenet_audio.py:tiny', '--workdir', tmp_path,
-                    '--num_samples', '10', '--seed', '3', '--steps', '40'], data_dir,
-                   devices=devices, module='train.sample')
+    proc = run_sample(['--config', 'configs/wavenet_audio.py:tiny', '--workdir', tmp_path,
+                       '--num_samples', '10', '--seed', '3', '--steps', '40'], data_dir,
+                      devices=devices)
     assert proc.returncode == 0, proc.stderr
     stem = tmp_path / 'samples' / 'step1_seed3'
     assert os.path.getsize(f'{stem}_9.wav') == 44 + 2 * 40
