@@ -76,7 +76,6 @@ S stochastic variables, K their classes (or two-hot bins), Z = S K, F = D + Z fe
 
 import dataclasses
 import functools
-from typing import Sequence
 
 import flax.linen as nn
 import flax.serialization
