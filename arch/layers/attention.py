@@ -12,11 +12,15 @@ on GPU with `implementation='cudnn'`, XLA elsewhere); with attention dropout in 
 it falls back to an explicit softmax, which that function does not offer.
 
 KV cache. Called with `decode=True`, `Attention` keeps 'cached_key'/'cached_value'
-(B, S_max, K, H) and 'cache_index' in the 'cache' collection. Initialise them by calling
-the model once with `decode=True` on a (B, S_max) input inside `init`; every later call
-writes its chunk of L tokens at the cache index and attends to all cached positions up to
-each query's own, so a prompt can be fed whole and the rest one token at a time, giving the
-logits of the full forward pass.
+(head-major: keys (B, K, H, S_max), values (B, K, S_max, H)) and 'cache_index' in the
+'cache' collection. Initialise them by calling the model once with `decode=True` on a
+(B, S_max) input inside `init`; every later call writes its chunk of L tokens at the cache
+index and attends to all cached positions up to each query's own, so a prompt can be fed
+whole and the rest one token at a time, giving the logits of the full forward pass. A cached
+call attends through `cached_attention`, which contracts each head's keys and values in the
+layout they are stored in and writes the chunk after reading: with a (B, S_max, K, H) cache
+XLA:CPU transposed the whole cache of every layer at every step, and reading the updated
+cache made it copy the cache.
 """
 
 import functools
@@ -220,6 +224,55 @@ class Projection(nn.Module):
     return y
 
 
+def _chunk_keys(x, i, t: int):
+  """The part of a mask or bias over the cache's S slots (last axis) that covers slots
+  i..i+t-1: the keys of the chunk being written there."""
+  if x is None or x.shape[-1] == 1:
+    return x
+  return jax.lax.dynamic_slice_in_dim(x, i, t, axis=x.ndim - 1)
+
+
+def cached_attention(q_BTNH, k_BKHS, v_BKSH, k_BTKH, v_BTKH, *, mask=None, bias=None,
+                     chunk_mask=None, chunk_bias=None, scale=None, dropout_rate=0.0,
+                     dropout_rng=None):
+  """Attention of a chunk's queries over a KV cache and over the chunk's own keys and
+  values, with one float32 softmax over both; (B, T, N, H).
+
+  The cache is head-major, keys transposed (B, K, H, S) and values (B, K, S, H): each
+  head's block is contracted in the layout it is stored in, nothing of size S is copied.
+  The chunk's keys (B, T, K, H) are not in the cache yet (the caller writes them after
+  this reads it, so XLA updates the cache in place). mask/bias cover the S cache slots,
+  chunk_mask/chunk_bias the T chunk keys (both broadcastable to (B, N, T, .)).
+  """
+  b, t, n, h = q_BTNH.shape
+  k_heads, s = k_BKHS.shape[1], k_BKHS.shape[3]
+  if n % k_heads:
+    raise ValueError(f'{n} query heads are not a multiple of {k_heads} key/value heads')
+  g = n // k_heads
+  scale = h ** -0.5 if scale is None else scale
+  q_BKGTH = q_BTNH.reshape(b, t, k_heads, g, h).transpose(0, 2, 3, 1, 4)
+
+  def logits(keys, spec, width, bias, mask):
+    logits_BKGTS = jnp.einsum(spec, q_BKGTH, keys, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+      logits_BKGTS += jnp.broadcast_to(bias, (b, n, t, width)).reshape(b, k_heads, g, t, width)
+    if mask is not None:
+      mask_BKGTS = jnp.broadcast_to(mask, (b, n, t, width)).reshape(b, k_heads, g, t, width)
+      logits_BKGTS = jnp.where(mask_BKGTS, logits_BKGTS, NEG_INF)
+    return logits_BKGTS
+
+  weights = jax.nn.softmax(jnp.concatenate([
+      logits(k_BKHS, 'BKGTH,BKHS->BKGTS', s, bias, mask),
+      logits(k_BTKH, 'BKGTH,BUKH->BKGTU', t, chunk_bias, chunk_mask)], axis=-1), axis=-1)
+  if dropout_rate and dropout_rng is not None:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  weights = weights.astype(v_BKSH.dtype)
+  out_BKGTH = (jnp.einsum('BKGTS,BKSH->BKGTH', weights[..., :s], v_BKSH)
+               + jnp.einsum('BKGTU,BUKH->BKGTH', weights[..., s:], v_BTKH))
+  return out_BKGTH.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
+
+
 class Attention(nn.Module):
   """Multi-head attention: self-attention (kv_BSD=None) or cross-attention.
 
@@ -277,8 +330,11 @@ class Attention(nn.Module):
     use_cache = decode and self_attention
     if use_cache:
       initialised = self.has_variable('cache', 'cached_key')
-      cached_k = self.variable('cache', 'cached_key', jnp.zeros, k_BSKH.shape, k_BSKH.dtype)
-      cached_v = self.variable('cache', 'cached_value', jnp.zeros, v_BSKH.shape, v_BSKH.dtype)
+      # Head-major, keys transposed (see cached_attention); created at S_max = t.
+      cached_k = self.variable('cache', 'cached_key', jnp.zeros, (b, k_heads, h, t),
+                               k_BSKH.dtype)
+      cached_v = self.variable('cache', 'cached_value', jnp.zeros, (b, k_heads, t, h),
+                               v_BSKH.dtype)
       index = self.variable('cache', 'cache_index', lambda: jnp.array(0, jnp.int32))
       if initialised:
         i = index.value
@@ -288,28 +344,44 @@ class Attention(nn.Module):
       q_BTNH = apply_rope(q_BTNH, positions_BT, self.rope_max_wavelength, self.rope_scale)
       if self_attention:
         k_BSKH = apply_rope(k_BSKH, positions_BT, self.rope_max_wavelength, self.rope_scale)
-    k_pos_BS = positions_BT if self_attention else None
-    if use_cache and initialised:
-      s_max = cached_k.value.shape[1]
-      k_BSKH = jax.lax.dynamic_update_slice(cached_k.value, k_BSKH.astype(cached_k.value.dtype),
-                                            (0, i, 0, 0))
-      v_BSKH = jax.lax.dynamic_update_slice(cached_v.value, v_BSKH.astype(cached_v.value.dtype),
-                                            (0, i, 0, 0))
-      cached_k.value, cached_v.value = k_BSKH, v_BSKH
-      index.value = i + t
-      k_pos_BS = jnp.broadcast_to(jnp.arange(s_max, dtype=jnp.int32), (b, s_max))
-      # Slots past the last written position hold zeros: never attend to them.
-      mask = combine_masks(mask, key_mask(k_pos_BS < i + t))
-    if causal:
-      mask = combine_masks(mask, causal_mask(positions_BT, k_pos_BS))
 
     dropout_rng = None
     if self.dropout_rate and not deterministic:
       dropout_rng = self.make_rng('dropout')
-    out_BTNH = dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask,
-                                     scale=self.scale, dropout_rate=self.dropout_rate,
-                                     dropout_rng=dropout_rng,
-                                     implementation=self.implementation)
+    if use_cache and initialised:
+      # The chunk (slots i..i+t-1) attends to the slots written before it (never to the
+      # zeros past them) and to itself, then is written into the cache.
+      s_max = cached_v.value.shape[2]
+      slots_BS = jnp.broadcast_to(jnp.arange(s_max, dtype=jnp.int32), (b, s_max))
+      chunk_BT = i + jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+      cache_mask = combine_masks(mask, key_mask(slots_BS < i))
+      chunk_mask = _chunk_keys(mask, i, t)
+      if causal:
+        cache_mask = combine_masks(cache_mask, causal_mask(positions_BT, slots_BS))
+        chunk_mask = combine_masks(chunk_mask, causal_mask(positions_BT, chunk_BT))
+      out_BTNH = cached_attention(
+          q_BTNH, cached_k.value, cached_v.value, k_BSKH, v_BSKH, mask=cache_mask, bias=bias,
+          chunk_mask=chunk_mask, chunk_bias=_chunk_keys(bias, i, t), scale=self.scale,
+          dropout_rate=self.dropout_rate, dropout_rng=dropout_rng)
+      # XLA updates the cache in place only where the write provably follows the reads
+      # (XLA:CPU dropped an optimization_barrier's order and copied every cache twice a
+      # step): the written chunk depends on the output through a zero it cannot fold.
+      after_BTK1 = jnp.minimum(jnp.abs(out_BTNH.reshape(b, t, k_heads, -1)[..., :1]), 0)
+      k_BSKH = k_BSKH + after_BTK1.astype(k_BSKH.dtype)
+      v_BSKH = v_BSKH + after_BTK1.astype(v_BSKH.dtype)
+      cached_k.value = jax.lax.dynamic_update_slice(
+          cached_k.value, k_BSKH.transpose(0, 2, 3, 1).astype(cached_k.value.dtype), (0, 0, 0, i))
+      cached_v.value = jax.lax.dynamic_update_slice(
+          cached_v.value, v_BSKH.transpose(0, 2, 1, 3).astype(cached_v.value.dtype), (0, 0, i, 0))
+      index.value = i + t
+    else:
+      if causal:
+        k_pos_BS = positions_BT if self_attention else None
+        mask = combine_masks(mask, causal_mask(positions_BT, k_pos_BS))
+      out_BTNH = dot_product_attention(q_BTNH, k_BSKH, v_BSKH, bias=bias, mask=mask,
+                                       scale=self.scale, dropout_rate=self.dropout_rate,
+                                       dropout_rng=dropout_rng,
+                                       implementation=self.implementation)
     out_bias = self.use_bias if self.out_bias is None else self.out_bias
     return Projection((out_dim,), ('heads', 'kv', 'embed'), num_in=2, use_bias=out_bias,
                       init_stddev=self.out_init_stddev or self.init_stddev, dtype=self.dtype,
