@@ -1,4 +1,4 @@
-"""`python -m examples.bench_torch [--models gpt,gpt_dropout,gpt2_small,resnet18,resnet50]
+"""`python -m examples.bench_torch [--models gpt,gpt_dropout,gpt2_small,resnet18,resnet50,...]
 [--steps N] [--rounds R] [--torch_compile]`
 
 The training step of the same model, batch and optimizer in archzoo (the loop's jitted
@@ -13,6 +13,7 @@ Models (each checks that both sides hold the same number of parameters):
   gpt2_small   GPT-2 small's shape: 12 layers, width 768, 12 heads, 256 bytes, batch 8
   resnet18     configs/resnet_imagenet.py:variant=18 at 224x224, batch 8, SGD momentum 0.9
   resnet50     the same, variant 50 (L2 weight decay 1e-4 on the gradient, as the config)
+  resnet18_64  ResNet-18 at 64x64, batch 32 (its last stage runs on 2x2 maps)
 The PyTorch GPT is written here in GPT-2's layout (tied head, GELU-tanh MLPs, fused SDPA);
 the ResNets are torchvision's (same v1.5 layout and count). Data: random tokens or images,
 the same for every step (the input pipeline is not timed on either side).
@@ -36,6 +37,9 @@ MODELS = {
                          'data.pack': 257, 'batch_size': 8}),
     'resnet18': ('configs/resnet_imagenet.py:variant=18', {'batch_size': 8}),
     'resnet50': ('configs/resnet_imagenet.py:variant=50', {'batch_size': 8}),
+    'resnet18_64': ('configs/resnet_imagenet.py:variant=18',
+                    {'batch_size': 32, 'task_kwargs.input_size': (64, 64),
+                     'task_kwargs.host_size': 64}),
 }
 
 

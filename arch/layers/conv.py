@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Dtype = str | jnp.dtype
 
@@ -55,6 +56,71 @@ def batch_norm(train: bool, *, axis_name: Optional[str] = None, momentum: float 
                       bias_init=channel_init(nn.initializers.zeros), name=name)
 
 
+# ---------------------------------------------------------------------------------------
+# The convolution's lowering, chosen by shape
+# ---------------------------------------------------------------------------------------
+
+def use_im2col(x_shape, k_shape, strides, dilation, groups) -> bool:
+  """Whether `conv_general_dilated` lowers a 2-D NHWC conv to im2col + one matmul.
+
+  XLA:CPU (jaxlib 0.10.2) runs some convolutions far below its matmul speed. Forward +
+  backward at batch 32 (2026-12-07): a 3x3 conv on a 2x2 map, 512 channels, 1,317 ms
+  against 12.5 as im2col; a stride-2 3x3 conv 4x4 -> 2x2 (256 -> 512) 169 against 8.7.
+  Strided 3x3 convs gain on every map measured (8 to 56 pixels, 0-40%); stride-1 convs
+  on larger maps and the RGB stem lose, and stay lax.conv. docs/speed.md has the table.
+  """
+  kh, kw, c_in = k_shape[0], k_shape[1], k_shape[2]
+  if groups != 1 or tuple(dilation) != (1, 1) or kh * kw == 1 or c_in < 16:
+    return False
+  out_h = (x_shape[1] - 1) // strides[0] + 1  # upper bound; padding is small next to it
+  out_w = (x_shape[2] - 1) // strides[1] + 1
+  return out_h * out_w <= 4 or max(strides) > 1
+
+
+def im2col_conv(x_BHWC, kernel_HWIO, strides, padding, precision=None):
+  """The convolution as one matmul: the kh x kw shifted (strided) windows of the padded
+  input side by side on the channel axis, (B, H', W', kh*kw*C) @ (kh*kw*C, O)."""
+  kh, kw, c_in, c_out = kernel_HWIO.shape
+  (pt, pb), (pl, pr) = padding
+  x = jnp.pad(x_BHWC, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  sh, sw = strides
+  out_h = (x.shape[1] - kh) // sh + 1
+  out_w = (x.shape[2] - kw) // sw + 1
+  cols = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
+          for i in range(kh) for j in range(kw)]
+  # HWIO flattens (i, j, c) in the order the windows are stacked.
+  return jnp.matmul(jnp.concatenate(cols, axis=-1), kernel_HWIO.reshape(kh * kw * c_in, c_out),
+                    precision=precision)
+
+
+NHWC = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         precision=None, **kw):
+  """`lax.conv_general_dilated` with im2col + matmul where `use_im2col` picks it (2-D
+  NHWC/HWIO, explicit or VALID padding, no input dilation); the same sums in another
+  order, so equal to float tolerance (tests/test_conv_lowering.py)."""
+  plain = lambda: lax.conv_general_dilated(
+      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count, precision=precision, **kw)
+  if lhs.ndim != 4 or kw or (lhs_dilation and tuple(lhs_dilation) != (1, 1)):
+    return plain()
+  if dimension_numbers is None or lax.conv_dimension_numbers(
+      lhs.shape, rhs.shape, dimension_numbers) != NHWC:
+    return plain()
+  if isinstance(padding, str):
+    if padding != 'VALID':
+      return plain()
+    padding = ((0, 0), (0, 0))
+  if not use_im2col(lhs.shape, rhs.shape, window_strides, rhs_dilation or (1, 1),
+                    feature_group_count):
+    return plain()
+  return im2col_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)), precision)
+
+
 class ConvBN(nn.Module):
   """Conv -> BatchNorm -> activation (each of the last two optional)."""
   features: int
@@ -80,7 +146,7 @@ class ConvBN(nn.Module):
     x = nn.Conv(self.features, k, strides=tuple(self.strides), padding=pad,
                 feature_group_count=self.groups, kernel_dilation=self.dilation,
                 use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                kernel_init=kernel_init(),
+                kernel_init=kernel_init(), conv_general_dilated=conv_general_dilated,
                 bias_init=channel_init(nn.initializers.zeros), name='conv')(x_BHWC)
     if self.norm:
       x = batch_norm(train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
