@@ -68,6 +68,7 @@ NEW_SINCE = ('a2c_cartpole.py', 'alphazero_connect4.py', 'alphazero_tictactoe.py
              'liquid_seq.py', 'llama_pydoc.py', 'mamba_pydoc.py', 'mass_pydoc.py', 'moe_pydoc.py',
              'mpnn_graphs.py',
              'nerf_scene.py', 'ode_spiral.py', 'ppo_acrobot.py', 'ppo_cartpole.py',
+             'prophetnet_pydoc.py',
              'prune_gpt_pydoc.py', 'prune_resnet_digits.py', 'rectified_flow_shapes.py',
              'retro_pydoc.py', 'rlhf_pydoc.py', 'rmt_recall.py', 'roberta_pydoc.py',
              'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py', 'slots_shapes.py',
