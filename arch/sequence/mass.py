@@ -75,12 +75,15 @@ class Options:
   random_prob: float = 0.1  # ... of becoming a random token (else it stays)
 
 
-def make(config) -> Task:
-  opts = parse_options(Options, config)
+def noise_options(opts, config, family: str):
+  """(window length, `corrupt`'s keyword arguments) from the task's fragment_ratio,
+  mask_prob and random_prob and config.data.pack, checked (ConfigError naming `family`);
+  ProphetNet pre-trains under the same noise."""
   vocab.check_model(config)
   length = int(config.data.get('pack') or 0)
   if length < 2:
-    raise ConfigError(f'MASS needs config.data.pack >= 2 (the window length), got {length}')
+    raise ConfigError(f'{family} needs config.data.pack >= 2 (the window length), '
+                      f'got {length}')
   ratio, mask_prob, random_prob = (float(opts.fragment_ratio), float(opts.mask_prob),
                                    float(opts.random_prob))
   if not 0.0 < ratio <= 1.0:
@@ -88,6 +91,13 @@ def make(config) -> Task:
   if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1:
     raise ConfigError(f'task_kwargs.mask_prob={mask_prob} and random_prob={random_prob}: '
                       'must be >= 0 with a sum <= 1')
+  return length, dict(vocab_size=int(config.model.vocab_size), fragment_ratio=ratio,
+                      mask_prob=mask_prob, random_prob=random_prob)
+
+
+def make(config) -> Task:
+  opts = parse_options(Options, config)
+  length, noise = noise_options(opts, config, 'MASS')
   model = arch.model_from_config(config)
   if not (hasattr(model, 'encode') and hasattr(model, 'decode')):
     raise ConfigError(f'MASS needs an encoder-decoder (encode/decode methods); '
@@ -96,8 +106,6 @@ def make(config) -> Task:
   if max_length is not None and length > max_length:
     raise ConfigError(f'config.model.max_length={max_length} is shorter than the window '
                       f'(data.pack={length})')
-  noise = dict(vocab_size=int(config.model.vocab_size), fragment_ratio=ratio,
-               mask_prob=mask_prob, random_prob=random_prob)
 
   def forward(variables, batch, rng, train, dropout_rng=None):
     tokens = batch['tokens']

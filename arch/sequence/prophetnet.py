@@ -396,18 +396,7 @@ class Options:
 
 def make(config) -> Task:
   opts = parse_options(Options, config)
-  vocab.check_model(config)
-  length = int(config.data.get('pack') or 0)
-  if length < 2:
-    raise ConfigError(f'ProphetNet needs config.data.pack >= 2 (the window length), '
-                      f'got {length}')
-  ratio, mask_prob, random_prob = (float(opts.fragment_ratio), float(opts.mask_prob),
-                                   float(opts.random_prob))
-  if not 0.0 < ratio <= 1.0:
-    raise ConfigError(f'task_kwargs.fragment_ratio={ratio}: must be in (0, 1]')
-  if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1:
-    raise ConfigError(f'task_kwargs.mask_prob={mask_prob} and random_prob={random_prob}: '
-                      'must be >= 0 with a sum <= 1')
+  length, noise = mass.noise_options(opts, config, 'ProphetNet')
   if not float(opts.gamma) > 0:
     raise ConfigError(f'task_kwargs.gamma={opts.gamma}: must be > 0')
   model = arch.model_from_config(config)
@@ -418,8 +407,6 @@ def make(config) -> Task:
     raise ConfigError(f'config.model.max_positions={model.max_positions} holds windows of '
                       f'at most {model.max_length} tokens (data.pack={length})')
   alpha = stream_weights(int(model.ngram), float(opts.gamma))
-  noise = dict(vocab_size=int(config.model.vocab_size), fragment_ratio=ratio,
-               mask_prob=mask_prob, random_prob=random_prob)
 
   def forward(variables, batch, rng, train, dropout_rng=None):
     tokens = batch['tokens']
