@@ -1,6 +1,8 @@
 """train.bench: the training step timed on the config's data or on random data of its shapes
 (examples/bench_torch.py's archzoo side, for configs whose dataset is not offline)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -28,3 +30,15 @@ def test_bench_times_the_loops_step_on_random_data():
   assert out['examples_per_sec'] == pytest.approx(8 * 1e3 / out['step_ms'])
   assert out['flops_per_step'] > 0 and 0 < out['mfu'] < 1
   assert np.isfinite(list(out.values())).all()
+
+
+def test_lm_budget_plans_the_steps_that_fit_and_reads_the_last_eval(tmp_path):
+  from examples import lm_budget
+  assert lm_budget.plan(0.5, 10) == dict(total_steps=1200, warmup_steps=100)
+  assert lm_budget.plan(2.0, 10) == dict(total_steps=300, warmup_steps=50)
+  assert lm_budget.plan(1e3, 1) == dict(total_steps=1, warmup_steps=0)
+  rows = [dict(step=200, split='train', loss=2.0), dict(step=200, split='validation', loss=1.9),
+          dict(step=400, split='train', loss=1.5), dict(step=400, split='validation', loss=1.4),
+          dict(step=400, split='train', loss=1.3)]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  assert lm_budget.final_eval(str(tmp_path)) == dict(step=400, split='validation', loss=1.4)
