@@ -222,6 +222,11 @@ class Runner:
   def step(self, state, batch):
     return self._compiled(state, batch)
 
+  def compiled_text(self):
+    """The compiled training step's HLO text after `compile` (None before it, or where
+    the step compiles at its first call: pmap over several processes)."""
+    return self._compiled.as_text() if hasattr(self._compiled, 'as_text') else None
+
   def scalars(self, metrics):
     return self._first(metrics)
 
