@@ -22,8 +22,22 @@ over 200 steps; other jobs shared the machine, load average 4-5), validation los
 
 float16 with dynamic loss scaling trains to the float32 loss (the scale stayed at 2^15,
 no overflow at the logged steps); the walls differ with the load, and the back-to-back
-step times show no speed-up from either 16-bit type on this CPU (XLA:CPU has no fast
-float16 or bfloat16 matmul; FINDINGS.md).
+step times show no speed-up from either 16-bit type on this CPU.
+
+bfloat16 on the chip's matrix units (2026-12-07, #11): XLA:CPU runs a bfloat16 dot on the
+AMX units only with a float32 result (docs/speed.md), so the weight layers' products now
+go through arch/layers/matmul.py (float32-accumulated, rounded to bfloat16: the same sums
+XLA computed before, by a faster route) and bias gradients sum in float32. Back to back at
+the top CPU priority beside a load of 15 (docs/findings.md), gpt_pydoc's step without
+dropout: float32 771 / 779 / 753 ms, bfloat16 645 / 646 / 620 (1.2x; 853 ms before the
+change, slower than float32); with dropout 976 against 756 (1.29x). `steps=200`:
+
+  precision   val loss   accuracy   wall (compile and evals included)
+  fp32        2.0242     0.4477     220 s
+  bf16        2.0251     0.4461     169 s
+
+float16 keeps the bfloat16 -> bfloat16 route's speed (XLA:CPU's float16 dots have no
+such path).
 """
 
 from configs import gpt_pydoc

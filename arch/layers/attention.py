@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from arch.layers import matmul
+
 Dtype = Any
 NEG_INF = -1e10  # large finite: a fully masked row gives uniform weights, never NaN
 
@@ -196,8 +198,9 @@ def dense_init(stddev: Optional[float] = None, num_in: int = 1, ndim: int = 2):
 
 
 class Projection(nn.Module):
-  """x @ W from the last `num_in` axes of x to `out_shape`, as one einsum; kernel axes
-  named `axes` (in axes then out axes), bias axes the out ones."""
+  """x @ W from the last `num_in` axes of x to `out_shape`, as one dot (`matmul.dot_general`:
+  bfloat16 on the matrix units); kernel axes named `axes` (in axes then out axes), bias
+  axes the out ones."""
   out_shape: tuple
   axes: tuple
   num_in: int = 1
@@ -213,14 +216,14 @@ class Projection(nn.Module):
     kernel = self.param('kernel', nn.with_logical_partitioning(
         dense_init(self.init_stddev, self.num_in, len(shape)), self.axes),
         shape, self.param_dtype)
-    letters = 'abcdefgh'
-    ins, outs = letters[:self.num_in], letters[self.num_in:len(shape)]
-    y = jnp.einsum(f'...{ins},{ins}{outs}->...{outs}', jnp.asarray(x, self.dtype),
-                   jnp.asarray(kernel, self.dtype))
+    n = self.num_in
+    y = matmul.dot_general(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype),
+                           ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())))
     if self.use_bias:
       bias = self.param('bias', nn.with_logical_partitioning(
           nn.initializers.zeros, self.axes[self.num_in:]), self.out_shape, self.param_dtype)
-      y = y + jnp.asarray(bias, self.dtype)
+      bias = jnp.asarray(bias, self.dtype)
+      y = matmul.add_bias(y, bias.reshape(-1)) if bias.ndim == 1 else y + bias
     return y
 
 

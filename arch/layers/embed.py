@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from arch.layers.attention import Projection
+
 Dtype = Any
 
 
@@ -145,11 +147,9 @@ class Mlp(nn.Module):
       raise ValueError(f'unknown activation {self.activation!r}; valid: {", ".join(ACTIVATIONS)}')
     act = ACTIVATIONS[self.activation]
     d = x_BTD.shape[-1]
-    init = lambda s: nn.initializers.normal(s) if s else nn.initializers.lecun_normal()
-    dense = lambda features, axes, stddev, name: nn.Dense(
-        features, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-        name=name, kernel_init=nn.with_logical_partitioning(init(stddev), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+    dense = lambda features, axes, stddev, name: Projection(
+        (features,), axes, use_bias=self.use_bias, init_stddev=stddev, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
     h_BTF = act(dense(self.hidden_dim, ('embed', 'mlp'), self.init_stddev, 'wi')(x_BTD))
     if self.gated:
       h_BTF = h_BTF * dense(self.hidden_dim, ('embed', 'mlp'), self.init_stddev, 'wi_up')(x_BTD)

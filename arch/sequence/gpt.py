@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from arch.layers import matmul
 from arch.layers.attention import token_positions
 from arch.layers.embed import LearnedPositions, norm, token_embed
 from arch.layers.transformer import Block, decoder_stack
@@ -70,6 +71,7 @@ class Model(nn.Module):
     else:
       logits_BTV = nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
                             param_dtype=self.param_dtype, name='lm_head',
+                            dot_general=matmul.dot_general,
                             kernel_init=nn.with_logical_partitioning(
                                 nn.initializers.normal(0.02), ('embed', 'vocab')))(x_BTD)
     return logits_BTV.astype(jnp.float32)
