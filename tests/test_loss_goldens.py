@@ -69,7 +69,8 @@ NEW_SINCE = ('a2c_cartpole.py', 'alphazero_connect4.py', 'alphazero_tictactoe.py
              'mpnn_graphs.py',
              'nerf_scene.py', 'ode_spiral.py', 'ppo_acrobot.py', 'ppo_cartpole.py',
              'prophetnet_pydoc.py',
-             'prune_gpt_pydoc.py', 'prune_resnet_digits.py', 'rectified_flow_shapes.py',
+             'prune_gpt_pydoc.py', 'prune_resnet_digits.py', 'rag_pydoc.py',
+             'rectified_flow_shapes.py',
              'retro_pydoc.py', 'rlhf_pydoc.py', 'rmt_recall.py', 'roberta_pydoc.py',
              'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py', 'slots_shapes.py',
              'stgcn_traffic.py', 't2i_shapes.py', 'tinybert_pydoc.py', 'vqvae_shapes.py')
