@@ -29,21 +29,27 @@ segment (`fg_ari_one_segment`, 0 by construction) and a k-means on the pixels' c
 with as many clusters as slots (`fg_ari_kmeans_rgb`): on scenes whose objects each have one
 distinct colour, that is a strong, non-learned reference.
 
-Options for small images and short runs (neither changes the paper's network):
+Options for small images and short runs (none changes the paper's network):
 `Options.downsample` feeds the model the images area-pooled (32x32 -> 16x16) while the
-metrics stay on the data's own masks, each model pixel's slot repeated over its block; and
-`Model.conv_init='he'` initialises the ReLU convolutions with He et al. 2015's variance
-(2 / fan-in). With Flax's default (LeCun, 1 / fan-in) four ReLU layers of 32 channels
-leave the colour features at std 0.04 over the pixels of 16x16 test images, beside 0.27 for
-the position embedding added to them; with He's, 0.17 against 0.27. (Measured at init;
-whether this is what lets training leave the plateau was not ablated.)
+metrics stay on the data's own masks, the model's soft masks resized to them bilinearly
+before the argmax (`Options.mask_resize`: a perfect 16x16 segmentation, the area-pooled
+one-hot masks, scores fg_ari 0.90 that way, 0.66 with each block repeated);
+`Options.eval_iterations` runs more rounds of slot attention at evaluation than in
+training (the rounds share their weights); `Model.conv_init='he'` initialises the ReLU
+convolutions with He et al. 2015's variance (2 / fan-in). With Flax's default (LeCun,
+1 / fan-in) four ReLU layers of 32 channels leave the colour features at std 0.04 over the
+pixels of 16x16 test images, beside 0.27 for the position embedding added to them; with
+He's, 0.17 against 0.27. (Measured at init; whether this is what lets training leave the
+plateau was not ablated.) `Model.implicit_grad` is Chang et al. 2022's implicit
+differentiation (the gradient through the last round only); tried, not used (slower to
+leave the plateau here).
 
-Measured (configs/slots_shapes.py, 2026-12-06): the first configuration (32x32 inputs, 1,200
-steps of batch 16, lr 1e-3, cosine) stayed on Slot Attention's early plateau (blurred
-mean-colour reconstruction, near-uniform masks: test fg_ari 0.16). The current one (16x16
-inputs, per-pixel broadcast decoder, He init, lr 2e-3 after 200 warmup steps) leaves it
-after 1,000-2,000 steps but reached only fg_ari 0.43 in 4,000 (partial discovery;
-numbers in the config's docstring).
+Measured (configs/slots_shapes.py, 2026-12-06/07): the first configuration (32x32 inputs,
+1,200 steps of batch 16, lr 1e-3, cosine) stayed on Slot Attention's early plateau
+(blurred mean-colour reconstruction, near-uniform masks: test fg_ari 0.16); 16x16 inputs,
+a per-pixel broadcast decoder, He init and lr 2e-3 left it after 1,000-2,000 steps (0.43
+at 4,000 with 5 slots); with 7 slots, the lr decayed and 5 rounds at evaluation, 0.53 at
+3,000: partial discovery (numbers in the config's docstring).
 
 Dimension key:
   B batch   H, W image height, width   C image channels   N = H * W inputs
@@ -146,6 +152,9 @@ class SlotAttention(nn.Module):
   iterations: int = 3
   mlp_hidden: int = 128
   epsilon: float = 1e-8
+  # Chang et al. 2022's implicit differentiation: the gradient flows through the last round
+  # only (the slots entering it are a constant); the forward pass is unchanged
+  implicit_grad: bool = False
 
   @nn.compact
   def __call__(self, inputs_BND, slots_BKS):
@@ -161,7 +170,9 @@ class SlotAttention(nn.Module):
     mlp_hidden = nn.Dense(self.mlp_hidden, name='mlp_hidden')
     mlp_out = nn.Dense(s, name='mlp_out')
     attn_BKN = None
-    for _ in range(self.iterations):
+    for i in range(self.iterations):
+      if self.implicit_grad and i == self.iterations - 1:
+        slots_BKS = jax.lax.stop_gradient(slots_BKS)
       q_BKS = query(norm_slots(slots_BKS))
       logits_BKN = jnp.einsum('BKS,BNS->BKN', q_BKS, k_BNS) / np.sqrt(s)
       attn_BKN = jax.nn.softmax(logits_BKN, axis=1)  # over the slots: slots compete
@@ -257,6 +268,7 @@ class Model(nn.Module):
   decoder_upsample: str = 'transpose'  # or 'nearest' (BroadcastDecoder.upsample)
   conv_init: str = 'lecun'  # the ReLU convolutions' initialiser (CONV_INITS)
   epsilon: float = 1e-8
+  implicit_grad: bool = False  # gradient through the last round only (SlotAttention)
 
   @nn.compact
   def __call__(self, x_BHWC, noise_BKS=None):
@@ -275,8 +287,9 @@ class Model(nn.Module):
     if noise_BKS is None:
       noise_BKS = jax.random.normal(self.make_rng('slots'), (b, self.num_slots, self.slot_size))
     slots_BKS = mu + jnp.exp(log_sigma) * noise_BKS
-    slots_BKS, attn_BKN = SlotAttention(self.iterations, self.mlp_hidden, self.epsilon,
-                                        name='slot_attention')(inputs_BND, slots_BKS)
+    slot_attention = SlotAttention(self.iterations, self.mlp_hidden, self.epsilon,
+                                   self.implicit_grad, name='slot_attention')
+    slots_BKS, attn_BKN = slot_attention(inputs_BND, slots_BKS)
     out = BroadcastDecoder(c, self.decoder_init, tuple(self.decoder_features),
                            tuple(self.decoder_strides), self.decoder_kernel,
                            self.decoder_upsample, self.conv_init, name='decoder')(slots_BKS)
@@ -299,8 +312,15 @@ class Options:
   eval_seed: int = 0     # the one draw of initial slots every eval image starts from
   kmeans_iters: int = 10  # Lloyd iterations of the colour k-means reference
   # the model sees the images area-pooled by this factor (2: 32x32 -> 16x16); the metrics
-  # and samples stay at the data's size, each model pixel's slot repeated over its block
+  # and samples stay at the data's size, the masks resized to it by `mask_resize`
   downsample: int = 1
+  # 'bilinear': the soft masks interpolated, then each pixel to its largest (a boundary
+  # pixel can go to either side of its block); 'nearest': each model pixel's slot repeated
+  # over its block
+  mask_resize: str = 'bilinear'
+  # rounds of slot attention at evaluation and sampling (0: the model's own); the rounds
+  # share their weights, so a model trained with T rounds can run more
+  eval_iterations: int = 0
 
 
 def to_unit(image_BHWC):
@@ -327,6 +347,16 @@ def upsample(x, factor: int, axes=(-2, -1)):
   return x
 
 
+def resize_masks(masks_BKHW, factor: int, method: str):
+  """The masks at `factor` times their size: (B, K, H, W) -> (B, K, fH, fW)."""
+  if factor == 1:
+    return masks_BKHW
+  if method == 'nearest':
+    return upsample(masks_BKHW, factor)
+  b, k, h, w = masks_BKHW.shape
+  return jax.image.resize(masks_BKHW, (b, k, h * factor, w * factor), 'bilinear')
+
+
 def make(config) -> Task:
   opts = parse_options(Options, config)
   model = arch.model_from_config(config)
@@ -335,6 +365,12 @@ def make(config) -> Task:
   f = opts.downsample
   if f < 1:
     raise ConfigError(f'downsample must be >= 1, got {f}')
+  if opts.mask_resize not in ('bilinear', 'nearest'):
+    raise ConfigError(f"mask_resize must be 'bilinear' or 'nearest', got {opts.mask_resize!r}")
+  masks_at_data_size = lambda m: resize_masks(m, f, opts.mask_resize)
+  if opts.eval_iterations < 0:
+    raise ConfigError(f'eval_iterations must be >= 0, got {opts.eval_iterations}')
+  eval_model = model.clone(iterations=opts.eval_iterations or model.iterations)
 
   def model_input(batch):
     x = to_unit(batch['image'])
@@ -359,9 +395,9 @@ def make(config) -> Task:
   def evaluate(variables, batch):
     x = model_input(batch)
     b = x.shape[0]
-    out = model.apply(variables, x, eval_noise(b))
+    out = eval_model.apply(variables, x, eval_noise(b))
     true_BN = batch['mask'].astype(jnp.int32).reshape(b, -1)
-    pred_BN = upsample(out['masks'].argmax(1), f).reshape(b, -1)
+    pred_BN = masks_at_data_size(out['masks']).argmax(1).reshape(b, -1)
     fg_BN = true_BN > 0
     colours = out['recon'].shape[-1]
     kmeans_BN = kmeans_labels(to_unit(batch['image']).reshape(b, -1, colours), k,
@@ -393,10 +429,10 @@ def make(config) -> Task:
     """One strip per eval image: input | ground-truth objects | reconstruction | slot
     segmentation (argmax of the masks) | each slot's image times its mask, on white."""
     row_noise = jax.vmap(lambda r: jax.random.normal(r, (k, s)))(row_keys(rng, row_ids))
-    out = model.apply(variables, model_input(batch), row_noise)
+    out = eval_model.apply(variables, model_input(batch), row_noise)
     # back to the data's size: images (B, [K,] H, W, C), masks (B, K, H, W)
     out = {'recon': upsample(out['recon'], f, (1, 2)), 'rgb': upsample(out['rgb'], f, (2, 3)),
-           'masks': upsample(out['masks'], f)}
+           'masks': masks_at_data_size(out['masks'])}
     palette = jnp.asarray(PALETTE)
     paint = lambda ids: jnp.where((ids > 0)[..., None], palette[(ids - 1) % len(PALETTE)],
                                   jnp.uint8(0))
