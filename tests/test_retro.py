@@ -1,7 +1,7 @@
 """RETRO (arch/sequence/retro.py): chunked cross-attention's causal shift, exact k-NN with the
 own-document filter against brute force, the database and the near-neighbour split, the
-baseline's parameters, and the tiny config through the loop (exact resume, the index kept in
-the checkpoint, sampling through train.sample)."""
+baseline's parameters, and the tiny config through the loop (exact resume, the index and the
+train chunks' precomputed neighbours kept in the checkpoint, sampling through train.sample)."""
 
 import os
 
@@ -59,11 +59,31 @@ def test_chunked_cross_attention_matches_a_loop_over_positions():
     np.testing.assert_allclose(out[:, p], want, rtol=1e-6, atol=1e-6)
 
 
+def test_cca_position_bias_is_relative_and_starts_at_the_aligned_distance():
+  """CCA's logit bias for query i of a chunk group and position r of each neighbour is the
+  table's entry for r - i; at init only r - i = M (the continuation lined up with the chunk
+  being predicted) holds `cca_aligned_init`."""
+  m, k, h = 4, 3, 2
+  table = np.random.default_rng(3).normal(size=(h, 3 * m - 1)).astype(np.float32)
+  bias = np.asarray(retro.relative_bias(jnp.asarray(table), m, k))
+  assert bias.shape == (1, h, m, 2 * k * m)
+  i, r = np.arange(m)[:, None], np.arange(2 * m)[None, :]
+  for j in range(k):
+    np.testing.assert_array_equal(bias[0, :, :, j * 2 * m:(j + 1) * 2 * m],
+                                  table[:, r - i + m - 1])
+  init = np.asarray(retro.aligned_init(m, 5.0)(None, (h, 3 * m - 1), jnp.float32))
+  np.testing.assert_array_equal(init, np.where(np.arange(3 * m - 1) - (m - 1) == m, 5.0, 0.0)
+                                [None].repeat(h, 0))
+
+
 def test_baseline_is_the_same_decoder_without_retrieval():
   """retrieval=False has exactly the parameters of the retrieval model outside the encoder
   and the CCA layers, and runs without neighbours."""
-  _, with_ret, _, _ = _model_and_params()
+  ret, with_ret, _, _ = _model_and_params(cca_aligned_init=5.0)
   model, without, tokens, _ = _model_and_params(retrieval=False)
+  m = ret.chunk_length  # the model starts its CCA bias tables with the aligned prior
+  want = retro.aligned_init(m, 5.0)(None, (ret.num_heads, 3 * m - 1), jnp.float32)
+  np.testing.assert_array_equal(with_ret['params']['cca1_rel'], want)
   flat = lambda p: {jax.tree_util.keystr(k): v.shape
                     for k, v in jax.tree_util.tree_leaves_with_path(p)}
   a, b = flat(with_ret), flat(without)
@@ -138,6 +158,7 @@ def test_train_windows_carry_their_documents():
   np.testing.assert_array_equal(b['tokens'], starts[:, None] + np.arange(9))
   np.testing.assert_array_equal(b['doc'][:, 1, 0], doc[starts + 4])
   np.testing.assert_array_equal(b['doc'][:, 1, 1], doc[np.minimum(starts + 11, 39)])
+  np.testing.assert_array_equal(b['chunk'], starts[:, None] // 4 + np.arange(2))
   inp.set_state({'drawn': 0})
   np.testing.assert_array_equal(next(inp)['tokens'], b['tokens'])
 
@@ -158,12 +179,27 @@ def test_tiny_config_trains_resumes_keeps_its_index_and_samples(tmp_path, data_d
   state = ckpt.restore(4, abstract)[0]
   ckpt.close()
   index = state.extra['index']
+  docs, names = retro.corpus(config.task_kwargs.held_out)
+  stream, _ = retro.token_stream(docs, names)
   assert int(index['built']) == 1
   _, key_fn = retro.frozen_key_fn(config)
   m = config.model.chunk_length
   some = np.arange(0, len(index['tokens']), 97)
   want = key_fn(state.extra['encoder'], jnp.asarray(index['tokens'][some, :m]))
   np.testing.assert_allclose(index['keys'][some], want, rtol=1e-5, atol=1e-5)
+  # the train chunks' neighbours (chunk c is entry c * M / stride): the nearest keys outside
+  # the chunk's own documents, as a brute-force search finds them
+  keys, doc, nbrs = (np.asarray(index[n]) for n in ('keys', 'doc', 'neighbours'))
+  per = m // config.task_kwargs.database_stride
+  assert per > 1 and nbrs.shape[1] == config.model.num_neighbours
+  assert (nbrs.shape[0] - 1) * per < len(keys) <= (nbrs.shape[0] + 1) * per
+  for c in range(0, len(nbrs), 13):
+    e = c * per
+    np.testing.assert_array_equal(index['tokens'][e, :m], stream[c * m:(c + 1) * m])
+    d = ((keys - keys[e]) ** 2).sum(-1)
+    allowed = ~np.isin(doc, doc[e]).any(-1)
+    np.testing.assert_allclose(d[nbrs[c]], np.sort(d[allowed])[:nbrs.shape[1]], atol=1e-5)
+    assert allowed[nbrs[c]].all()
 
   assert sample.main(['--config', os.path.join(REPO, 'configs', SPEC), '--workdir',
                       str(tmp_path / 'straight'), '--num_samples', '2', '--prompt', 'The ',
