@@ -148,36 +148,20 @@ class Options:
   index_batch: int = 1024  # database chunks the frozen encoder embeds at once
 
 
-class Windows:
+class Windows(retro.ShuffledWindows):
   """The train input: windows of `length` tokens starting every `stride` tokens of the
   train stream, shuffled each epoch (seeded), with the documents of their first and last
   token {'tokens': (B, length), 'doc': (B, 2)}; the state is the global batches drawn."""
 
   def __init__(self, tokens, doc, length, stride, batch_size, seed, pidx, pcount):
-    self.tokens, self.doc, self.length = tokens, doc, length
-    self.starts = np.arange(0, len(tokens) - length + 1, stride)
-    self.batch, self.seed, self.local = batch_size, seed, batch_size // pcount
-    self.offset = pidx * self.local
-    self.drawn = 0
-
-  def __iter__(self):
-    return self
+    super().__init__(len(tokens), length, stride, batch_size, seed, pidx, pcount)
+    self.tokens, self.doc = tokens, doc
 
   def __next__(self):
-    g = self.drawn * self.batch + self.offset + np.arange(self.local)
-    n = len(self.starts)
-    perms = {e: np.random.default_rng([self.seed, e]).permutation(n) for e in set(g // n)}
-    starts = self.starts[[perms[e][p] for e, p in zip(g // n, g % n)]]
-    self.drawn += 1
+    starts = self.next_starts()
     rows = starts[:, None] + np.arange(self.length)
     return {'tokens': self.tokens[rows],
             'doc': np.stack([self.doc[starts], self.doc[starts + self.length - 1]], -1)}
-
-  def get_state(self):
-    return {'drawn': self.drawn}
-
-  def set_state(self, state):
-    self.drawn = int(state['drawn'])
 
 
 def make(config) -> Task:

@@ -258,41 +258,55 @@ def corpus(held_out=()):
   return docs, [n for n in sorted(docs) if n not in set(held_out)]
 
 
-class WindowInput:
-  """The train input: windows of U*M + 1 tokens starting at chunk-aligned offsets of the
-  train stream, shuffled each epoch (seeded), with each chunk's document ids and its
-  number in the stream (its start / M) {'tokens': (B, T+1), 'doc': (B, U, 2), 'chunk':
-  (B, U)}; the state is the number of global batches drawn."""
+class ShuffledWindows:
+  """Windows of `length` tokens starting every `stride` tokens of a token stream, in a
+  seeded permutation per epoch: `next_starts()` is this process's rows of the next global
+  batch (rows offset + [0, local) of it); the state is the number of global batches drawn,
+  so a resumed run continues exactly. Subclasses make a batch from the starts (RETRO's
+  `WindowInput`, RAG's `arch.sequence.rag.Windows`)."""
 
-  def __init__(self, tokens, doc, chunk, length, batch_size, seed, pidx, pcount):
-    self.tokens, self.doc, self.chunk, self.length = tokens, doc, chunk, length
-    self.starts = np.arange(0, len(tokens) - length + 1, chunk)
+  def __init__(self, num_tokens, length, stride, batch_size, seed, pidx, pcount):
+    self.length = length
+    self.starts = np.arange(0, num_tokens - length + 1, stride)
     self.batch, self.seed, self.local = batch_size, seed, batch_size // pcount
     self.offset = pidx * self.local
     self.drawn = 0
 
-  def __iter__(self):
-    return self
-
-  def __next__(self):
+  def next_starts(self) -> np.ndarray:
     g = self.drawn * self.batch + self.offset + np.arange(self.local)
     n = len(self.starts)
-    epochs = g // n
-    starts = np.array([self.starts[np.random.default_rng([self.seed, e]).permutation(n)[p]]
-                       for e, p in zip(epochs, g % n)])
+    perms = {e: np.random.default_rng([self.seed, e]).permutation(n) for e in set(g // n)}
     self.drawn += 1
-    rows = starts[:, None] + np.arange(self.length)
-    u = (self.length - 1) // self.chunk
-    c0 = starts[:, None] + np.arange(u) * self.chunk
-    last = np.minimum(c0 + 2 * self.chunk - 1, len(self.tokens) - 1)
-    return {'tokens': self.tokens[rows], 'doc': np.stack([self.doc[c0], self.doc[last]], -1),
-            'chunk': (c0 // self.chunk).astype(np.int32)}
+    return self.starts[[perms[e][p] for e, p in zip(g // n, g % n)]]
+
+  def __iter__(self):
+    return self
 
   def get_state(self):
     return {'drawn': self.drawn}
 
   def set_state(self, state):
     self.drawn = int(state['drawn'])
+
+
+class WindowInput(ShuffledWindows):
+  """The train input: windows of U*M + 1 tokens starting at chunk-aligned offsets of the
+  train stream, shuffled each epoch (seeded), with each chunk's document ids and its
+  number in the stream (its start / M) {'tokens': (B, T+1), 'doc': (B, U, 2), 'chunk':
+  (B, U)}; the state is the number of global batches drawn."""
+
+  def __init__(self, tokens, doc, chunk, length, batch_size, seed, pidx, pcount):
+    super().__init__(len(tokens), length, chunk, batch_size, seed, pidx, pcount)
+    self.tokens, self.doc, self.chunk = tokens, doc, chunk
+
+  def __next__(self):
+    starts = self.next_starts()
+    rows = starts[:, None] + np.arange(self.length)
+    u = (self.length - 1) // self.chunk
+    c0 = starts[:, None] + np.arange(u) * self.chunk
+    last = np.minimum(c0 + 2 * self.chunk - 1, len(self.tokens) - 1)
+    return {'tokens': self.tokens[rows], 'doc': np.stack([self.doc[c0], self.doc[last]], -1),
+            'chunk': (c0 // self.chunk).astype(np.int32)}
 
 
 def frozen_key_fn(config):
