@@ -42,7 +42,7 @@ import optax
 import arch
 from arch import vocab
 from arch.layers import moe
-from arch.sequence import seq2seq
+from arch.sequence import lm, seq2seq
 from arch.task import ConfigError, Task, parse_options
 
 BYTE_FULL_STOP = ord('.') + vocab.NUM_SPECIAL
@@ -236,15 +236,12 @@ def make(config) -> Task:
 
   def finalize_eval(sums, count):
     del count
-    n = max(float(sums['tokens']), 1.0)
-    nll = float(sums['nll']) / n
     kept = float(sums['tokens']) - float(sums['masked'])
-    return {'loss': nll, 'token_accuracy': float(sums['correct']) / n,
+    return {**lm.token_metrics(sums, 'token_accuracy'),
             'masked_token_accuracy':
                 float(sums['masked_correct']) / max(float(sums['masked']), 1.0),
             'unmasked_token_accuracy':
-                (float(sums['correct']) - float(sums['masked_correct'])) / max(kept, 1.0),
-            'perplexity': float(np.exp(min(nll, 50.0))), 'tokens': n}
+                (float(sums['correct']) - float(sums['masked_correct'])) / max(kept, 1.0)}
 
   def example_batch(batch_size):
     return {'tokens': jax.ShapeDtypeStruct((batch_size, length), jnp.int32)}

@@ -33,6 +33,16 @@ class Options:
   """The causal LM takes no task_kwargs."""
 
 
+def token_metrics(sums, accuracy: str = 'accuracy') -> dict:
+  """A token-level evaluation's metrics from its split's sums of 'nll', 'correct' and
+  'tokens': the mean loss per token, the accuracy (named `accuracy`), the perplexity
+  (exp of the loss, capped at e^50) and the token count."""
+  n = max(float(sums['tokens']), 1.0)
+  nll = float(sums['nll']) / n
+  return {'loss': nll, accuracy: float(sums['correct']) / n,
+          'perplexity': float(np.exp(min(nll, 50.0))), 'tokens': n}
+
+
 def make(config) -> Task:
   parse_options(Options, config)
   vocab.check_model(config)
@@ -73,10 +83,7 @@ def make(config) -> Task:
 
   def finalize_eval(sums, count):
     del count
-    n = max(float(sums['tokens']), 1.0)
-    nll = float(sums['nll']) / n
-    return {'loss': nll, 'accuracy': float(sums['correct']) / n,
-            'perplexity': float(np.exp(min(nll, 50.0))), 'tokens': n}
+    return token_metrics(sums)
 
   def example_batch(batch_size):
     return {'tokens': jax.ShapeDtypeStruct((batch_size, length), jnp.int32)}

@@ -27,12 +27,11 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import arch
 from arch import vocab
-from arch.sequence import denoise
+from arch.sequence import denoise, lm
 from arch.task import ConfigError, Task, parse_options
 
 EVAL_SEED = 0
@@ -136,10 +135,7 @@ def make(config) -> Task:
 
   def finalize_eval(sums, count):
     del count
-    n = max(float(sums['tokens']), 1.0)
-    nll = float(sums['nll']) / n
-    return {'loss': nll, 'token_accuracy': float(sums['correct']) / n,
-            'perplexity': float(np.exp(min(nll, 50.0))), 'tokens': n}
+    return lm.token_metrics(sums, 'token_accuracy')
 
   def example_batch(batch_size):
     return {'tokens': jax.ShapeDtypeStruct((batch_size, length), jnp.int32)}

@@ -80,7 +80,7 @@ from arch.layers.attention import (NEG_INF, Attention, Projection, key_mask,
                                    relative_position_bucket, token_positions)
 from arch.layers.embed import LearnedPositions, Mlp, norm, token_embed
 from arch.layers.transformer import Block, EncoderDecoder, run_blocks
-from arch.sequence import mass
+from arch.sequence import lm, mass
 from arch.task import ConfigError, Task, parse_options
 
 Dtype = Any
@@ -445,10 +445,8 @@ def make(config) -> Task:
 
   def finalize_eval(sums, count):
     del count
-    n = max(float(sums['tokens']), 1.0)
-    nll = float(sums['nll']) / n
-    out = {'loss': nll, 'token_accuracy': float(sums['correct']) / n,
-           'perplexity': float(np.exp(min(nll, 50.0))), 'tokens': n}
+    out = lm.token_metrics(sums, 'token_accuracy')
+    n = out['tokens']
     if 'future_correct' in sums:
       out['future_accuracy'] = float(sums['future_correct']) / n
     return out

@@ -43,7 +43,7 @@ import numpy as np
 
 import arch
 from arch import vocab
-from arch.sequence import decoding, gpt, retro
+from arch.sequence import decoding, gpt, lm, retro
 from arch.task import ConfigError, Task, parse_options
 
 Dtype = Any
@@ -274,10 +274,7 @@ def make(config) -> Task:
 
   def finalize_eval(sums, count):
     del count
-    t = max(float(sums['tokens']), 1.0)
-    nll = float(sums['nll']) / t
-    return {'loss': nll, 'accuracy': float(sums['correct']) / t,
-            'perplexity': float(np.exp(min(nll, 50.0))), 'tokens': t}
+    return lm.token_metrics(sums)
 
   def example_batch(batch_size):
     return {'tokens': jax.ShapeDtypeStruct((batch_size, length), jnp.int32)}

@@ -56,7 +56,7 @@ from arch import vocab
 from arch.layers.attention import Attention
 from arch.layers.embed import LearnedPositions, norm, token_embed
 from arch.layers.transformer import Block
-from arch.sequence import decoding
+from arch.sequence import decoding, lm
 from arch.task import ConfigError, Task, parse_options
 
 Dtype = Any
@@ -434,10 +434,7 @@ def make(config) -> Task:
 
   def finalize_eval(sums, count):
     del count
-    t = max(float(sums['tokens']), 1.0)
-    nll = float(sums['nll']) / t
-    return {'loss': nll, 'accuracy': float(sums['correct']) / t,
-            'perplexity': float(np.exp(min(nll, 50.0))), 'tokens': t}
+    return lm.token_metrics(sums)
 
   def example_batch(batch_size):
     out = {'tokens': jax.ShapeDtypeStruct((batch_size, length), jnp.int32)}
