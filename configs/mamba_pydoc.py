@@ -19,7 +19,14 @@ arch/sequence/mamba.py gives the CPU timings that made 'sequential' the default)
 bytes a step), steps, optimizer, schedule and dropout 0.1; 7 layers of width 256 (inner
 width 512, state 16, convolution 4, step-size rank 16): 3.13 M parameters against GPT's
 3.26 M (8 layers, the paper's two Mamba layers per Transformer layer, would be 3.57 M), for
-a fair side-by-side. Not yet measured on this machine (issue 16's table does).
+a fair side-by-side. Measured 2026-12-07 on the 2-core CPU (1 device, jit), shared with
+other jobs (load average 15 falling to 3): validation 1.302 / 1.221 nats/byte at steps 200
+/ 400 (token accuracy 0.654 / 0.683), 56 / 74 min wall under that load; gpt_pydoc's default
+on the same data and schedule: 1.948 / 1.491 / 1.381 at steps 200 / 400 / 600 (10.3 min
+idle), rwkv_pydoc's 1.297 / 1.198 / 1.194. Its step is slower than GPT's: in one script,
+8.0 s against GPT's 4.6 s at load 9 (the scan's hand-written gradient, arch/sequence/
+mamba.py, took it from 12.1 s), so an idle 600-step run would take about 1.7 x GPT's 10.3
+min (not measured idle).
 """
 
 from configs import recipes

@@ -33,10 +33,26 @@ over the pairs (a_t, b_t) = (exp(delta_t A), delta_t B_t x_t) with (a, b) . (a',
 Measured 2026-12-06 on this 2-core CPU, loaded by other jobs (load average 6-8, so the
 times vary run to run), on the cpu variant's shapes (batch 32, T 128, E 512, N 16; one
 layer's scan under jit, median of 5, in two runs): forward sequential 43-60 ms, parallel
-725-991 ms; forward+backward sequential 467-729 ms, parallel 1,785-2,449 ms. A whole
-training step of the cpu variant (7 layers, fwd+bwd) took 9.1 s sequential, 23.6 s
-parallel (GPT's cpu variant 2.7 s in the same script). So 'sequential' is the default:
-the faster on CPU, and its backward, not the forward, is where Mamba's CPU step goes.
+725-991 ms; forward+backward sequential 467-729 ms, parallel 1,785-2,449 ms. So
+'sequential' is the default: the faster on CPU.
+
+Its backward, ~10x its forward under autodiff, is where Mamba's CPU step went; the
+sequential scan now has a hand-written gradient (`_adjoint_scan`, a `jax.custom_vjp`): the
+forward keeps the state entering each step (T*B*E*N floats, 134 MB a layer of the cpu
+variant) and the backward is one reverse-time `lax.scan` of the adjoint that forms every
+input's gradient inside the step, with the state laid out (B, N, E). Equal to autodiff of
+the plain scan (`_sequential_scan`) to 1e-10 in float64 (tests/test_mamba.py). Measured
+2026-12-07, the same shapes, median of 5, autodiff -> adjoint in one script each: fwd+bwd
+670-683 -> 351-359 ms at load 4; 1,476 -> 922 ms at load 9 (forward 43 -> 27 ms), where a
+whole cpu-variant training step went 12.1 -> 8.0 s (GPT's cpu step 4.6 s in that script);
+1.8-1.9 -> 1.0-1.1 s wall and 570-580 -> 370 ms of CPU time at load 15. The sums over N
+as adds of slices, dA kept per batch row until the end and dB, dC as einsums then took
+another fifth off (CPU time 396 -> 320 ms, 8 alternating runs, load 11). At load 12-13 the
+whole step measured 26.8 -> 23.6 s against GPT's 7.9 s: under heavy sharing Mamba's many
+small loop steps lose more than GPT's few large matmuls. Tried and not faster: the
+gradients formed after the reverse scan as (T, B, N, E)-wide reductions (2-3x slower), the
+(B, E, N) layout with einsums, unrolling 2 or 4 steps. A custom_vjp has no forward-mode
+derivative (`jax.jvp`); 'parallel' or `_sequential_scan` give one.
 
 Cached decoding: with decode=True each mixer keeps in the 'cache' collection 'conv_state'
 (B, K-1, E), the last K-1 inputs of the convolution, and 'ssm_state' (B, E, N), the state h;
@@ -64,7 +80,8 @@ SCANS = ('sequential', 'parallel')
 
 
 def _sequential_scan(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, h_BEN, unroll: int = 1):
-  """The recurrence as a `lax.scan` over time, discretised inside the step."""
+  """The recurrence as a plain `lax.scan` over time, discretised inside the step, whose
+  gradient is autodiff's (the reference `_adjoint_scan`'s gradient is tested against)."""
   def step(h_BEN, inputs):
     x_BE, delta_BE, B_BN, C_BN = inputs
     h_BEN = (jnp.exp(delta_BE[:, :, None] * A_EN) * h_BEN
@@ -73,6 +90,79 @@ def _sequential_scan(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, h_BEN, unroll: int = 
   time_major = [jnp.swapaxes(a, 0, 1) for a in (x_BTE, delta_BTE, B_BTN, C_BTN)]
   h_BEN, y_TBE = jax.lax.scan(step, h_BEN, time_major, unroll=unroll)
   return jnp.swapaxes(y_TBE, 0, 1), h_BEN
+
+
+# The same scan with a hand-written gradient: autodiff of the scan above stores a stack of
+# every intermediate and runs a backward ~10x its forward on XLA:CPU. Here the forward
+# keeps only the state entering each step, h_{t-1}, and the backward is one reverse-time
+# scan of the adjoint g_t = dL/dh_t = a_{t+1} g_{t+1} + dy_t C_t (a_t = exp(delta_t A),
+# b_t = delta_t x_t B_t), which forms each step's gradients as it goes:
+# da_t = g_t h_{t-1}, db_t = g_t, dC_t = sum_e dy_t h_t, dh_0 = a_1 g_1. Inside, the state
+# is (B, N, E), the inner width last: XLA:CPU vectorises the wide axis.
+
+def _forward_NE(x_TBE, delta_TBE, A_NE, B_TBN, C_TBN, h_BNE, unroll):
+  """Time-major scan: (y (T, B, E), h_T (B, N, E), h_{t-1} for every t (T, B, N, E))."""
+  def step(h_BNE, inputs):
+    x_BE, delta_BE, B_BN, C_BN = inputs
+    new_BNE = (jnp.exp(delta_BE[:, None, :] * A_NE) * h_BNE
+               + (delta_BE * x_BE)[:, None, :] * B_BN[:, :, None])
+    return new_BNE, ((new_BNE * C_BN[:, :, None]).sum(1), h_BNE)
+  h_BNE, (y_TBE, prev_TBNE) = jax.lax.scan(step, h_BNE, (x_TBE, delta_TBE, B_TBN, C_TBN),
+                                           unroll=unroll)
+  return y_TBE, h_BNE, prev_TBNE
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _adjoint_scan_NE(x_TBE, delta_TBE, A_NE, B_TBN, C_TBN, h_BNE, unroll):
+  y_TBE, h_BNE, _ = _forward_NE(x_TBE, delta_TBE, A_NE, B_TBN, C_TBN, h_BNE, unroll)
+  return y_TBE, h_BNE
+
+
+def _adjoint_scan_fwd(x_TBE, delta_TBE, A_NE, B_TBN, C_TBN, h_BNE, unroll):
+  y_TBE, h_BNE, prev_TBNE = _forward_NE(x_TBE, delta_TBE, A_NE, B_TBN, C_TBN, h_BNE, unroll)
+  return (y_TBE, h_BNE), (x_TBE, delta_TBE, A_NE, B_TBN, C_TBN, prev_TBNE)
+
+
+def _sum_N(a_BNE):
+  """The sum over N as N - 1 adds of slices: fuses with its operands into one loop, where a
+  `reduce` (a YNNPACK call on XLA:CPU) needs them written out first."""
+  return functools.reduce(jnp.add, [a_BNE[:, i] for i in range(a_BNE.shape[1])])
+
+
+def _adjoint_scan_bwd(unroll, residuals, cotangents):
+  x_TBE, delta_TBE, A_NE, B_TBN, C_TBN, prev_TBNE = residuals
+  dy_TBE, dh_BNE = cotangents  # dh: the gradient of the last state h_T
+
+  def step(carry, inputs):
+    ag_BNE, dA_BNE = carry  # a_{t+1} g_{t+1}; dA summed over later steps, not yet over B
+    x_BE, delta_BE, B_BN, C_BN, dy_BE, prev_BNE = inputs
+    a_BNE = jnp.exp(delta_BE[:, None, :] * A_NE)
+    u_BE = delta_BE * x_BE
+    h_BNE = a_BNE * prev_BNE + u_BE[:, None, :] * B_BN[:, :, None]  # recomputed h_t
+    g_BNE = ag_BNE + dy_BE[:, None, :] * C_BN[:, :, None]
+    s_BNE = g_BNE * prev_BNE * a_BNE  # da_t * a_t: d/d(delta_t A) of exp
+    gB_BE = _sum_N(g_BNE * B_BN[:, :, None])  # d/du_t
+    ddelta_BE = _sum_N(s_BNE * A_NE) + gB_BE * x_BE
+    dA_BNE = dA_BNE + s_BNE * delta_BE[:, None, :]
+    dB_BN = jnp.einsum('bne,be->bn', g_BNE, u_BE)
+    dC_BN = jnp.einsum('bne,be->bn', h_BNE, dy_BE)
+    return (a_BNE * g_BNE, dA_BNE), (gB_BE * delta_BE, ddelta_BE, dB_BN, dC_BN)
+
+  (dh0_BNE, dA_BNE), (dx_TBE, ddelta_TBE, dB_TBN, dC_TBN) = jax.lax.scan(
+      step, (dh_BNE, jnp.zeros_like(dh_BNE)),
+      (x_TBE, delta_TBE, B_TBN, C_TBN, dy_TBE, prev_TBNE), reverse=True, unroll=unroll)
+  return dx_TBE, ddelta_TBE, dA_BNE.sum(0), dB_TBN, dC_TBN, dh0_BNE
+
+
+_adjoint_scan_NE.defvjp(_adjoint_scan_fwd, _adjoint_scan_bwd)
+
+
+def _adjoint_scan(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, h_BEN, unroll: int = 1):
+  """`_sequential_scan`'s values with the reverse-time adjoint scan as its gradient."""
+  tm = lambda a: jnp.swapaxes(a, 0, 1)  # (B, T, ...) <-> (T, B, ...), (E, N) <-> (N, E)
+  y_TBE, h_BNE = _adjoint_scan_NE(tm(x_BTE), tm(delta_BTE), A_EN.T, tm(B_BTN), tm(C_BTN),
+                                  jnp.swapaxes(h_BEN, 1, 2), unroll)
+  return tm(y_TBE), jnp.swapaxes(h_BNE, 1, 2)
 
 
 def _combine(left, right):
@@ -102,7 +192,7 @@ def selective_scan(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, D_E, h_BEN=None, *,
   b, _, e = x_BTE.shape
   h_BEN = jnp.zeros((b, e, A_EN.shape[1]), jnp.float32) if h_BEN is None else f32(h_BEN)
   if scan == 'sequential':
-    y_BTE, h_BEN = _sequential_scan(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, h_BEN, unroll)
+    y_BTE, h_BEN = _adjoint_scan(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, h_BEN, unroll)
   else:
     y_BTE, h_BEN = _parallel_scan(x_BTE, delta_BTE, A_EN, B_BTN, C_BTN, h_BEN)
   return y_BTE + f32(D_E) * x_BTE, h_BEN
