@@ -3,6 +3,13 @@ across segments (the offline `recall` dataset), against the same network without
 
   python -m train --config configs/rmt_recall.py --workdir runs/rmt_recall
   python -m train --config configs/rmt_recall.py:memory=0 --workdir runs/rmt_recall_m0
+  python -m train.sample --config configs/rmt_recall.py --workdir runs/rmt_recall
+  python -m train.sample --config configs/rmt_recall.py --workdir runs/rmt_recall \\
+      --prompt 'k3 v7 n0 n5 n1 n2 n3 n4 n5 n6 n7 n8 n9 n10 n11 n12 ? k3'
+
+The sampler prints the first --num_samples test examples up to their query, each followed
+by the model's greedy answer, in words ('?' the query mark, k0-k15 keys, v0-v15 values,
+n0-n15 noise); a --prompt is continued instead (--max_new_tokens, default 1).
 
 Arguments: `memory=N` memory slots (default 8; 0: each segment read alone, the baseline),
 `bptt=K` backpropagate through the memory of the last K segments only (default 0: all),
@@ -65,4 +72,8 @@ def get_config(arg=None):
   c.lr = 3e-3
   c.warmup_steps = 0 if a.tiny else 100
   c.grad_clip_norm = 1.0
+  # train.sample: the answer to each of the first test examples (greedy), in words
+  c.sample.tokenizer = 'recall'
+  c.sample.max_new_tokens = 1
+  c.sample.temperature = 0.0
   return c

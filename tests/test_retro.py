@@ -3,8 +3,6 @@ own-document filter against brute force, the database and the near-neighbour spl
 baseline's parameters, and the tiny config through the loop (exact resume, the index and the
 train chunks' precomputed neighbours kept in the checkpoint, sampling through train.sample)."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +10,8 @@ import numpy as np
 from arch import vocab
 from arch.sequence import retro
 from train.datasets import pydoc_retro
-from conftest import REPO, check_resumes_from_step_2, load_config, train_spec
+import lm_checks
+from conftest import check_resumes_from_step_2, load_config, train_spec
 
 SPEC = 'retro_pydoc.py:variant=tiny'
 
@@ -166,12 +165,12 @@ def test_train_windows_carry_their_documents():
 def test_tiny_config_trains_resumes_keeps_its_index_and_samples(tmp_path, data_dir):
   """4 steps with checkpoints at 2 and 4; the step-2 checkpoint resumes bitwise; the
   checkpointed index holds the frozen encoder's keys of every database chunk (built once,
-  identical in both runs); train.sample continues a prompt."""
+  identical in both runs); train.sample continues a prompt alike on 1 and 8 devices."""
   result = train_spec(SPEC, tmp_path / 'straight', data_dir, data__eval_split='validation[:1]')
   assert np.isfinite(result['loss']) and result['tokens'] > 100
   check_resumes_from_step_2(SPEC, train_spec, tmp_path, data_dir)
 
-  from train import checkpoint, core, sample
+  from train import checkpoint, core
   config = load_config(SPEC, data__data_dir=data_dir)
   task = core.load_task(config)
   abstract = core.abstract_state(config, task)
@@ -201,6 +200,4 @@ def test_tiny_config_trains_resumes_keeps_its_index_and_samples(tmp_path, data_d
     np.testing.assert_allclose(d[nbrs[c]], np.sort(d[allowed])[:nbrs.shape[1]], atol=1e-5)
     assert allowed[nbrs[c]].all()
 
-  assert sample.main(['--config', os.path.join(REPO, 'configs', SPEC), '--workdir',
-                      str(tmp_path / 'straight'), '--num_samples', '2', '--prompt', 'The ',
-                      f'--config.data.data_dir={data_dir}']) == 0
+  lm_checks.check_sampler_one_and_eight(SPEC, tmp_path / 'straight', data_dir)

@@ -1,8 +1,9 @@
 """Recurrent Memory Transformer (arch/sequence/rmt.py) and the `recall` dataset: the
 attention layout, memory carrying information across segments (and nothing without it),
 the scan over segments against an unrolled computation and against GPT, truncated BPTT,
-the answer-scored objective, the dataset's answers, and the tiny config trained through
-the loop with an exact resume."""
+the answer-scored objective, the dataset's answers, the sampler (its continuation against
+the network's argmax, the words tokenizer) and the tiny config trained through the loop
+with an exact resume and sampled alike on 1 and 8 devices."""
 
 import flax.linen as nn
 import jax
@@ -13,7 +14,8 @@ import pytest
 
 from arch.layers.transformer import Block
 from arch.sequence import gpt, rmt
-from conftest import check_resumes_from_step_2, load_config, train_spec
+from arch.task import ConfigError
+from conftest import check_resumes_from_step_2, load_config, run_sample, train_spec
 from train.datasets import recall
 
 T = 8  # segment length of the small models below
@@ -208,6 +210,48 @@ def test_recall_dataset_answers_are_right(data_dir):
   assert not np.array_equal(recall.examples(5, 1)['tokens'], recall.examples(5, 2)['tokens'])
 
 
+def test_recall_words_round_trip_and_refuse_unknown_words():
+  tok = recall.Tokenizer()
+  ids = tok.encode(' k3 v7  n0 ? k3')
+  assert ids == [recall.FIRST_KEY + 3, recall.FIRST_VALUE + 7, recall.FIRST_NOISE, recall.QUERY,
+                 recall.FIRST_KEY + 3]
+  assert tok.decode(ids) == ' k3 v7 n0 ? k3' and tok.decode([0, ids[0], 0]) == ' k3'
+  assert [tok.encode(w)[0] for w in recall.WORDS[1:]] == list(range(1, recall.VOCAB_SIZE))
+  with pytest.raises(ValueError, match='k16, x'):
+    tok.encode('k3 x k16')
+
+
+def test_sampler_continues_with_the_networks_choices_across_a_segment():
+  """Greedy tokens after a 13-token prompt, 6 of them (into the next segment of 8), each
+  the argmax of the network over the sequence so far padded with another token than the
+  sampler's: padding after a position changes nothing. An eval example's prompt ends at
+  its queried key."""
+  config = load_config('rmt_recall.py:tiny', model__segment_length=T)
+  task = rmt.make(config)
+  prompt = np.asarray(_tokens(b=2, n=2, seed=3))[:, :13]
+  variables = jax.jit(task.init)(jax.random.key(1), {'tokens': jnp.asarray(prompt[:, :8])})
+  got = jax.jit(lambda v, b: task.sample(v, b, jax.random.key(0), max_new_tokens=6,
+                                         temperature=0.0))(variables, {'prompt': prompt})
+  np.testing.assert_array_equal(got['prompt'], prompt)
+  model = rmt.Model(**config.model)
+  seq = prompt
+  for i in range(6):
+    padded = np.full((2, 24), recall.FIRST_NOISE + 5, np.int32)
+    padded[:, :seq.shape[1]] = seq
+    logits = model.apply(variables, jnp.asarray(padded))
+    nxt = np.asarray(logits[:, seq.shape[1] - 1].argmax(-1))
+    np.testing.assert_array_equal(got['tokens'][:, i], nxt)
+    seq = np.concatenate([seq, nxt[:, None]], 1)
+  data = recall.examples(3, 3)
+  batch = task.prompt_batch([[]] * 3, 3, examples=data)
+  first = (data['targets'][0] >= 0).argmax()
+  assert batch['prompt'].shape == (3, first + 1)
+  assert (batch['prompt'][:, -1] >= recall.FIRST_KEY).all()
+  assert (batch['prompt'][:, -2] == recall.QUERY).all()
+  with pytest.raises(ConfigError, match='same, nonzero length'):
+    task.prompt_batch([[2, 3], [2]], 2, examples=data)
+
+
 _train = train_spec
 
 
@@ -219,3 +263,23 @@ def test_tiny_config_trains_and_resumes_exactly(spec, tmp_path, data_dir):
   assert 0 <= result['accuracy'] <= 1 and np.isfinite(result['loss'])
   assert result['answers'] == recall.SPLITS['test'][0] * recall.NUM_PAIRS
   check_resumes_from_step_2(spec, _train, tmp_path, data_dir)
+  if 'memory=0' in spec:
+    return
+  # train.sample: the test examples up to their query, then the greedy answer, in words;
+  # the same text on 8 devices
+  args = ['--config', f'configs/{spec}', '--workdir', tmp_path / 'straight', '--num_samples',
+          '3']
+  one, eight = run_sample(args, data_dir), run_sample(args, data_dir, devices=8)
+  assert one.returncode == 0 and eight.returncode == 0, (one.stderr + eight.stderr)[-3000:]
+  assert one.stdout == eight.stdout
+  from train import core, sample
+  config = load_config(spec, data__data_dir=data_dir)
+  test = sample.eval_examples(config, core.load_task(config), 3)  # the split's first rows
+  bodies = one.stdout.split('--- sample')[1:]
+  assert len(bodies) == 3
+  for body, tokens in zip(bodies, test['tokens']):
+    words = body.split('---\n', 1)[1].split()
+    assert words[:-1] == recall.Tokenizer().decode(tokens[:-1]).split()
+    assert words[-1] in recall.WORDS[1:]
+  bad = run_sample([*args, '--prompt', 'k3 v7 z'], data_dir)
+  assert bad.returncode == 2 and 'z not in the recall vocabulary' in bad.stderr

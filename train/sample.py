@@ -182,6 +182,7 @@ def sample_text(config, workdir, prompts, num_samples, seed, options, step=None)
   """Runs a text sampler; returns (step, [(prompt, completion_text, about), ...],
   continuation): `about` names the eval example a sample conditions on (or None);
   continuation is the task's `continues_prompt`."""
+  from arch import vocab
   from arch.task import ConfigError
   from train import core, text
   from train.errors import UserError
@@ -189,7 +190,10 @@ def sample_text(config, workdir, prompts, num_samples, seed, options, step=None)
   tok = text.tokenizer(config, workdir, train_if_missing=False, kind=text_kind(config))
   prompts = [''] if prompts is None else prompts
   rows = [p for p in prompts for _ in range(num_samples)]
-  ids = [tok.encode(p) for p in rows]
+  try:
+    ids = [tok.encode(p) for p in rows]
+  except ValueError as e:  # a word outside a word-level vocabulary
+    raise UserError(f'--prompt: {e}') from None
   examples = None
   if task.prompt_examples:  # sample j of every prompt is about eval example j
     first = eval_examples(config, task, num_samples)
@@ -215,7 +219,12 @@ def sample_text(config, workdir, prompts, num_samples, seed, options, step=None)
       tokens[r] = got['tokens'][i]
       if 'source' in got:  # a denoiser's corrupted input, shown in place of its passage
         rows[r] = show_source(tok, got['source'][i])
-  results = [(p, tok.decode(_until_eos(t)), a) for p, t, a in zip(rows, tokens, about)]
+      elif 'prompt' in got and not ids[r]:  # the prompt the task took from its example
+        rows[r] = tok.decode(got['prompt'][i])
+      elif 'prompt' in got:  # the user's prompt, not about the example
+        about[r] = None
+  eos = getattr(tok, 'eos_id', vocab.EOS)
+  results = [(p, tok.decode(_until_eos(t, eos)), a) for p, t, a in zip(rows, tokens, about)]
   return step, results, task.continues_prompt
 
 
@@ -403,10 +412,9 @@ def show_source(tok, ids):
   return '<mask>'.join(parts)
 
 
-def _until_eos(ids):
-  from arch import vocab
+def _until_eos(ids, eos):
   ids = list(ids)
-  return ids[:ids.index(vocab.EOS)] if vocab.EOS in ids else ids
+  return ids[:ids.index(eos)] if eos is not None and eos in ids else ids
 
 
 def render(results, continuation: bool) -> str:

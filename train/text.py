@@ -95,7 +95,8 @@ def _features(config):
 def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
               kind: str | None = None, train_source=None):
   """The run's tokenizer (`kind`, default config.data.tokenizer): byte-level, or the BPE
-  saved in (or trained for, on the examples of `train_source()`) `workdir`."""
+  saved in (or trained for, on the examples of `train_source()`) `workdir`; 'recall' (a
+  sampler's `config.sample.tokenizer` only) the recall dataset's words."""
   kind = kind or config.data.get('tokenizer')
   if kind == 'byte':
     tok = ByteTokenizer()
@@ -117,6 +118,9 @@ def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
       tok = BpeTokenizer.train(texts, size)
       if path:
         tok.save(path)
+  elif kind == 'recall':  # a sampler's words for the recall dataset's ids (no text stage)
+    from train.datasets import recall
+    tok = recall.Tokenizer()
   else:
     raise UserError(f"config.data.tokenizer={kind!r}; valid: 'byte', 'bpe'")
   return tok

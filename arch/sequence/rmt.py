@@ -49,6 +49,7 @@ import optax
 import arch
 from arch.layers.embed import LearnedPositions, norm, token_embed
 from arch.layers.transformer import Block
+from arch.sequence import decoding
 from arch.task import ConfigError, Task, parse_options
 
 Dtype = Any
@@ -199,5 +200,48 @@ def make(config) -> Task:
     shape = jax.ShapeDtypeStruct((batch_size, opts.length), jnp.int32)
     return {'tokens': shape, 'targets': shape}
 
+  def prompt_batch(prompts, num_samples, examples):
+    """{'prompt': (B, P)}: the given prompts (one length), or where they are empty each
+    row's eval example up to and including its first scored position (the queried key,
+    whose next token is the answer)."""
+    del num_samples
+    if all(len(p) == 0 for p in prompts):
+      tokens, targets = np.asarray(examples['tokens']), np.asarray(examples['targets'])
+      first = (targets >= 0).argmax(1)
+      if (targets < 0).all(1).any() or len(set(first.tolist())) > 1:
+        raise ConfigError('the eval examples must share the position of their first answer')
+      return {'prompt': tokens[:, :first[0] + 1].astype(np.int32)}
+    if any(len(p) == 0 for p in prompts) or len({len(p) for p in prompts}) > 1:
+      raise ConfigError('RMT prompts in one batch must have the same, nonzero length')
+    return {'prompt': np.asarray(prompts, np.int32)}
+
+  def sample(variables, batch, rng, *, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
+             row_ids=None):
+    """Continues batch['prompt'] (B, P) token by token. Each new token re-reads the whole
+    sequence padded to whole segments: the logits of a position depend only on the
+    segments before its own (through their memory) and on its segment's earlier tokens, so
+    the padding after it changes nothing. Returns the new tokens and the prompt."""
+    prompt = batch['prompt']
+    b, p = prompt.shape
+    t = config.model.segment_length
+    buf = jnp.zeros((b, -(-(p + max_new_tokens) // t) * t), jnp.int32).at[:, :p].set(prompt)
+
+    def logits_at(buf, pos):
+      """Logits for the token at position pos, from the sequence before it."""
+      logits = model.apply(variables, buf, train=False)
+      return jax.lax.dynamic_index_in_dim(logits, pos - 1, axis=1, keepdims=False)
+
+    def step(tokens, cache):
+      buf, pos = cache
+      buf = jax.lax.dynamic_update_slice_in_dim(buf, tokens, pos, axis=1)
+      return logits_at(buf, jnp.minimum(pos + 1, buf.shape[1])), (buf, pos + 1)
+
+    first = logits_at(buf, jnp.asarray(p))
+    tokens = decoding.generate(step, (buf, jnp.asarray(p)), first, rng, max_new_tokens,
+                               eos_id=-1, row_ids_B=row_ids, temperature=temperature,
+                               top_k=top_k, top_p=top_p)
+    return {'tokens': tokens, 'prompt': prompt}
+
   return Task(init=init, loss=loss, evaluate=evaluate, finalize_eval=finalize_eval,
-              example_batch=example_batch)
+              example_batch=example_batch, sample=sample, prompt_batch=prompt_batch,
+              prompt_examples=True, continues_prompt=True)
