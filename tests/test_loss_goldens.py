@@ -56,7 +56,8 @@ NOT_IN_SUITE = ('align_digits.py', 'ddpm_digits.py', 'deit_digits.py', 'efficien
                 'video_dit_digits.py')
 ONE_DEVICE = sorted(set(loss_goldens.SPECS) - set(NOT_IN_SUITE))
 # Configs added since the records were taken (nothing to compare them with).
-NEW_SINCE = ('a2c_cartpole.py', 'alphazero_connect4.py', 'alphazero_tictactoe.py',
+NEW_SINCE = ('a2c_acrobot.py', 'a2c_cartpole.py', 'alphazero_connect4.py',
+             'alphazero_tictactoe.py',
              'bart_classify_pydoc.py',
              'bert_classify_pydoc.py', 'bert_tag_pydoc.py', 'c3d_moving_digits.py',
              'caption_reader_shapes.py', 'cnf_2d.py', 'convmixer_digits.py', 'cyclegan_digits.py',
