@@ -3,9 +3,9 @@ the search never choosing an occupied square (even with a prior that wants one),
 against its formula, board symmetries against the table, the replay buffer against a
 plain-Python ring, self-play targets' invariants, the evaluation harness with the table's
 own player, option errors, and the tiny config trained through the loop with an exact
-resume (replay buffer included). Connect Four: the fixed-depth search opponent against
-hand-made tactics and a plain negamax, its mirror symmetry, and one step of the tiny
-config."""
+resume (replay buffer included) and alike on 8 devices. Connect Four: the fixed-depth
+search opponent against hand-made tactics and a plain negamax, its mirror symmetry, and
+the tiny config through the loop with an exact resume and alike on 8 devices."""
 
 
 import functools
@@ -236,16 +236,24 @@ def test_tiny_config_trains_and_resumes_exactly(tmp_path):
   assert int(replay['size']) == 64 and np.asarray(replay['data']['pi']).sum() > 0
 
 
-def test_eight_devices_give_the_same_numbers_as_one(tmp_path):
+EVALS = {'alphazero_tictactoe.py:tiny': ('loss_rate_vs_random', 'loss_rate_vs_minimax',
+                                         'value_error', 'policy_optimal_rate'),
+         'alphazero_connect4.py:tiny': ('loss_rate_vs_random', 'loss_rate_vs_search',
+                                        'win_rate_vs_search', 'policy_loss_rate_vs_search')}
+
+
+@pytest.mark.parametrize('spec,modes', [('alphazero_tictactoe.py:tiny', ('jit', 'pmap')),
+                                         ('alphazero_connect4.py:tiny', ('jit',))])
+def test_eight_devices_give_the_same_numbers_as_one(spec, modes, tmp_path):
   """Every device plays, stores and samples alike (keys from the state), so 8 simulated
   devices, under jit and under pmap, train and evaluate the same agent as 1 (8 games a
-  step: the loop needs a batch that 8 devices divide)."""
-  check_eight_devices('alphazero_tictactoe.py:tiny', tmp_path, ('jit', 'pmap'),
+  step: the loop needs a batch that 8 devices divide). Connect Four, the same agent code
+  over another game and network, under jit."""
+  check_eight_devices(spec, tmp_path, modes,
                       args=('--config.task_kwargs.num_games=8',),
                       close=('loss', 'value_loss', 'policy_loss', 'policy_entropy'),
                       equal=('game_length', 'draw_rate', 'positions', 'buffer_size'),
-                      evals=('loss_rate_vs_random', 'loss_rate_vs_minimax', 'value_error',
-                             'policy_optimal_rate'), rel=1e-5, abs=1e-6)
+                      evals=EVALS[spec], rel=1e-5, abs=1e-6)
 
 
 # ------------------------------------------------------------------------- Connect Four
@@ -357,16 +365,27 @@ def test_connect_four_search_equals_plain_negamax_and_is_mirror_symmetric():
   np.testing.assert_array_equal(q_mirror, mirrored['pi'])
 
 
-def test_connect_four_config_trains_and_plays(tmp_path):
-  """One step of the tiny Connect Four config through the loop (conv tower, self-play of up
-  to 42 plies, replay of (6, 7, 2) boards, the mirror augmentation); then its agent (the
-  search with the trained network) plays the depth-2 opponent, half the games first: every
-  game ends (win, draw and loss rates sum to 1)."""
-  from train import core, loop
-  config = load_config('alphazero_connect4.py:tiny', total_steps=1, eval_every=0,
-                       ckpt_every=1)
-  loop.train_and_evaluate(config, str(tmp_path))
-  variables, _ = core.restore_variables(config, str(tmp_path))
+def _train_c4(workdir, **overrides):
+  from train import loop
+  return loop.train_and_evaluate(load_config('alphazero_connect4.py:tiny', **overrides),
+                                 str(workdir))
+
+
+def test_connect_four_config_trains_resumes_and_plays(tmp_path):
+  """4 steps of the tiny Connect Four config through the loop (conv tower, self-play of up
+  to 42 plies, replay of (6, 7, 2) boards, the mirror augmentation) with checkpoints at 2
+  and 4: the step-2 checkpoint alone resumes bitwise (replay buffer included); then its
+  agent (the search with the trained network) plays the depth-2 opponent, half the games
+  first: every game ends (win, draw and loss rates sum to 1)."""
+  from train import core
+  result = _train_c4(tmp_path / 'straight')
+  assert {'loss_rate_vs_random', 'loss_rate_vs_search'} <= set(result), result
+  _, _, states = check_resumes_alike(
+      'alphazero_connect4.py:tiny', _train_c4, tmp_path,
+      ('loss', 'value_loss', 'policy_loss', 'game_length', 'positions', 'buffer_size'))
+  assert int(states[0].extra[az.REPLAY]['size']) > 0
+  config = load_config('alphazero_connect4.py:tiny')
+  variables, _ = core.restore_variables(config, str(tmp_path / 'straight'))
   assert variables['params']['block_0_conv_0']['kernel'].shape == (3, 3, 4, 4)
   agent = az.Agent(config)
   play = jax.jit(lambda v, k: agent.play(agent.search_player(v['params'], 4),

@@ -8,10 +8,9 @@ episodes rendered."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from arch.rl import common, dreamer
-from conftest import check_resumes_alike, load_config
+from conftest import check_eight_devices, check_resumes_alike, load_config
 
 
 def test_symlog_and_twohot_by_direct_formulas():
@@ -198,3 +197,14 @@ def test_tiny_config_trains_resumes_exactly_and_renders(tmp_path):
   np.testing.assert_array_equal(out['episode_return'], out['episode_length'])
   assert (np.asarray(out['episode_length']) >= 1).all()
   assert not np.array_equal(out['episodes'][0, 0], out['episodes'][0, 1])
+
+
+def test_eight_devices_give_the_same_numbers_as_one(tmp_path):
+  """The agent's environments, replay and updates come from the state's keys, so 8
+  simulated devices under jit train and evaluate the same agent as 1. (Under pmap it runs
+  too, as the other agents' tests check for the same loop path; its compile takes minutes
+  on a loaded 2-core machine, so not here.)"""
+  check_eight_devices('dreamer_cartpole.py:tiny', tmp_path, ('jit',),
+                      close=('loss', 'world/loss', 'world/kl', 'actor/loss', 'actor/entropy',
+                             'critic/loss', 'imag_return', 'return_scale'),
+                      equal=('episode_return', 'updates'), rel=1e-5, abs=1e-6)
