@@ -9,7 +9,8 @@ the mean of its outputs over the real tokens into a new 9-way layer.
   python -m train --config configs/bart_classify_pydoc.py:init=scratch --workdir runs/cls_bart0
 
 Arguments: `init=bart|scratch` (default bart), `src` (a trained bart_pydoc workdir; empty:
-bart_pydoc is trained into WORKDIR/frozen_bart first), `tiny` (tests: batch 8).
+bart_pydoc is trained into WORKDIR/frozen_bart first), `tiny` (tests: batch 8), `task`
+(chapters|order) as configs/bert_classify_pydoc.py's.
 
 Measured on the 2-core CPU (2026-12-07, 1 device, jit, load 7-17), 200 steps of batch 32,
 AdamW lr 3e-4, one seed; the source a bart_pydoc run of 600 steps
@@ -32,10 +33,10 @@ SOURCE = 'configs/bart_pydoc.py'  # variant=small: bart_pydoc.SMALL over the 260
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, init='bart', src='', tiny=False)
+  a = config_lib.parse_arg(arg, init='bart', src='', tiny=False, task='chapters')
   if a.init not in ('bart', 'scratch'):
     raise UserError(f"init={a.init!r}; valid: 'bart', 'scratch'")
-  c = bert_classify_pydoc.get_config(f'init=scratch,tiny={a.tiny}')
+  c = bert_classify_pydoc.get_config(f'init=scratch,tiny={a.tiny},task={a.task}')
   c.model = dict(num_classes=c.model.num_classes, encoder_name='sequence.bart',
                  encoder=dict(bart_pydoc.SMALL, vocab_size=260), pool='mean', dropout_rate=0.1)
   if a.init == 'bart':

@@ -1,6 +1,7 @@
 """Downstream fine-tuning of the text encoders: the labels of `pydoc_chapters` (docs file of a
-passage) and `pydoc_code` (tokenize's lexical tags), the classifier and tagger heads through
-the loop with exact resume, and `config.init_from` copying a bert_pydoc run's encoder."""
+passage), `pydoc_chapters_order` (word order kept or shuffled) and `pydoc_code` (tokenize's
+lexical tags), the classifier and tagger heads through the loop with exact resume, and
+`config.init_from` copying a bert_pydoc / bart_pydoc / t5_pydoc run's encoder."""
 
 import jax
 import numpy as np
@@ -84,6 +85,16 @@ def test_passages_and_the_held_out_blocks():
   assert tokens.shape == (pydoc_chapters.LENGTH,) and not tokens[5:].any()
 
 
+def test_order_task_shuffles_words_and_keeps_the_bytes():
+  """pydoc_chapters_order: the negative copy holds the same words, never in their order."""
+  from train.datasets import pydoc_chapters_order
+  rng = np.random.default_rng(0)
+  for data in (b'a b', b'one two three four', b'x  y z\n\nw'):
+    out = pydoc_chapters_order.shuffle_words(data, rng)
+    assert out != data and sorted(out.split(b' ')) == sorted(data.split(b' '))
+    assert sorted(out) == sorted(data)  # the same bytes: no bag of bytes can tell them apart
+
+
 def test_classification_eval_reports_each_class():
   from train import core
   task = core.load_task(load_config('bert_classify_pydoc.py:init=scratch,tiny'))
@@ -148,18 +159,20 @@ def test_init_from_loads_the_pretrained_encoder(tmp_path, data_dir):
       np.testing.assert_array_equal(tuned[k], fresh[k])
 
 
-def test_init_from_loads_bart_s_encoder_not_its_decoder(tmp_path, data_dir):
-  """bart_classify_pydoc: a 2-step bart_pydoc run's shared embedding and encoder stack are
-  the classifier's encoder at step 0; the decoder makes no params there."""
+@pytest.mark.parametrize('family', ['bart', 't5'])
+def test_init_from_loads_the_encoder_half_not_the_decoder(family, tmp_path, data_dir):
+  """bart_classify_pydoc and t5_classify_pydoc: a 2-step bart_pydoc / t5_pydoc run's shared
+  embedding and encoder stack (T5's with its relative position bias and final norm) are the
+  classifier's encoder at step 0; the decoder makes no params there."""
   from train import core, loop
-  src = tmp_path / 'bart'
-  train_spec('bart_pydoc.py:variant=tiny', src, data_dir, total_steps=2, eval_every=0,
+  src = tmp_path / family
+  train_spec(f'{family}_pydoc.py:variant=tiny', src, data_dir, total_steps=2, eval_every=0,
              log_every=2, ckpt_every=2)
-  source = load_config('bart_pydoc.py:variant=tiny')
+  source = load_config(f'{family}_pydoc.py:variant=tiny')
   trained, _ = core.restore_state(source, str(src))
   want = _leaves(trained.params)
-  encoder = {f'model__encoder__{k}': v for k, v in source.model.items()}
-  config = load_config(f'bart_classify_pydoc.py:src={src},tiny', data__data_dir=data_dir,
+  encoder = {f'model__encoder__{k}': v for k, v in source.model.items() if k != 'dropout_rate'}
+  config = load_config(f'{family}_classify_pydoc.py:src={src},tiny', data__data_dir=data_dir,
                        **encoder)
   loop.prepare_runs(config, str(tmp_path / 'cls'))
   run = loop.Run(config, str(tmp_path / 'cls'))
@@ -171,3 +184,33 @@ def test_init_from_loads_bart_s_encoder_not_its_decoder(tmp_path, data_dir):
   for k, v in got.items():
     if k.startswith('encoder/'):
       np.testing.assert_array_equal(v, want[k[len('encoder/'):]])
+
+
+def test_head_lr_scale_is_the_same_layer_with_a_larger_adam_step():
+  """head_lr_scale=s: the same initial logits, the encoder's first Adam step unchanged, and
+  the new layer's weights (s x its params) moving s times as far."""
+  import flax.linen as nn
+  import optax
+  tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(0), (4, 12), vocab.NUM_SPECIAL, 60))
+  labels = np.array([0, 1, 2, 1])
+  encoder = dict(vocab_size=260, num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32,
+                 max_length=16, dropout_rate=0.0)
+  moved = {}
+  for s in (1.0, 10.0):
+    model = encoder_heads.Classifier(num_classes=3, encoder=encoder, pool='mean',
+                                     dropout_rate=0.0, head_lr_scale=s)
+    params = nn.meta.unbox(model.init(jax.random.PRNGKey(1), tokens)['params'])
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        model.apply({'params': p}, tokens), labels).mean()
+    tx = optax.adam(1e-3)
+    updates, _ = tx.update(jax.grad(loss)(params), tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    moved[s] = (model.apply({'params': params}, tokens), _leaves(params), _leaves(new))
+  (logits1, p1, n1), (logits10, p10, n10) = moved[1.0], moved[10.0]
+  np.testing.assert_allclose(logits10, logits1, rtol=1e-5, atol=1e-7)
+  assert set(p10) == set(p1) and {'head/kernel', 'head/bias'} <= set(p1)
+  for k in p1:  # Adam steps the stored params alike (its step ignores the gradient's scale)
+    np.testing.assert_allclose(n10[k] - p10[k], n1[k] - p1[k], atol=1e-6)
+    if not k.startswith('encoder/'):  # and the layer's weights are 10 x its params
+      np.testing.assert_allclose(10 * p10[k], p1[k], rtol=1e-5, atol=1e-9)
+  assert np.abs(n1['head/kernel'] - p1['head/kernel']).min() > 5e-4  # every weight moved

@@ -74,7 +74,8 @@ NEW_SINCE = ('a2c_acrobot.py', 'a2c_cartpole.py', 'alphazero_connect4.py',
              'rectified_flow_shapes.py',
              'retro_pydoc.py', 'rlhf_pydoc.py', 'rmt_recall.py', 'roberta_pydoc.py',
              'rwkv_pydoc.py', 'sac_pendulum.py', 'sage_sbm.py', 'slots_shapes.py',
-             'stgcn_traffic.py', 't2i_shapes.py', 'tinybert_pydoc.py', 'vqvae_shapes.py')
+             'stgcn_traffic.py', 't2i_shapes.py', 't5_classify_pydoc.py', 't5_pydoc.py',
+             'tinybert_pydoc.py', 'vqvae_shapes.py')
 
 
 def test_every_offline_config_has_a_record():

@@ -8,7 +8,8 @@ encoder half of an encoder-decoder (BART, T5: its `encode`; pool 'mean' or 'firs
 params sit under 'encoder', the new layer under 'head', so a pre-training run's encoder
 params are copied in with `config.init_from` pairs (`bert_init_from`,
 `encoder_decoder_init_from`) while the head keeps its initialisation: normal(0.02)
-weights, zero bias, as in BERT's fine-tuning code.
+weights, zero bias, as in BERT's fine-tuning code. `head_lr_scale` gives the new layer
+alone a larger Adam step (`Head`: the same function and initial values, params rescaled).
 
 Dimension key: B batch, T length, D width, K classes or tags.
 """
@@ -66,11 +67,40 @@ def _encoder(name: str, kwargs: dict, dtype, param_dtype):
   return arch.model_class(name)(name='encoder', **kwargs)
 
 
-def _head(features, dtype, param_dtype, name='head'):
-  return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
-                  kernel_init=nn.with_logical_partitioning(
-                      nn.initializers.normal(INIT_STDDEV), ('embed', 'classes')),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('classes',)))
+class Head(nn.Module):
+  """The new output layer: x (..., D) -> (..., K), normal(0.02) weights and zero bias.
+
+  `lr_scale` s keeps the params as s^-1 times the layer's weights and multiplies the output
+  by s: the same function and the same initial values, but an Adam-like optimizer (whose
+  steps do not depend on the gradient's scale) moves the layer's weights s times as far per
+  step as the encoder's, a higher learning rate for the new layer alone (a plain-SGD step
+  would move them s^2 times as far)."""
+  features: int
+  lr_scale: float = 1.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    s = float(self.lr_scale)
+    if s <= 0:
+      raise ValueError(f'head_lr_scale={s}; it must be positive')
+    kernel = self.param('kernel', nn.with_logical_partitioning(
+        nn.initializers.normal(INIT_STDDEV / s), ('embed', 'classes')),
+        (x.shape[-1], self.features), self.param_dtype)
+    bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('classes',)),
+                      (self.features,), self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return (jnp.dot(x, kernel) + bias) * s
+
+
+def _head(features, dtype, param_dtype, name='head', lr_scale=1.0):
+  if lr_scale == 1:  # the plain layer: params 'head/kernel', 'head/bias' as before
+    return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
+                    kernel_init=nn.with_logical_partitioning(
+                        nn.initializers.normal(INIT_STDDEV), ('embed', 'classes')),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('classes',)))
+  return Head(features, lr_scale, dtype, param_dtype, name=name)
 
 
 class Classifier(nn.Module):
@@ -80,6 +110,7 @@ class Classifier(nn.Module):
   encoder: dict = dataclasses.field(default_factory=dict)  # the encoder's kwargs
   pool: str = 'pooler'  # 'pooler': its 'pooled' (BERT: tanh dense on [CLS]) | 'first' | 'mean'
   dropout_rate: float = 0.1  # on the pooled vector
+  head_lr_scale: float = 1.0  # the new layer's Adam step size over the encoder's (Head)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -100,7 +131,8 @@ class Classifier(nn.Module):
     else:
       raise ValueError(f"pool={self.pool!r}; valid: 'pooler', 'first', 'mean'")
     x_BD = nn.Dropout(self.dropout_rate)(x_BD, deterministic=not train)
-    return _head(self.num_classes, self.dtype, self.param_dtype)(x_BD).astype(jnp.float32)
+    return _head(self.num_classes, self.dtype, self.param_dtype,
+                 lr_scale=self.head_lr_scale)(x_BD).astype(jnp.float32)
 
 
 class Tagger(nn.Module):
@@ -109,6 +141,7 @@ class Tagger(nn.Module):
   encoder_name: str = 'sequence.bert'
   encoder: dict = dataclasses.field(default_factory=dict)  # the encoder's kwargs
   dropout_rate: float = 0.1  # on the encoder's output
+  head_lr_scale: float = 1.0  # the new layer's Adam step size over the encoder's (Head)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -117,7 +150,8 @@ class Tagger(nn.Module):
     h_BTD = _encode(self.encoder_name, self.encoder, self.dtype, self.param_dtype, tokens_BT,
                     train)['hidden']
     h_BTD = nn.Dropout(self.dropout_rate)(h_BTD, deterministic=not train)
-    return _head(self.num_tags, self.dtype, self.param_dtype)(h_BTD).astype(jnp.float32)
+    return _head(self.num_tags, self.dtype, self.param_dtype,
+                 lr_scale=self.head_lr_scale)(h_BTD).astype(jnp.float32)
 
 
 Model = Classifier  # 'sequence.encoder_heads' alone names the classifier

@@ -1,0 +1,65 @@
+"""Is a pydoc passage in its own word order? A two-class acceptability judgement (as CoLA's
+grammatical / not, Warstadt et al. 2019) over `pydoc_chapters`' passages, as TFDS builder
+`pydoc_chapters_order`: each passage of at least MIN_WORDS space-separated words appears
+twice, as written (label 1) and with its words shuffled (label 0; a seeded permutation that
+moves at least one word), in the same train / test blocks as pydoc_chapters. Both copies
+hold the same bytes, so no bag of bytes (or of words) tells them apart: the task needs
+the order of the text, what a language model's pre-training learns. Examples as
+pydoc_chapters' (`text`, `tokens` (LENGTH,), `label`, `topic`).
+"""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from train.datasets import pydoc_chapters
+
+MIN_WORDS = 4
+NAMES = ('shuffled', 'original')
+SEED = 0
+
+
+def shuffle_words(data: bytes, rng: np.random.Generator) -> bytes:
+  """The words of `data` (split on single spaces) in a random order other than their own."""
+  words = data.split(b' ')
+  while True:
+    order = rng.permutation(len(words))
+    out = b' '.join(words[i] for i in order)
+    if out != data:
+      return out
+
+
+class PydocChaptersOrder(tfds.core.GeneratorBasedBuilder):
+  """pydoc passages as written or with their words shuffled."""
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            'text': tfds.features.Text(),
+            'tokens': tfds.features.Tensor(shape=(pydoc_chapters.LENGTH,), dtype=np.int32),
+            'label': tfds.features.ClassLabel(names=NAMES),
+            'topic': tfds.features.Text(),
+        }),
+        supervised_keys=('tokens', 'label'),
+        homepage='https://docs.python.org/3/library/pydoc.html',
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # the data ships with the Python standard library
+    from pydoc_data import topics
+    texts = pydoc_chapters.chapter_texts(topics.topics)
+    return {'train': self._generate_examples(texts, False),
+            'test': self._generate_examples(texts, True)}
+
+  def _generate_examples(self, texts, test):
+    rng = np.random.default_rng(SEED + int(test))
+    for chapter in pydoc_chapters.NAMES:
+      for i, (data, topic) in enumerate(pydoc_chapters.passages(texts[chapter])):
+        if pydoc_chapters.is_test(i) != test or len(data.split(b' ')) < MIN_WORDS:
+          continue
+        for label, text in ((1, data), (0, shuffle_words(data, rng))):
+          yield f'{chapter}/{i}/{label}', {
+              'text': text.decode('utf-8', errors='replace'),
+              'tokens': pydoc_chapters.byte_tokens(text), 'label': label, 'topic': topic}
