@@ -80,8 +80,9 @@ def test_own_document_filter_holds_on_train_windows(tiny):
 
 
 def test_one_passage_gives_the_single_passage_lm_for_both_forms(tiny):
-  """K = 1: both marginals equal the generator's cross-entropy on y reading [z ; x ; y],
-  z the nearest passage of another document found by brute force."""
+  """K = 1: both marginals equal the generator's cross-entropy on y reading [z ; x ; y]
+  (and z's byte aligned with each target), z the nearest passage of another document found
+  by brute force."""
   config, _, variables, batch = tiny
   model = arch.model_from_config(config)
   _, key_fn = retro.frozen_key_fn(config)
@@ -95,7 +96,12 @@ def test_one_passage_gives_the_single_passage_lm_for_both_forms(tiny):
           == np.asarray(batch['doc'])[:, None, None, :]).any((2, 3))
   z = np.where(same, np.inf, d).argmin(1)
   seq = jnp.concatenate([index['tokens'][z], tokens[:, :-1]], 1)
-  logits = model.apply({'params': variables['params']}, seq)[:, 3 * p - 1:]
+  # the aligned read: x ; y's position j gets passage byte j + 1 (<pad> past its end)
+  pas = np.asarray(index['tokens'][z])
+  hint = np.full(seq.shape, vocab.PAD, np.int32)
+  hint[:, 2 * p:2 * p + 2 * p - 1] = pas[:, 1:]
+  assert config.model.aligned
+  logits = model.apply({'params': variables['params']}, seq, jnp.asarray(hint))[:, 3 * p - 1:]
   targets = tokens[:, p:]
   w = (targets != vocab.PAD).astype(jnp.float32)
   want = float((optax.softmax_cross_entropy_with_integer_labels(logits, targets) * w).sum()

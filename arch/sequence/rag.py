@@ -8,13 +8,16 @@ same key function and database as RETRO, arch/sequence/retro.py), computed once 
 the checkpoint. The query encoder is DPR-style and trainable: the same frozen network's
 pooled states of x followed by a trainable affine head (initialised to the identity, so
 training starts from the frozen k-NN). Retrieval is exact k-NN in L2 distance (retro's
-`nearest`, with its own-document filter during training), and the retriever's
-distribution over the top K passages is p(z|x) = softmax_z(-s * |q(x) - d(z)|^2) with a
-trainable scale s (log-parameterised).
+`nearest`, with its own-document filter during training) of x's frozen key
+(`frozen_search`; or of the trained query), and the retriever's distribution over the top
+K passages is p(z|x) = softmax_z(-s * |q(x) - d(z)|^2) with a trainable scale s
+(log-parameterised).
 
 The generator: the paper's is BART (an encoder-decoder reading [passage ; x]); here it is
 the usual decoder-only form, a GPT (arch/sequence/gpt.py) reading [passage ; x ; y] in its
-context and predicting the target continuation y. Marginalisation (`marginal`):
+context and predicting the target continuation y; with `aligned` (Generator) block 0 also
+reads, at each position, the passage byte aligned with the byte it predicts (a passage
+keyed by x verbatim holds y at a fixed offset). Marginalisation (`marginal`):
   'sequence' (RAG-Sequence): p(y|x) = sum_z p(z|x) prod_i p(y_i | x, z, y<i)
   'token'    (RAG-Token):    p(y|x) = prod_i sum_z p(z|x) p(y_i | x, z, y<i)
 The loss is -log p(y|x) per target byte; its gradient reaches the query head through
@@ -71,12 +74,14 @@ def token_mixture(logp_z_BK, logp_BKV):
   return jax.nn.logsumexp(logp_z_BK[:, :, None] + logp_BKV, axis=1)
 
 
-def retrieve(query_BE, scale, index, k: int, query_doc_BJ=None):
+def retrieve(query_BE, scale, index, k: int, query_doc_BJ=None, search_BE=None):
   """(indices (B, K) of the K nearest passages in L2 distance, nearest first, and
-  log p(z|x) (B, K) = log_softmax(-scale * distance^2)). Passages sharing a document id
-  with a query's `query_doc_BJ` are excluded (retro's filter). Gradients reach the
-  query and the scale through the distances; the choice of the K is not differentiable."""
-  idx_BK = retro.nearest(jax.lax.stop_gradient(query_BE), index['keys'], k, query_doc_BJ,
+  log p(z|x) (B, K) = log_softmax(-scale * distance^2)). The K are the nearest to
+  `search_BE` (default the query itself); passages sharing a document id with a query's
+  `query_doc_BJ` are excluded (retro's filter). Gradients reach the query and the scale
+  through the distances; the choice of the K is not differentiable."""
+  search_BE = query_BE if search_BE is None else search_BE
+  idx_BK = retro.nearest(jax.lax.stop_gradient(search_BE), index['keys'], k, query_doc_BJ,
                          None if query_doc_BJ is None else index['doc'])
   d_BK = jnp.sum((query_BE[:, None, :] - index['keys'][idx_BK]) ** 2, axis=-1)
   return idx_BK, jax.nn.log_softmax(-scale * d_BK, axis=-1)
@@ -90,6 +95,19 @@ def _identity(key, shape, dtype=jnp.float32):
   return jnp.eye(*shape, dtype=dtype)
 
 
+class Generator(gpt.Model):
+  """The GPT generator with an aligned read of the passage (`aligned`): block 0's input
+  at each position also holds an embedding of `context` (B, T), the passage byte aligned
+  with the byte that position predicts (<pad> where there is none)."""
+
+  def layer(self, i: int, x_BTD, pos_BT, *, train: bool, decode: bool, context=None):
+    if i == 0 and context is not None:
+      x_BTD = x_BTD + nn.Embed(self.vocab_size, self.embed_dim, param_dtype=self.param_dtype,
+                               embedding_init=nn.initializers.normal(0.02),
+                               name='aligned')(context).astype(x_BTD.dtype)
+    return super().layer(i, x_BTD, pos_BT, train=train, decode=decode)
+
+
 class Model(nn.Module):
   """RAG's trainable parts: the generator (a GPT: tokens (B, L) -> logits (B, L, V)) and
   the query head (`query`: pooled frozen states (B, E) -> query key (B, E), scale)."""
@@ -99,24 +117,34 @@ class Model(nn.Module):
   embed_dim: int = 128
   mlp_dim: Optional[int] = None  # default 4 * embed_dim
   max_length: int = 256  # passage + prefix + target - 1
+  positions: str = 'learned'  # or 'rope': relative positions (a copy at a fixed offset)
   key_dim: int = 32  # E: the frozen encoder's width (its pooled states are the keys)
   retrieval: bool = True  # False: the generator alone, reading [x ; y] (the baseline)
+  # True: block 0 also reads the passage byte aligned with each predicted byte (Generator)
+  aligned: bool = False
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.generator = gpt.Model(
+    aligned = self.retrieval and self.aligned
+    self.generator = (Generator if aligned else gpt.Model)(
         vocab_size=self.vocab_size, num_layers=self.num_layers, num_heads=self.num_heads,
         embed_dim=self.embed_dim, mlp_dim=self.mlp_dim, max_length=self.max_length,
-        dropout_rate=self.dropout_rate, dtype=self.dtype, param_dtype=self.param_dtype)
+        positions=self.positions, dropout_rate=self.dropout_rate, dtype=self.dtype,
+        param_dtype=self.param_dtype)
     if self.retrieval:
       self.query_head = nn.Dense(self.key_dim, kernel_init=_identity,
                                  param_dtype=self.param_dtype)
       self.log_scale = self.param('log_scale', nn.initializers.zeros, (), self.param_dtype)
 
-  def __call__(self, tokens_BL, *, train: bool = False, decode: bool = False):
-    return self.generator(tokens_BL, train=train, decode=decode)
+  def __call__(self, tokens_BL, aligned_BL=None, *, train: bool = False,
+               decode: bool = False):
+    if not (self.retrieval and self.aligned):
+      aligned_BL = None
+    elif aligned_BL is None:
+      aligned_BL = jnp.full_like(tokens_BL, vocab.PAD)
+    return self.generator(tokens_BL, train=train, decode=decode, context=aligned_BL)
 
   def query(self, pooled_BE):
     """(query key (B, E) in float32, the retriever's scale s > 0)."""
@@ -146,6 +174,9 @@ class Options:
   database_stride: int = 0  # a passage starts every this many bytes (0: prefix)
   window_stride: int = 16  # train windows start every this many bytes of the stream
   index_batch: int = 1024  # database chunks the frozen encoder embeds at once
+  # True: the K nearest to x's frozen key (the index's own key function); the trainable
+  # query head only scores them (p(z|x)). False: the K nearest to the trained query.
+  frozen_search: bool = True
 
 
 class Windows(retro.ShuffledWindows):
@@ -220,8 +251,13 @@ def make(config) -> Task:
   def passages(variables, index, x_BP, doc_BJ=None):
     """(passages (B, K, R), log p(z|x) (B, K)) for the prefixes x."""
     params = {'params': variables['params']}
-    q_BE, scale = model.apply(params, key_fn(variables['encoder'], x_BP), method=Model.query)
-    idx_BK, logp_z_BK = retrieve(q_BE, scale, index, k, doc_BJ)
+    pooled_BE = key_fn(variables['encoder'], x_BP)
+    q_BE, scale = model.apply(params, pooled_BE, method=Model.query)
+    # the K are searched with the frozen key of x (a trained query head drifted off the
+    # verbatim copies: after 200 steps the top passage held x for 0.1% of validation
+    # windows); the trainable head scores them: p(z|x)
+    idx_BK, logp_z_BK = retrieve(q_BE, scale, index, k, doc_BJ,
+                                 pooled_BE if opts.frozen_search else None)
     return index['tokens'][idx_BK], logp_z_BK
 
   def log_probs(variables, batch, train=False, rngs=None):
@@ -242,12 +278,24 @@ def make(config) -> Task:
     kk, rr = pass_BKR.shape[1:]
     xy_BKL = jnp.broadcast_to(tokens[:, None, :-1], (b, kk, p + y - 1))
     seq_BKL = jnp.concatenate([pass_BKR, xy_BKL], axis=-1)
-    logits = model.apply(params, seq_BKL.reshape(b * kk, -1), train=train, rngs=rngs)
+    # the aligned read: position j of x ; y predicts byte j + 1, which a verbatim passage
+    # holds at j + 1 (its first P bytes were keyed like x); none at the passage's positions
+    hint_BKL = jnp.concatenate([jnp.full_like(pass_BKR, vocab.PAD),
+                                aligned_bytes(pass_BKR, jnp.arange(1, p + y))], axis=-1)
+    logits = model.apply(params, seq_BKL.reshape(b * kk, -1), hint_BKL.reshape(b * kk, -1),
+                         train=train, rngs=rngs)
     logits_BKLV = logits.reshape(b, kk, -1, logits.shape[-1])
     logp_BKYV = jax.nn.log_softmax(logits_BKLV[:, :, rr + p - 1:])
     logp_y_BKY = jnp.take_along_axis(
         logp_BKYV, jnp.broadcast_to(y_BY[:, None, :, None], (b, kk, y, 1)), axis=-1)[..., 0]
     return logp_z_BK, logp_y_BKY, logp_BKYV, weights_BY, extra
+
+  def aligned_bytes(pass_BKR, idx_T):
+    """(B, K, T): the passages' bytes at indices `idx_T`, <pad> outside the passage."""
+    r = pass_BKR.shape[-1]
+    got = jnp.take(pass_BKR, jnp.clip(idx_T, 0, max(r - 1, 0)), axis=-1) if r else (
+        jnp.zeros(pass_BKR.shape[:2] + idx_T.shape, jnp.int32))
+    return jnp.where((idx_T >= 0) & (idx_T < r), got, vocab.PAD)
 
   def loss(variables, batch, rng):
     logp_z, logp_y, logp_v, w, extra = log_probs(variables, batch, True, {'dropout': rng})
@@ -316,16 +364,25 @@ def make(config) -> Task:
         (b * kk, total), jnp.int32), decode=True))['cache']
     cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-    def run(tokens_NT, cache):
-      logits, mutated = model.apply({**params, 'cache': cache}, tokens_NT, decode=True,
-                                    mutable=['cache'])
+    # prompt position m aligns with passage byte m - (P' - P) (x is the prompt's last P)
+    hint = jnp.concatenate([jnp.full_like(pass_BKR, vocab.PAD), aligned_bytes(
+        pass_BKR, jnp.arange(pp) + p - pp + 1)], -1)
+
+    def run(tokens_NT, hint_NT, cache):
+      logits, mutated = model.apply({**params, 'cache': cache}, tokens_NT, hint_NT,
+                                    decode=True, mutable=['cache'])
       logp_BKV = jax.nn.log_softmax(logits[:, -1]).reshape(b, kk, -1)
       return token_mixture(logp_z_BK, logp_BKV), mutated['cache']
 
-    def step(tokens_B1, cache):
-      return run(jnp.repeat(tokens_B1, kk, axis=0), cache)
+    def step(tokens_B1, carry):
+      cache, n = carry  # n: the new token's index after the prompt
+      hint_N1 = aligned_bytes(pass_BKR, p + n + 1 + jnp.zeros((1,), jnp.int32))
+      logits, cache = run(jnp.repeat(tokens_B1, kk, axis=0), hint_N1.reshape(b * kk, 1),
+                          cache)
+      return logits, (cache, n + 1)
 
-    first, cache = run(seq.reshape(b * kk, -1), cache)
+    first, cache = run(seq.reshape(b * kk, -1), hint.reshape(b * kk, -1), cache)
+    cache = (cache, jnp.zeros((), jnp.int32))
     tokens = decoding.generate(step, cache, first, rng, max_new_tokens, eos_id=vocab.EOS,
                                pad_id=vocab.PAD, row_ids_B=row_ids, temperature=temperature,
                                top_k=top_k, top_p=top_p)
