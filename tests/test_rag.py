@@ -3,8 +3,6 @@ single-passage LM, the query head's gradient through p(z|x), the own-document fi
 real train windows, and the tiny config through the loop (exact resume, the index kept in
 the checkpoint, sampling through train.sample)."""
 
-import os
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,7 +13,8 @@ import pytest
 import arch
 from arch import vocab
 from arch.sequence import rag, retro
-from conftest import REPO, check_resumes_from_step_2, load_config, train_spec
+import lm_checks
+from conftest import check_resumes_from_step_2, load_config, train_spec
 
 SPEC = 'rag_pydoc.py:variant=tiny'
 
@@ -133,12 +132,13 @@ def test_query_head_gets_gradient_through_passage_probabilities(tiny):
 
 def test_tiny_config_trains_resumes_keeps_its_index_and_samples(tmp_path, data_dir):
   """4 steps with checkpoints at 2 and 4 resume bitwise from step 2; the checkpointed index
-  holds the frozen encoder's keys of the database chunks; train.sample continues a prompt."""
+  holds the frozen encoder's keys of the database chunks; train.sample continues a prompt
+  alike on 1 and 8 devices."""
   result = train_spec(SPEC, tmp_path / 'straight', data_dir, data__eval_split='validation[:1]')
   assert np.isfinite(result['loss']) and result['tokens'] > 100
   check_resumes_from_step_2(SPEC, train_spec, tmp_path, data_dir)
 
-  from train import checkpoint, core, sample
+  from train import checkpoint, core
   config = load_config(SPEC, data__data_dir=data_dir)
   abstract = core.abstract_state(config, core.load_task(config))
   ckpt = checkpoint.Checkpointer(str(tmp_path / 'straight'), async_save=False)
@@ -152,6 +152,4 @@ def test_tiny_config_trains_resumes_keeps_its_index_and_samples(tmp_path, data_d
   want = key_fn(state.extra['encoder'], jnp.asarray(index['tokens'][some, :p]))
   np.testing.assert_allclose(index['keys'][some], want, rtol=1e-5, atol=1e-5)
 
-  assert sample.main(['--config', os.path.join(REPO, 'configs', SPEC), '--workdir',
-                      str(tmp_path / 'straight'), '--num_samples', '2', '--prompt', 'The ',
-                      f'--config.data.data_dir={data_dir}']) == 0
+  lm_checks.check_sampler_one_and_eight(SPEC, tmp_path / 'straight', data_dir)
