@@ -258,6 +258,25 @@ def test_decoder_reaches_the_image_size(upsample):
   assert out.shape == (2, 5, 16, 16, 4)
 
 
+def test_per_pixel_decoder_equals_the_broadcast_one():
+  """With 1x1 stride-1 layers the decoder maps each slot once and the position embedding
+  once (Pointwise, factored): the numbers of tiling the slot over the grid, adding the
+  embedding and applying the layers to every pixel, with nn.Conv's parameter shapes."""
+  import flax.linen as nn
+  decoder = slots.BroadcastDecoder(3, 6, (5, 4), (1, 1), 1, 'transpose', 'he')
+  s = jnp.asarray(np.random.default_rng(9).normal(size=(2, 3, 8)), jnp.float32)
+  variables = jax.jit(decoder.init)(jax.random.key(1), s)
+  p = variables['params']
+  assert p['deconv0']['kernel'].shape == (1, 1, 8, 5) and p['deconv1']['bias'].shape == (4,)
+  dense = p['position']['dense']
+  x = s.reshape(6, 1, 1, 8) + slots.position_grid(6, 6) @ dense['kernel'] + dense['bias']
+  for i in range(2):
+    x = nn.relu(x @ p[f'deconv{i}']['kernel'][0, 0] + p[f'deconv{i}']['bias'])
+  want = nn.ConvTranspose(4, (3, 3), padding='SAME').apply({'params': p['out']}, x)
+  np.testing.assert_allclose(jax.jit(decoder.apply)(variables, s), want.reshape(2, 3, 6, 6, 4),
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_paper_variant_shapes():
   """The CLEVR network on 128x128 images, by shape alone (no weights allocated)."""
   from conftest import load_config
