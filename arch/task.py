@@ -53,6 +53,9 @@ class Task(NamedTuple):
   # static (max_new_tokens, temperature, top_k, top_p, beam_size for text; steps, ... for
   # other families). row_ids (B,) is each row's sample index: a row's randomness comes
   # from fold_in(rng, row_id) alone, so it does not depend on the batch size or sharding.
+  # A text sampler may also return the input the tokens continue or answer, printed in
+  # the prompt's place: 'source' (B, S) (a denoiser's corrupted passage, '<mask>' shown)
+  # or 'prompt' (B, P) (the prompt it took from its eval example where none was given).
   sample: Optional[Callable[..., Any]] = None
   # prompt_batch(prompts, num_samples) -> the host batch `sample` conditions on, one row
   # per sample, from one list of token ids per sample (an LM's prompt, a translation's

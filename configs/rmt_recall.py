@@ -73,7 +73,7 @@ def get_config(arg=None):
   c.warmup_steps = 0 if a.tiny else 100
   c.grad_clip_norm = 1.0
   # train.sample: the answer to each of the first test examples (greedy), in words
-  c.sample.tokenizer = 'recall'
+  c.sample.tokenizer = 'words'  # train.datasets.recall.WORDS
   c.sample.max_new_tokens = 1
   c.sample.temperature = 0.0
   return c

@@ -40,6 +40,31 @@ class ByteTokenizer:
     return data.decode('utf-8', errors='replace')
 
 
+class WordTokenizer:
+  """A fixed vocabulary of words, id i = words[i], separated by spaces: the ids of a
+  procedural token dataset made readable for the sampler (`config.sample.tokenizer =
+  'words'`: the builder's `WORDS`). Id 0 is padding (dropped when decoding); there is no
+  end-of-sequence id (`eos_id` None), since the dataset's ids need not reserve one."""
+  kind = 'words'
+  eos_id = None
+
+  def __init__(self, words, name: str = ''):
+    self.words = tuple(words)
+    self.ids = {w: i for i, w in enumerate(self.words)}
+    self.name = name
+
+  def encode(self, text: str) -> list[int]:
+    unknown = sorted({w for w in text.split() if self.ids.get(w, 0) == 0})
+    if unknown:
+      raise ValueError(f'{", ".join(unknown)} not in the {self.name} vocabulary '
+                       f'({" ".join(self.words[1:])})')
+    return [self.ids[w] for w in text.split()]
+
+  def decode(self, ids) -> str:
+    """' w1 w2 ...' (each word after a space, so a continuation appends to its prompt)."""
+    return ''.join(' ' + self.words[int(i)] for i in ids if int(i) != 0)
+
+
 class BpeTokenizer:
   """Byte-level BPE through Hugging Face `tokenizers`."""
   kind = 'bpe'
@@ -95,8 +120,8 @@ def _features(config):
 def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
               kind: str | None = None, train_source=None):
   """The run's tokenizer (`kind`, default config.data.tokenizer): byte-level, or the BPE
-  saved in (or trained for, on the examples of `train_source()`) `workdir`; 'recall' (a
-  sampler's `config.sample.tokenizer` only) the recall dataset's words."""
+  saved in (or trained for, on the examples of `train_source()`) `workdir`; 'words' (a
+  sampler's `config.sample.tokenizer` only) the `WORDS` of config.data.name's builder."""
   kind = kind or config.data.get('tokenizer')
   if kind == 'byte':
     tok = ByteTokenizer()
@@ -118,11 +143,16 @@ def tokenizer(config, workdir: str | None = None, train_if_missing: bool = True,
       tok = BpeTokenizer.train(texts, size)
       if path:
         tok.save(path)
-  elif kind == 'recall':  # a sampler's words for the recall dataset's ids (no text stage)
-    from train.datasets import recall
-    tok = recall.Tokenizer()
+  elif kind == 'words':  # a sampler's words for a token dataset's ids (no text stage)
+    from train import datasets
+    name = config.data.name
+    words = getattr(datasets.OFFLINE.get(name), 'WORDS', None)
+    if words is None:
+      raise UserError(f"tokenizer 'words': dataset {name!r} has no WORDS vocabulary")
+    tok = WordTokenizer(words, name)
   else:
-    raise UserError(f"config.data.tokenizer={kind!r}; valid: 'byte', 'bpe'")
+    raise UserError(f"config.data.tokenizer={kind!r}; valid: 'byte', 'bpe' ('words' for "
+                    f"the sampler)")
   return tok
 
 

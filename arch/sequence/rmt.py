@@ -234,7 +234,7 @@ def make(config) -> Task:
     def step(tokens, cache):
       buf, pos = cache
       buf = jax.lax.dynamic_update_slice_in_dim(buf, tokens, pos, axis=1)
-      return logits_at(buf, jnp.minimum(pos + 1, buf.shape[1])), (buf, pos + 1)
+      return logits_at(buf, pos + 1), (buf, pos + 1)
 
     first = logits_at(buf, jnp.asarray(p))
     tokens = decoding.generate(step, (buf, jnp.asarray(p)), first, rng, max_new_tokens,

@@ -61,34 +61,17 @@ def examples(count: int, seed: int, num_pairs: int = NUM_PAIRS) -> dict:
   return {'tokens': tokens.astype(np.int32), 'targets': targets.astype(np.int32)}
 
 
+# The ids as words, for the sampler (`config.sample.tokenizer='words'`, train/text.py): '?'
+# the query mark, k0-k15 the keys, v0-v15 the values, n0-n15 the noise.
 WORDS = (('<pad>', '?') + tuple(f'k{i}' for i in range(NUM_KEYS))
          + tuple(f'v{i}' for i in range(NUM_VALUES)) + tuple(f'n{i}' for i in range(NUM_NOISE)))
-
-
-class Tokenizer:
-  """The recall vocabulary as words, for the sampler (`config.sample.tokenizer='recall'`):
-  '?' the query mark, k0-k15 the keys, v0-v15 the values, n0-n15 the noise, separated by
-  spaces. There is no end-of-sequence token (`eos_id` None): id 2 is the key k0."""
-  eos_id = None
-  ids = {w: i for i, w in enumerate(WORDS)}
-
-  def encode(self, text: str) -> list:
-    unknown = sorted({w for w in text.split() if w not in self.ids or w == '<pad>'})
-    if unknown:
-      raise ValueError(f'{", ".join(unknown)} not in the recall vocabulary (? k0-k{NUM_KEYS - 1} '
-                       f'v0-v{NUM_VALUES - 1} n0-n{NUM_NOISE - 1}, separated by spaces)')
-    return [self.ids[w] for w in text.split()]
-
-  def decode(self, ids) -> str:
-    """' w1 w2 ...' (each word after a space, so a continuation appends to its prompt);
-    padding dropped."""
-    return ''.join(' ' + WORDS[int(i)] for i in ids if int(i) != 0)
 
 
 class Recall(Procedural):
   """Key-value recall across 3 segments of 16 tokens: the pair first, the query last."""
   FEATURES = {'tokens': ((LENGTH,), np.int32), 'targets': ((LENGTH,), np.int32)}
   SPLITS = SPLITS
+  WORDS = WORDS
 
   def generate(self, count, seed):
     data = examples(count, seed)
