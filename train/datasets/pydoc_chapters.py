@@ -14,6 +14,8 @@ from the same chapters. Examples: `text` (the passage), `tokens` (LENGTH,) byte 
 paragraph the passage starts in).
 """
 
+import sys
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -100,17 +102,19 @@ def byte_tokens(data: bytes) -> np.ndarray:
 
 
 class PydocChapters(tfds.core.GeneratorBasedBuilder):
-  """pydoc passages labelled by the docs file (chapter) they come from."""
+  """pydoc passages labelled by the docs file (chapter) they come from. A subclass labels
+  the same passages otherwise: its LABELS and `_generate_examples(texts, test)`."""
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  LABELS = NAMES
 
   def _info(self):
     return self.dataset_info_from_configs(
-        description=__doc__,
+        description=sys.modules[type(self).__module__].__doc__,
         features=tfds.features.FeaturesDict({
             'text': tfds.features.Text(),
             'tokens': tfds.features.Tensor(shape=(LENGTH,), dtype=np.int32),
-            'label': tfds.features.ClassLabel(names=NAMES),
+            'label': tfds.features.ClassLabel(names=self.LABELS),
             'topic': tfds.features.Text(),
         }),
         supervised_keys=('tokens', 'label'),

@@ -9,7 +9,6 @@ pydoc_chapters' (`text`, `tokens` (LENGTH,), `label`, `topic`).
 """
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from train.datasets import pydoc_chapters
 
@@ -28,30 +27,9 @@ def shuffle_words(data: bytes, rng: np.random.Generator) -> bytes:
       return out
 
 
-class PydocChaptersOrder(tfds.core.GeneratorBasedBuilder):
+class PydocChaptersOrder(pydoc_chapters.PydocChapters):
   """pydoc passages as written or with their words shuffled."""
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-
-  def _info(self):
-    return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'text': tfds.features.Text(),
-            'tokens': tfds.features.Tensor(shape=(pydoc_chapters.LENGTH,), dtype=np.int32),
-            'label': tfds.features.ClassLabel(names=NAMES),
-            'topic': tfds.features.Text(),
-        }),
-        supervised_keys=('tokens', 'label'),
-        homepage='https://docs.python.org/3/library/pydoc.html',
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # the data ships with the Python standard library
-    from pydoc_data import topics
-    texts = pydoc_chapters.chapter_texts(topics.topics)
-    return {'train': self._generate_examples(texts, False),
-            'test': self._generate_examples(texts, True)}
+  LABELS = NAMES
 
   def _generate_examples(self, texts, test):
     rng = np.random.default_rng(SEED + int(test))
