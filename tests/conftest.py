@@ -74,24 +74,24 @@ def run_cli(args, data_dir, devices=1, timeout=300, module='train', **popen):
                         timeout=timeout, **popen)
 
 
-def run_sample(args, data_dir, devices=1):
-  """`python -m train.sample args...` as run_cli runs it (a CompletedProcess-like result:
-  returncode, stdout, stderr), on one device in this process: the CLI's path (options,
-  restore, writing the files) without a process start-up (about 3 s of imports on 2
-  cores); on several devices a subprocess (run_cli)."""
-  if devices != 1:
-    return run_cli(args, data_dir, devices=devices, module='train.sample')
+def _main_in_process(module, args, data_dir):
+  """`python -m <module> args...` as run_cli runs it on one device, in this process: the
+  CLI's path (options, restore, writing the files) without a process start-up (about 3 s of
+  imports on 2 cores). A CompletedProcess-like result: returncode, stdout, stderr."""
   import contextlib
+  import importlib
   import io
-  from train import peers, sample
-  previous = peers.set_advice(None)  # main sets the lost-peer advice: put it back after
+  from train import peers
+  main = importlib.import_module('train.__main__' if module == 'train' else module).main
+  previous = peers.set_advice(None)  # the sampler sets the lost-peer advice: put it back after
   args = [os.path.join(REPO, a) if a.startswith('configs/') else a for a in map(str, args)]
   out, err = io.StringIO(), io.StringIO()
   env = os.environ.get('ARCHZOO_DATA_DIR')
   os.environ['ARCHZOO_DATA_DIR'] = str(data_dir)  # as cli_env sets it (frozen runs' configs)
   try:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-      code = sample.main([*args, f'--config.data.data_dir={data_dir}'])
+      code = main([*args, f'--config.data.data_dir={data_dir}']
+                  if module == 'train.sample' else args)
   except SystemExit as e:  # argparse: a bad option, --help
     code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
   finally:
@@ -101,6 +101,40 @@ def run_sample(args, data_dir, devices=1):
     else:
       os.environ['ARCHZOO_DATA_DIR'] = env
   return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def run_sample(args, data_dir, devices=1):
+  """`python -m train.sample args...` as run_cli runs it: on one device in this process
+  (`_main_in_process`), on several a subprocess (run_cli)."""
+  if devices != 1:
+    return run_cli(args, data_dir, devices=devices, module='train.sample')
+  return _main_in_process('train.sample', args, data_dir)
+
+
+def run_train(args, data_dir):
+  """`python -m train args...` on one device in this process (`_main_in_process`)."""
+  return _main_in_process('train', args, data_dir)
+
+
+def run_trains(runs, data_dir, devices=8, timeout=300):
+  """`python -m train` for each argument list in `runs`, one after another in one process of
+  `devices` simulated devices (one start-up for all); each run's exit code must be 0."""
+  proc = subprocess.run([sys.executable, '-c', TRAIN_RUNS, json.dumps([list(map(str, r))
+                                                                      for r in runs])],
+                        cwd=REPO, env=cli_env(data_dir, devices=devices), capture_output=True,
+                        text=True, timeout=timeout * len(runs))
+  assert proc.returncode == 0 and json.loads(proc.stdout.splitlines()[-1]) == [0] * len(runs), (
+      proc.stderr[-3000:])
+  return proc
+
+
+# Several `python -m train` runs in one 8-device process, one after another (the CLI's main
+# for each argument list): one start-up instead of one a run. Prints each run's exit code.
+TRAIN_RUNS = r"""
+import json, sys
+from train.__main__ import main
+print(json.dumps([main(argv) for argv in json.loads(sys.argv[1])]))
+"""
 
 
 def load_config(spec, **overrides):
@@ -253,18 +287,18 @@ def check_meshes_resume_like_one_device(spec, meshes, tmp_path, data_dir, steps=
 def check_eight_devices(spec, tmp_path, modes, close=(), equal=(), steps=4, args=(),
                         rel=1e-5, abs=1e-7, bitwise_jit=False, evals=('return',)):
   """`configs/{spec}` through the CLI for `steps` steps (evaluating at the last) on 1 device
-  and on 8 simulated ones under each parallelism in `modes`: every step's `close` metrics
+  (in this process) and on 8 simulated ones under each parallelism in `modes` (one after
+  another in one subprocess): every step's `close` metrics
   agree to rel/abs (bitwise under jit with `bitwise_jit`: every device computes the same
   replicated step, while pmap's mean of 8 equal gradients is not always exact), its `equal`
   metrics are equal, and so are the last eval's `evals` (bitwise where the steps are, else
   to max(rel, 1e-4))."""
   args = ['--config', f'configs/{spec}', f'--config.total_steps={steps}',
-          f'--config.eval_every={steps}', *args]
-  runs = {'one': run_cli([*args, '--workdir', tmp_path / 'one'], tmp_path)}
-  for mode in modes:
-    runs[mode] = run_cli([*args, '--workdir', tmp_path / mode, f'--config.parallelism={mode}'],
-                         tmp_path, devices=8)
-  assert all(p.returncode == 0 for p in runs.values()), [p.stderr[-2000:] for p in runs.values()]
+          f'--config.eval_every={steps}', *map(str, args)]
+  one = run_train([*args, '--workdir', tmp_path / 'one'], tmp_path)
+  assert one.returncode == 0, one.stderr[-3000:]
+  run_trains([[*args, '--workdir', tmp_path / mode, f'--config.parallelism={mode}']
+              for mode in modes], tmp_path)
   one = read_metrics(tmp_path / 'one')
   one_eval = read_metrics(tmp_path / 'one', 'eval')[steps]
   for mode in modes:

@@ -13,16 +13,21 @@ import numpy as np
 import pytest
 
 import contract_tasks
-from conftest import REPO, cli_env, read_metrics
+from conftest import REPO, cli_env, read_metrics, run_train
 
 CONFIG = os.path.join(REPO, 'tests', 'configs', 'contract.py')
 
 
-def _train(kind, workdir, data_dir, *flags, devices=1):
-  env = cli_env(data_dir, devices, PYTHONPATH=os.path.join(REPO, 'tests'))
-  proc = subprocess.run([sys.executable, '-m', 'train', '--config', f'{CONFIG}:kind={kind}',
-                         '--workdir', str(workdir), *flags], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+def _train(kind, workdir, data_dir, *flags, devices=1, in_process=False):
+  """`python -m train` on the contract config: a subprocess, or in this process (whose
+  sys.path has tests/ already) with `in_process`."""
+  args = ['--config', f'{CONFIG}:kind={kind}', '--workdir', str(workdir), *flags]
+  if in_process:
+    proc = run_train(args, data_dir)
+  else:
+    env = cli_env(data_dir, devices, PYTHONPATH=os.path.join(REPO, 'tests'))
+    proc = subprocess.run([sys.executable, '-m', 'train', *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
 
@@ -34,9 +39,9 @@ def _losses(workdir):
 @pytest.mark.parametrize('kind', ['epochs', 'no_input', 'graphs'])
 def test_trains_and_resumes_exactly(kind, tmp_path, data_dir):
   """4 steps straight, against 2 steps and a resumed second run to 4: the same losses."""
-  _train(kind, tmp_path / 'straight', data_dir)
-  _train(kind, tmp_path / 'halves', data_dir, '--config.total_steps=2')
-  proc = _train(kind, tmp_path / 'halves', data_dir)
+  _train(kind, tmp_path / 'straight', data_dir, in_process=True)
+  _train(kind, tmp_path / 'halves', data_dir, '--config.total_steps=2', in_process=True)
+  proc = _train(kind, tmp_path / 'halves', data_dir)  # a new process resumes
   assert 'resumed from' in proc.stderr
   straight, halves = _losses(tmp_path / 'straight'), _losses(tmp_path / 'halves')
   assert sorted(straight) == [1, 2, 3, 4] and straight == halves
@@ -61,7 +66,7 @@ def test_trains_and_resumes_exactly(kind, tmp_path, data_dir):
 def test_collated_graphs_give_the_same_loss_on_one_and_eight_devices(tmp_path, data_dir):
   """8 devices: 8 shards of 2 graphs each instead of 1 shard of 16; the loss is the same
   mean over the same graphs."""
-  _train('graphs', tmp_path / 'one', data_dir, '--config.total_steps=2')
+  _train('graphs', tmp_path / 'one', data_dir, '--config.total_steps=2', in_process=True)
   _train('graphs', tmp_path / 'eight', data_dir, '--config.total_steps=2', devices=8)
   one, eight = _losses(tmp_path / 'one'), _losses(tmp_path / 'eight')
   for s in one:

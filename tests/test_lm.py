@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import read_metrics, run_cli, run_sample
+from conftest import read_metrics, run_sample, run_train
 from train import config_lib, summary
 
 # Hugging Face transformers 4.x: GPT2LMHeadModel(GPT2Config(n_embd, n_layer, n_head)),
@@ -27,10 +27,10 @@ def test_published_sizes_equal_hugging_face(variant):
 @pytest.fixture(scope='module')
 def trained(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('gpt_tiny'))
-  proc = run_cli(['--config', 'configs/gpt_pydoc.py:variant=tiny', '--workdir', workdir,
-                  '--config.total_steps=40', '--config.log_every=10', '--config.eval_every=40',
-                  '--config.ckpt_every=40', '--config.lr=3e-3',
-                  '--config.warmup_steps=5'], data_dir)
+  proc = run_train(['--config', 'configs/gpt_pydoc.py:variant=tiny', '--workdir', workdir,
+                    '--config.total_steps=40', '--config.log_every=10', '--config.eval_every=40',
+                    '--config.ckpt_every=40', '--config.lr=3e-3',
+                    '--config.warmup_steps=5'], data_dir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir
 
@@ -90,8 +90,8 @@ def test_sampler_without_checkpoint(data_dir, tmp_path):
 def test_bpe_tokenizer_is_trained_saved_and_reused(data_dir, tmp_path):
   workdir = str(tmp_path / 'bpe')
   args = ['--config', 'configs/gpt_pydoc.py:variant=tiny,tokenizer=bpe', '--workdir', workdir]
-  proc = run_cli(args + ['--config.total_steps=2', '--config.eval_every=2',
-                         '--config.data.vocab_size=400'], data_dir)
+  proc = run_train(args + ['--config.total_steps=2', '--config.eval_every=2',
+                           '--config.data.vocab_size=400'], data_dir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   path = os.path.join(workdir, 'tokenizer.json')
   with open(path) as f:

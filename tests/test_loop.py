@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, cli_env, read_metrics, run_cli
+from conftest import REPO, cli_env, read_metrics, run_cli, run_train, run_trains
 
 MLP = 'configs/mlp_digits.py'
 QUIET = ['--config.eval_every=0', '--config.log_every=1']
@@ -29,14 +29,14 @@ def _losses(workdir):
 
 @pytest.fixture(scope='module')
 def device_runs(tmp_path_factory, data_dir):
-  """50 steps of mlp_digits: 1 device, 8 devices under jit, 8 devices under pmap."""
-  out = {}
-  for name, devices, mode in (('jit1', 1, 'jit'), ('jit8', 8, 'jit'), ('pmap8', 8, 'pmap')):
-    w = tmp_path_factory.mktemp(name)
-    _ok(run_cli(['--config', MLP, '--workdir', w, '--config.total_steps=50',
-                 f'--config.parallelism={mode}', '--config.log_every=1',
-                 '--config.eval_every=50'], data_dir, devices=devices))
-    out[name] = str(w)
+  """50 steps of mlp_digits: 1 device (in this process), 8 devices under jit and under pmap
+  (one subprocess)."""
+  out = {name: str(tmp_path_factory.mktemp(name)) for name in ('jit1', 'jit8', 'pmap8')}
+  args = ['--config', MLP, '--config.total_steps=50', '--config.log_every=1',
+          '--config.eval_every=50']
+  _ok(run_train([*args, '--workdir', out['jit1']], data_dir))
+  run_trains([[*args, '--workdir', out[m + '8'], f'--config.parallelism={m}']
+              for m in ('jit', 'pmap')], data_dir)
   return out
 
 
@@ -69,7 +69,7 @@ def test_logs_config_and_tensorboard(device_runs):
 def test_resume_is_bitwise_identical(tmp_path, data_dir):
   args = ['--config', MLP, *QUIET, '--config.ckpt_every=10', '--config.decay_steps=60']
   straight, split = tmp_path / 'straight', tmp_path / 'split'
-  _ok(run_cli([*args, '--workdir', straight, '--config.total_steps=60'], data_dir))
+  _ok(run_train([*args, '--workdir', straight, '--config.total_steps=60'], data_dir))
   _ok(run_cli([*args, '--workdir', split, '--config.total_steps=30'], data_dir))
   proc = _ok(run_cli([*args, '--workdir', split, '--config.total_steps=60'], data_dir))
   assert 'resumed from' in proc.stderr
@@ -82,7 +82,7 @@ def test_signal_saves_and_resume_is_bitwise_identical(tmp_path, data_dir, sig):
   total = 600
   args = ['--config', MLP, *QUIET, f'--config.total_steps={total}', '--config.ckpt_every=1000']
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-  _ok(run_cli([*args, '--workdir', straight], data_dir))
+  _ok(run_train([*args, '--workdir', straight], data_dir))
   proc = subprocess.Popen([sys.executable, '-m', 'train', *map(str, args), '--workdir', str(killed)],
                           cwd=REPO, env=cli_env(data_dir), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)

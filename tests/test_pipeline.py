@@ -16,7 +16,7 @@ from arch.layers import pipeline
 from arch.sequence import gpt
 from arch.task import ConfigError
 from conftest import REPO, assert_same_states, cli_env, load_config, read_metrics, \
-    restored_states, run_cli
+    restored_states, run_cli, run_train, run_trains
 
 STEPS = 20
 # GPT tiny with 4 layers in a scanned stack, so that 2 and 4 stages divide them.
@@ -139,24 +139,28 @@ def test_a_stage_axis_for_a_model_without_a_scanned_stack_is_one_line(tmp_path, 
                                                  'scanned layer stack'), proc.stderr[-2000:]
 
 
-def _train(workdir, data_dir, mesh=None, steps=STEPS):
+def _args(workdir, mesh=None, steps=STEPS):
   mesh = dict(mesh or {})
   extra = [f'--config.model.pipeline_microbatches={mesh.pop("microbatches")}'] \
       if 'microbatches' in mesh else []
   extra += [f'--config.mesh.{axis}={size}' for axis, size in mesh.items()]
-  proc = run_cli([*GPT, '--workdir', workdir, f'--config.total_steps={steps}',
-                  '--config.log_every=1', '--config.eval_every=0', '--config.ckpt_every=10',
-                  *extra], data_dir, devices=8 if mesh else 1)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  return [*GPT, '--workdir', workdir, f'--config.total_steps={steps}', '--config.log_every=1',
+          '--config.eval_every=0', '--config.ckpt_every=10', *extra]
+
+
+def _losses(workdir):
   return {s: r['loss'] for s, r in read_metrics(workdir).items()}
 
 
 def test_pipeline_trains_like_one_device_and_resumes_exactly(tmp_path, data_dir):
   from train import core
-  one = _train(tmp_path / 'one', data_dir)
+  proc = run_train(_args(tmp_path / 'one'), data_dir)  # one device, in this process
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  one = _losses(tmp_path / 'one')
   assert sorted(one) == list(range(1, STEPS + 1))
-  for label, mesh in MESHES.items():
-    losses = _train(tmp_path / label, data_dir, mesh)
+  run_trains([_args(tmp_path / label, mesh) for label, mesh in MESHES.items()], data_dir)
+  for label in MESHES:
+    losses = _losses(tmp_path / label)
     for step in one:
       assert losses[step] == pytest.approx(one[step], rel=1e-5), (label, step)
   config = load_config('gpt_pydoc.py:variant=tiny', model__num_layers=4,
@@ -172,10 +176,13 @@ def test_pipeline_trains_like_one_device_and_resumes_exactly(tmp_path, data_dir)
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # Exact resume under PP=2 and PP=4: step 10's checkpoint alone, in a new process,
   # continues to the straight run's losses and final state bit for bit.
-  for label, mesh in MESHES.items():
+  for label in MESHES:
     shutil.copytree(tmp_path / label / 'checkpoints' / '10',
                     tmp_path / f'{label}_resumed' / 'checkpoints' / '10')
-    resumed = _train(tmp_path / f'{label}_resumed', data_dir, mesh)
+  run_trains([_args(tmp_path / f'{label}_resumed', mesh) for label, mesh in MESHES.items()],
+             data_dir)
+  for label in MESHES:
+    resumed = _losses(tmp_path / f'{label}_resumed')
     straight = read_metrics(tmp_path / label)
     assert resumed == {s: straight[s]['loss'] for s in range(11, STEPS + 1)}, label
     assert_same_states(*restored_states(
