@@ -51,7 +51,11 @@ a per-pixel broadcast decoder, He init and lr 2e-3 left it after 1,000-2,000 ste
 at 4,000 with 5 slots); with 7 slots, the lr decayed and 5 rounds at evaluation, 0.53 at
 3,000: partial discovery (numbers in the config's docstring); 10,000 steps (0.549), or a
 decoder 64 wide over 6,000 (0.544), or batch 32 (0.528 at 3,000), lower the loss but not
-the plateau of fg_ari near 0.55.
+the plateau of fg_ari near 0.55. Neither do (a third session, numbers in the config) a
+per-pixel encoder (0.475 at 6,000 steps), the full 32x32 input or a decoder rendering 32x32
+(both still on the early plateau at step 1,500), or lr 4e-3 (0.502 at 3,000): the model's
+last-round attention scores 0.61 where its decoder's masks score 0.55, and each object
+keeps only 73% of its pixels in its own slot (rounded masks smaller than the objects).
 
 Dimension key:
   B batch   H, W image height, width   C image channels   N = H * W inputs
