@@ -25,53 +25,80 @@ prompt-following at every eval), `tiny` (tests: tiny frozen runs and U-Net).
 Default: the diffusion U-Net (arch/generative/diffusion_unet.py) at widths 48/96 over 8x8
 and 4x4, one ResBlock a level, a spatial transformer (self-attention, cross-attention to
 the 8 caption states of width 64, GEGLU) after each, 4 heads; DDPM's linear schedule over
-T = 1000, eps-prediction, the simple loss; latents are posterior draws times 1 / their std;
-AdamW 5e-4 constant after 100 warm-up steps, batch 32, grad clip 1, EMA 0.995 (eval and
-samples use it), 600 steps; samples by DDIM (eta 0), 50 steps, guidance 3; the eval
-(test[:500]: sampling is its cost) draws 20 DDIM steps at guidance 3
+T = 1000, v-prediction (Salimans & Ho 2022), the simple loss; latents are posterior draws
+times 1 / their std; AdamW 1e-3 constant after 100 warm-up steps, batch 32, grad clip 1,
+EMA 0.995 (eval and samples use it), 800 steps; samples by DDIM (eta 0), 50 steps,
+guidance 3; the eval (test[:500]: sampling is its cost) draws 20 DDIM steps at guidance 3
 (`task_kwargs.eval_guidance`) and unconditionally (the null caption, guidance 0); fd of
 500 samples (20 steps) in the reader's features at the last eval.
 
-Measured on the 2-core CPU (2026-12-07, 1 device, jit) with other agents' jobs on it (load
-averages in brackets), runs under /work/runs_t2i/:
-  clip  configs/clip_digits.py:data=caption_shapes, 500 steps, 7.0 min wall [19-20]: test
-        image -> caption retrieval 0.524 within batches of 200 (its docstring);
-  vae   configs/vae_digits.py:model=kl,data=caption_shapes, STOPPED at step 164 of 600
-        (0.32 steps/s at load 16-18: the whole run would have taken 45 min), 11.9 min wall;
-  t2i   this config as it stands (600 steps), frozen runs as above, the reader run
-        /work/runs_reader/reader (step 1000, held-out all_correct 0.999):
+Measured on the 2-core CPU (2026-12-07 evening, 1 device, jit) shared with two other
+helpers' jobs (1-minute load averages in brackets: wall times are upper bounds; CPU
+times are the process's own), runs under /work/tmp/t2i/:
+  clip    configs/clip_digits.py:data=caption_shapes, 500 steps, 4.9 min wall [3-14]: test
+          retrieval 0.524 / text retrieval 0.603 (as its docstring);
+  reader  configs/caption_reader_shapes.py --config.total_steps=500: test all_correct 0.996;
+  vae     configs/vae_digits.py:model=kl,data=caption_shapes, its full 600 steps, 31 min
+          wall [13-15] (0.34-0.56 steps/s); test mse 0.0101 / 0.0073 at steps 300 / 600.
+          One t2i run below reads its step 600, the other its STEP-300 checkpoint (copied
+          aside when saved, so that run could start 12 minutes earlier, under load);
+  t2i     over the KL run's step 600 (the recipe as written), started when the load had
+          fallen: 8.8 min wall including the eval, 7.2 min of CPU (user + sys) [5-6],
+          1.9-3.2 steps/s; train loss 0.792 / 0.453 / 0.351 at steps 50 / 200 / 800; eval
+          at step 800 (`--config.evals.fd.every=-1`: no fd, for time):
+                           prompt_all  colour  kind   relation
+            guidance 3     0.040       0.537   0.338  0.506
+            unconditional  0.000       0.160   0.351  0.232
+            shuffled       0.000       0.183   0.315  0.242
+            ceiling        0.144       0.992   0.383  0.982   (step-600 KL's reconstructions)
+          The better first stage raises the ceiling (colour 0.942 -> 0.992) but not the
+          samples: within 800 steps the denoiser, not the first stage, limits colour and
+          relation; the kind stays lost in both first stages (ceiling 0.35-0.38).
+  t2i     over the step-300 KL (this config: v-prediction, lr 1e-3, 800 steps; 2,380,516
+          trained parameters), with fd:
           python -m train --config configs/t2i_shapes.py --workdir W \
-              --config.frozen.vae.workdir=KL --config.frozen.clip.workdir=CLIP \
+              --config.frozen.vae.workdir=KL300 --config.frozen.clip.workdir=CLIP \
               --config.frozen.reader.workdir=READER --config.evals.fd.workdir=READER
-        600 steps in about 17.7 min wall to the last step (02:25:38-02:43:19 UTC, 2.1 min of it
-        compiling) [16.9 at the start, 13.8 at the end], 0.75-1.18 steps/s; train loss
-        (eps MSE) 0.908 / 0.425 / 0.118 / 0.107 at steps 50 / 100 / 250 / 600;
-        2,380,516 trained parameters (the U-Net). The one eval, at step 600 (8.4 min
-        wall, to 02:51:44; 500 held-out test scenes, 20 DDIM steps):
-          loss 0.108 (test); guidance 3: prompt_all 0.000, colour 0.158, kind 0.335,
-          relation 0.270;
-          unconditional (the SAME network, null caption = guidance 0): prompt_all 0.002,
-          colour 0.158, kind 0.345, relation 0.274;
-          shuffled-caption floor: prompt_all 0.002, colour 0.164, kind 0.344, rel. 0.260;
-          ceiling (the reader on the step-164 autoencoder's reconstructions of the real
-          images): prompt_all 0.030, colour 0.486, kind 0.358, relation 0.856;
-          fd 794.8 (500 samples cycling the held-out captions, guidance 3) against
-          fd_floor 45.8, class_coverage 0.22;
-          guidance 1 (the same checkpoint and scenes, a script restoring it and calling
-          the task's evaluate, 2.5 min): prompt_all 0.004, colour 0.156, kind 0.334,
-          relation 0.274 (its shuffled floor 0.000; loss and recon_* equal the loop's).
-        RESULT: NOT A WORKING TEXT-TO-IMAGE MODEL YET. Conditioned, unconditional and
-        shuffled scores are equal (all at chance: colour 1/6, kind 1/3, relation ~1/4),
-        so after 600 steps the network does not follow captions, and samples
-        (docs/samples/t2i_shapes.png: the first 8 distinct held-out captions x 4,
-        guidance 3, 50 DDIM steps; the grid is train.sample's near-square one, 6 a row, in
-        prompt order) are coloured noise; 3 of 32 show a red blob on a dark
-        background. Two causes, both budget: the first stage is under-trained (its
-        reconstructions already lose
-        colour and kind: ceiling prompt_all 0.03), and 600 steps of batch 32 (under 2
-        epochs) are far from what the denoiser needs (ldm_digits.py used 3,000 steps
-        for 8x8 digits). Next: train the KL run to its 600+ steps (or longer) on an idle
-        machine, then this config for several thousand steps.
+          36.4 min wall to step 800 (18:27:47-19:04:10 UTC; about 13 of them compiling
+          before step 50 [13-15]; 0.34-1.24 steps/s), 7 min 45 s of CPU time to then;
+          train loss (v MSE) 0.725 / 0.380 / 0.331 / 0.318 at steps 50 / 250 / 500 / 800.
+          The eval at step 800 (6.6 min wall; 500 held-out test scenes, 20 DDIM steps):
+                           prompt_all  colour  kind   relation
+            guidance 3     0.044       0.523   0.346  0.504
+            unconditional  0.002       0.165   0.355  0.228   (the same net, null caption)
+            shuffled       0.000       0.173   0.343  0.262   (guided samples, rolled captions)
+            ceiling        0.114       0.942   0.352  0.966   (reader on the step-300 KL's
+                                                               reconstructions of the real scenes)
+          fd 424.1 (500 samples cycling the held-out captions, guidance 3) against
+          fd_floor 36.5, class_coverage 0.44. Step budget (the same eval of the run's
+          checkpoints, /work/tmp/t2i/evalstep.py, load 5): guided prompt_all / colour /
+          relation 0.016 / 0.490 / 0.304 at step 400, 0.034 / 0.523 / 0.468 at 600,
+          0.044 / 0.523 / 0.504 at 800 (unconditional colour 0.157-0.165 throughout):
+          colour follows the caption by step 400, the relation keeps improving to 800.
+        The model follows held-out prompts in colour (0.52 against 0.17) and relation
+        (0.50 against 0.23-0.26), well above the unconditional model and the shuffled
+        floor; kind stays at chance because the first stage loses it (ceiling kind 0.35:
+        at step 300 the KL autoencoder's reconstructions do not keep circle / square /
+        triangle apart), which also caps prompt_all (ceiling 0.114). Samples
+        (docs/samples/t2i_shapes.png: the first 8 held-out captions x 4, guidance 3, 50
+        DDIM steps, 6 a row in prompt order; train.sample took 29.5 s wall), looked at:
+        two round blobs on the dark background, the first red as every one of these
+        captions says, the second mostly in the named colour, placed as the relation
+        says (above / below / left of); no recognisable circle, square or triangle.
+        Diagnosis (2026-12-07, /work/tmp/t2i/diag.py: eval loss on 500 test scenes with
+        the true, rolled and null captions): at step 200 the EMA net's v-loss was 0.5787
+        true against 0.5861 rolled and 0.5850 null, lower with the true caption in every
+        quarter of t: the cross-attention is used. The CLIP tower's token states (rms
+        0.98 an element) differ by 0.6-1.6 rms where a colour or kind word changes but by
+        only 0.03-0.3 where 'above' becomes 'below' (a contrastive batch rarely holds two
+        captions that differ only in the relation), so the relation must come mostly
+        from word order. The earlier run (eps-prediction, lr 5e-4, 600 steps, over a KL run stopped
+        at step 164) stayed at chance everywhere (prompt_all 0.000 / colour 0.158 /
+        relation 0.270 against unconditional 0.002 / 0.158 / 0.274) with fd 794.8; its
+        first stage's ceiling was colour 0.486, relation 0.856.
+        Left: a first stage that keeps the kind (a longer or wider KL run; DALL-E's 8x8
+        VQ-VAE has the same problem, kind ceiling 0.46), a text tower that tells 'above'
+        from 'below', more steps for the relation.
 """
 
 from configs.rectified_flow_shapes import held_out_captions
@@ -93,7 +120,9 @@ def get_config(arg=None):
                        + (',tiny' if a.tiny else ''), workdir='')
   if a.reader:
     c.frozen.reader = dict(spec=READER_SPEC + (':tiny' if a.tiny else ''), workdir='')
-  c.task_kwargs = dict(num_timesteps=1000, schedule='linear', prediction='eps',
+  # v-prediction: its loss weighs x0's error by 1 + SNR where eps's weighs it by SNR, so
+  # the high-noise steps that decide colours and layout are not near-free (eps: 0 weight)
+  c.task_kwargs = dict(num_timesteps=1000, schedule='linear', prediction='v',
                        variance='fixed_small', cfg_dropout=0.1, latent_scale=0.0,
                        posterior='sample', words=caption_shapes.VOCAB,
                        text_length=caption_shapes.MAX_TOKENS, prompts=held_out_captions(),
@@ -109,13 +138,13 @@ def get_config(arg=None):
                    layers_per_block=1, num_heads=4, context_dim=64, groups=8, dropout=0.0)
   c.batch_size = 8 if a.tiny else 32
   c.eval_batch_size = 8 if a.tiny else 250
-  c.total_steps = 4 if a.tiny else 600
+  c.total_steps = 4 if a.tiny else 800
   c.log_every = 1 if a.tiny else 50
   c.eval_every = c.total_steps
   c.ckpt_every = 2 if a.tiny else 200
   c.optax_name = 'adamw'
   c.optax = dict(weight_decay=0.0)
-  c.lr = 5e-4
+  c.lr = 1e-3
   c.schedule = 'constant'
   c.warmup_steps = 0 if a.tiny else 100
   c.grad_clip_norm = 1.0

@@ -51,15 +51,15 @@ per image, IWAE with k = 64, fd of 360 prior samples against the floor 4.77:
                 19.8 min wall [10.4] (6.4 min CPU); 653,695 params. Reconstructions are
                 near-exact.
   kl, data=caption_shapes (the first stage of configs/t2i_shapes.py; 32x32x3 -> 8x8x4,
-                widths 16/32/64, batch 32, 954,567 params), 2026-12-07, fresh workdir
-                /work/runs_t2i/kl: at 0.32 steps/s (1-minute load average 16-18 from other
-                agents' jobs; 2 min 16 s of it compiling) the 600 configured steps would
-                have taken 45 min, so the run was stopped by SIGTERM after 11.9 min wall
-                (02:13:29-02:25:21 UTC) and saved step 164, which configs/t2i_shapes.py's
-                measured run reads. Train at step 100: recon (L1 Laplace) 3050.9 nats per
-                image (2129.4 of it the log(2b) term: mean |error| 0.30 in [-1, 1]), KL
-                1055.5. An under-trained first stage: see t2i_shapes.py for what its
-                reconstructions cost (the reader's recon_* scores).
+                widths 16/32/64, batch 32, 954,567 params), 2026-12-07 evening, fresh
+                workdir /work/tmp/t2i/kl: the full 600 steps in 31 min wall (1-minute load
+                average 13-15 from other agents' jobs; 0.34-0.56 steps/s); test mse 0.0101
+                / 0.0073, recon (L1 Laplace) 2474.6 / 2404.2 nats per image, KL 1144 / 1111,
+                latent std 2.35 / 2.00 at steps 300 / 600. What the reader reads back from
+                its reconstructions of the held-out scenes (t2i_shapes.py's recon_*):
+                colour 0.942 / 0.992, relation 0.966 / 0.982, but kind 0.352 / 0.383
+                (chance 0.33: the shapes' outlines are lost), all five 0.114 / 0.144.
+                (An earlier run stopped at step 164 reached colour 0.486.)
 For comparison on the same split (other configs): RealNVP 2.014 and the Gated PixelCNN
 1.759 bits/dim; the VAE's 1.918 is an upper bound (IWAE), theirs exact.
 """

@@ -52,10 +52,14 @@ without prompts the sampler (and the fd evaluator) cycles `task_kwargs.prompts`.
 Config: `config.task = 'generative.t2i'`, `config.model_name = 'generative.diffusion_unet'`,
 `config.frozen.vae`, `config.frozen.clip` (and `.reader`); task_kwargs `Options`.
 
-Measured (configs/t2i_shapes.py, 2026-12-07, the loaded 2-core CPU): 600 steps over a
-first stage stopped at step 164 do not yet follow captions: held-out prompt_all 0.000 at
-guidance 3 against 0.002 unconditional and 0.002 for shuffled captions (every attribute at
-chance), fd 794.8 against a floor of 45.8; an under-trained budget, not a working model.
+Measured (configs/t2i_shapes.py, 2026-12-07, the loaded 2-core CPU): v-prediction, lr
+1e-3, 800 steps over the KL run's step-300 checkpoint follow held-out prompts in colour
+(0.523 at guidance 3 against 0.165 unconditional and 0.173 for shuffled captions) and
+relation (0.504 against 0.228 / 0.262); kind stays at chance (0.346), as it does in the
+first stage's reconstructions (ceiling kind 0.352, prompt_all 0.114); prompt_all 0.044
+against 0.002 / 0.000; fd 424.1 against a floor of 36.5. (eps-prediction, lr 5e-4, 600
+steps over a step-164 first stage stayed at chance everywhere; over the KL run's step
+600: colour 0.537, relation 0.506, prompt_all 0.040, ceiling kind 0.383.)
 
 Dimension key: B batch, H W C image, h w c latent, S caption tokens, E text width.
 """
