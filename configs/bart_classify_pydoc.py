@@ -10,7 +10,7 @@ the mean of its outputs over the real tokens into a new 9-way layer.
 
 Arguments: `init=bart|scratch` (default bart), `src` (a trained bart_pydoc workdir; empty:
 bart_pydoc is trained into WORKDIR/frozen_bart first), `tiny` (tests: batch 8), `task`
-(chapters|order) as configs/bert_classify_pydoc.py's.
+(chapters|order|spell) as configs/bert_classify_pydoc.py's.
 
 Measured on the 2-core CPU (2026-12-07, 1 device, jit, load 7-17), 200 steps of batch 32,
 AdamW lr 3e-4, one seed; the source a bart_pydoc run of 600 steps
@@ -22,6 +22,32 @@ AdamW lr 3e-4, one seed; the source a bart_pydoc run of 600 steps
 
 4 and 14 min wall. No gain at this budget: as with BERT, both arms are near the two
 largest chapters (majority 0.287).
+
+From the full 3,000-step bart_pydoc run (the default; validation token accuracy 0.702,
+copied bytes 0.774, infilled 0.538), 2026-12-07, load 6-17, fresh workdirs:
+
+                          test accuracy                           test loss   balanced
+  200 steps, seed 0       (step 100 / 200)                        (at the end)
+    from bart_pydoc       0.330 / 0.354                           1.792       0.178
+    from scratch          0.323 / 0.361                           1.832       0.166
+  600 steps (`--config.total_steps=600 --config.eval_every=200`; steps 200 / 400 / 600)
+    from bart_pydoc  s0   0.378 / 0.438 / 0.417                   1.639       0.259
+                     s1   0.397 / 0.434 / 0.438                   1.662       0.282
+                     s2   0.398 / 0.422 / 0.414                   1.675       0.269
+    from scratch     s0   0.371 / 0.412 / 0.421                   1.697       0.245
+                     s1   0.373 / 0.415 / 0.400                   1.728       0.230
+                     s2   0.388 / 0.419 / 0.422                   1.687       0.247
+
+(200 steps: 5 min wall each at load 14; 600 steps: 14 min each for seed 0 at load 13-17, 8
+min for seed 1 at load 6-12, 5 min for seed 2 at load 5; two at a time.) The pre-trained
+encoder fits the training passages faster (train accuracy at step 600 0.524 / 0.527 / 0.523
+vs 0.471 / 0.464 / 0.487) and is ahead in every seed in test loss (mean 1.659 vs 1.704) and
+balanced accuracy (0.270 vs 0.241), but not in test accuracy (mean 0.423 vs 0.414; -0.004,
++0.038, -0.008 by seed; at step 400 +0.026, +0.019, +0.003): a small gain in loss and in the
+smaller chapters, none beyond seed noise in accuracy.
+`task=spell` (configs/bert_classify_pydoc.py; 400 steps, seed 0, 9 min at load 13-14):
+0.500 from bart_pydoc vs 0.502 from scratch, both at chance throughout, though a
+logistic regression on character bigrams separates it (0.966).
 """
 
 from arch.sequence import encoder_heads

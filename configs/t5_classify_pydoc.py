@@ -10,7 +10,7 @@ tokens into a new 9-way layer (arch/sequence/encoder_heads.py).
 
 Arguments: `init=t5|scratch` (default t5), `src` (a trained t5_pydoc workdir; empty:
 t5_pydoc is trained into WORKDIR/frozen_t5 first), `tiny` (tests: t5_pydoc's tiny sizes,
-batch 8), `task` (chapters|order) as configs/bert_classify_pydoc.py's.
+batch 8), `task` (chapters|order|spell) as configs/bert_classify_pydoc.py's.
 
 Measured on the 2-core CPU (2026-12-07, 1 device, jit, load 10-13), 200 steps of batch 32,
 AdamW lr 3e-4 (configs/recipes.py encoder_fine_tuning), seeds 0 and 1; the source the

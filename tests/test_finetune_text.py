@@ -1,7 +1,8 @@
 """Downstream fine-tuning of the text encoders: the labels of `pydoc_chapters` (docs file of a
-passage), `pydoc_chapters_order` (word order kept or shuffled) and `pydoc_code` (tokenize's
-lexical tags), the classifier and tagger heads through the loop with exact resume, and
-`config.init_from` copying a bert_pydoc / bart_pydoc / t5_pydoc run's encoder."""
+passage), `pydoc_chapters_order` (word order kept or shuffled), `pydoc_chapters_spell` (words'
+inner letters kept or shuffled) and `pydoc_code` (tokenize's lexical tags), the classifier and
+tagger heads through the loop with exact resume, and `config.init_from` copying a bert_pydoc /
+bart_pydoc / t5_pydoc run's encoder."""
 
 import jax
 import numpy as np
@@ -93,6 +94,23 @@ def test_order_task_shuffles_words_and_keeps_the_bytes():
     out = pydoc_chapters_order.shuffle_words(data, rng)
     assert out != data and sorted(out.split(b' ')) == sorted(data.split(b' '))
     assert sorted(out) == sorted(data)  # the same bytes: no bag of bytes can tell them apart
+
+
+def test_spell_task_scrambles_inner_letters_and_keeps_the_bytes():
+  """pydoc_chapters_spell: each word with all-letter insides keeps its ends and its letters;
+  other words, the spaces and the bag of bytes stay as they are."""
+  from train.datasets import pydoc_chapters_spell
+  rng = np.random.default_rng(0)
+  data = b'the attribute "__init__" x1 of *name*, spelled\n  correctly'
+  outs = {pydoc_chapters_spell.scramble_words(data, rng) for _ in range(20)}
+  for out in outs:
+    assert sorted(out) == sorted(data)  # the same bytes: no bag of bytes can tell them apart
+    for w, v in zip(data.split(b' '), out.split(b' ')):
+      assert len(v) == len(w) and v[:1] == w[:1] and v[-1:] == w[-1:]
+      assert sorted(v) == sorted(w)
+      if len(w) < 4 or not w[1:-1].isalpha():  # 'the', '"__init__"', 'x1', '*name*,'
+        assert v == w
+  assert {o.split(b' ')[1] for o in outs} != {b'attribute'}  # scrambled, not always alike
 
 
 def test_classification_eval_reports_each_class():

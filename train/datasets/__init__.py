@@ -13,6 +13,7 @@ from train.datasets.moving_digits import MovingDigits
 from train.datasets.multishapes import Multishapes
 from train.datasets.pydoc_chapters import PydocChapters
 from train.datasets.pydoc_chapters_order import PydocChaptersOrder
+from train.datasets.pydoc_chapters_spell import PydocChaptersSpell
 from train.datasets.pydoc_code import PydocCode
 from train.datasets.pydoc_retro import PydocRetro
 from train.datasets.pydoc_text import PydocText
@@ -30,6 +31,7 @@ from train.datasets.translation import Translation
 OFFLINE = {'caption_shapes': CaptionShapes, 'digits': Digits, 'events': Events, 'karate': Karate,
            'moving_digits': MovingDigits, 'multishapes': Multishapes,
            'pydoc_chapters': PydocChapters, 'pydoc_chapters_order': PydocChaptersOrder,
+           'pydoc_chapters_spell': PydocChaptersSpell,
            'pydoc_code': PydocCode, 'pydoc_retro': PydocRetro,
            'pydoc_text': PydocText, 'random_graphs': RandomGraphs, 'recall': Recall, 'sbm': Sbm,
            'scene': Scene, 'shapes': Shapes, 'spirals': Spirals, 'tones': Tones, 'toy2d': Toy2d,
