@@ -101,6 +101,25 @@ def byte_tokens(data: bytes) -> np.ndarray:
   return np.asarray(ids + [vocab.PAD] * (LENGTH - len(ids)), np.int32)
 
 
+def paired_examples(texts, test, corrupt, seed):
+  """The two-class examples of a subclass that judges passages: each passage of the split
+  as written (label 1) and `corrupt(data, rng)` of it (label 0), in the split's blocks as
+  pydoc_chapters'; a passage is left out where `corrupt` returns None or the passage
+  itself. The rng is seeded with `seed` + the split."""
+  rng = np.random.default_rng(seed + int(test))
+  for chapter in NAMES:
+    for i, (data, topic) in enumerate(passages(texts[chapter])):
+      if is_test(i) != test:
+        continue
+      corrupted = corrupt(data, rng)
+      if corrupted is None or corrupted == data:
+        continue
+      for label, text in ((1, data), (0, corrupted)):
+        yield f'{chapter}/{i}/{label}', {'text': text.decode('utf-8', errors='replace'),
+                                         'tokens': byte_tokens(text), 'label': label,
+                                         'topic': topic}
+
+
 class PydocChapters(tfds.core.GeneratorBasedBuilder):
   """pydoc passages labelled by the docs file (chapter) they come from. A subclass labels
   the same passages otherwise: its LABELS and `_generate_examples(texts, test)`."""

@@ -32,12 +32,6 @@ class PydocChaptersOrder(pydoc_chapters.PydocChapters):
   LABELS = NAMES
 
   def _generate_examples(self, texts, test):
-    rng = np.random.default_rng(SEED + int(test))
-    for chapter in pydoc_chapters.NAMES:
-      for i, (data, topic) in enumerate(pydoc_chapters.passages(texts[chapter])):
-        if pydoc_chapters.is_test(i) != test or len(data.split(b' ')) < MIN_WORDS:
-          continue
-        for label, text in ((1, data), (0, shuffle_words(data, rng))):
-          yield f'{chapter}/{i}/{label}', {
-              'text': text.decode('utf-8', errors='replace'),
-              'tokens': pydoc_chapters.byte_tokens(text), 'label': label, 'topic': topic}
+    def corrupt(data, rng):
+      return shuffle_words(data, rng) if len(data.split(b' ')) >= MIN_WORDS else None
+    return pydoc_chapters.paired_examples(texts, test, corrupt, SEED)

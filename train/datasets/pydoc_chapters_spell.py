@@ -37,15 +37,4 @@ class PydocChaptersSpell(pydoc_chapters.PydocChapters):
   LABELS = NAMES
 
   def _generate_examples(self, texts, test):
-    rng = np.random.default_rng(SEED + int(test))
-    for chapter in pydoc_chapters.NAMES:
-      for i, (data, topic) in enumerate(pydoc_chapters.passages(texts[chapter])):
-        if pydoc_chapters.is_test(i) != test:
-          continue
-        scrambled = scramble_words(data, rng)
-        if scrambled == data:
-          continue
-        for label, text in ((1, data), (0, scrambled)):
-          yield f'{chapter}/{i}/{label}', {
-              'text': text.decode('utf-8', errors='replace'),
-              'tokens': pydoc_chapters.byte_tokens(text), 'label': label, 'topic': topic}
+    return pydoc_chapters.paired_examples(texts, test, scramble_words, SEED)
